@@ -1,0 +1,1 @@
+//! Configuration: TOML with serde, validated at load time with file/line/key errors.

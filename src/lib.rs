@@ -1,0 +1,10 @@
+//! linepilot: an edge agent gateway for factory lines.
+//!
+//! See `../shared/DESIGN.md` for the architecture. This file only declares the module tree.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod line_protocol;
+pub mod service;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The daemon: supervisor, signals, `linepilot run`.
