@@ -1,1 +1,3 @@
-//! HTTP API (axum).
+//! HTTP API (axum): InfluxDB v2 write endpoint, queries, health.
+
+pub mod config;
