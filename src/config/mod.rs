@@ -1,3 +1,83 @@
 //! Configuration: TOML with serde, validated at load time with file/line/key errors.
+//!
+//! [`Config::load`] reads the whole file and reports every problem it can find,
+//! each as `FILE:LINE:COL: KEY: MESSAGE`: TOML syntax (then it stops), unknown keys,
+//! wrong types, missing keys, duplicate names, references to unknown areas, lines,
+//! assets and sources, bad tag addresses and bad alarm limits. See
+//! `configs/example.toml` ([`EXAMPLE`]) for a documented file.
+//!
+//! Each section struct derives `Deserialize` with `deny_unknown_fields`; the root is
+//! assembled by the loader, which deserializes every section and every `[[...]]`
+//! entry on its own so that one bad entry does not hide problems in the next.
 
+mod address;
+mod diagnostic;
+mod load;
+mod plant;
+mod source;
 pub mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use crate::api::config::ApiConfig;
+use crate::store::config::StoreConfig;
+
+pub use address::{
+    JsonPath, JsonPathSegment, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress,
+    NodeIdentifier, OpcUaNodeId, TagAddress, WordOrder,
+};
+pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
+pub use source::{
+    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaSecurity, OpcUaSourceConfig, Parity,
+    SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
+};
+
+/// The documented example config (`linepilot generate-config` prints it).
+pub const EXAMPLE: &str = include_str!("../../configs/example.toml");
+
+/// The whole gateway configuration, checked: every reference resolves and every
+/// address parsed. Only [`Config::load`] and [`Config::from_str_named`] make one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `[site]`: plant name and time zone.
+    pub site: SiteConfig,
+    /// `[store]`: the embedded time-series store.
+    pub store: StoreConfig,
+    /// `[api]`: the HTTP API.
+    pub api: ApiConfig,
+    /// `[[area]]` entries, in file order.
+    pub areas: Vec<AreaConfig>,
+    /// `[[line]]` entries, in file order.
+    pub lines: Vec<LineConfig>,
+    /// `[[asset]]` entries, in file order.
+    pub assets: Vec<AssetConfig>,
+    /// `[[source]]` entries, in file order.
+    pub sources: Vec<SourceConfig>,
+    /// `[[tag]]` entries, in file order.
+    pub tags: Vec<TagConfig>,
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigErrors::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_str_named(&text, &path.display().to_string())
+    }
+
+    /// Checks config text; `name` is the file name used in diagnostics.
+    pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigErrors> {
+        load::load(text, name)
+    }
+
+    /// The `[[source]]` with this id.
+    pub fn source(&self, id: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.id() == id)
+    }
+}

@@ -1,0 +1,704 @@
+//! The loader: parse once into a spanned tree, deserialize each section and each
+//! `[[...]]` entry on its own, then check names, references and addresses, keeping
+//! every problem with the byte span of the text it concerns.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::address::{
+    ModbusAddressFields, ModbusDataType, MqttAddressFields, OpcUaNodeId, TagAddress,
+};
+use super::diagnostic::{ConfigErrors, Sink};
+use super::plant::{
+    check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig,
+};
+use super::source::{
+    ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind,
+};
+use super::Config;
+use crate::domain::ValueKind;
+
+type Val<'t> = Spanned<DeValue<'t>>;
+
+/// The top-level keys of a config file.
+const SECTIONS: [&str; 8] = [
+    "site", "store", "api", "area", "line", "asset", "source", "tag",
+];
+
+/// One step of a key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+fn join(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    base.iter().chain(more).cloned().collect()
+}
+
+fn path_text(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => {
+                let _ = write!(s, "[{i}]");
+            }
+        }
+    }
+    s
+}
+
+/// Whether `inner` lies within `outer` (an empty `inner` may sit at either end).
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// The deepest key path under `v` whose key or value covers `span`; empty when none does.
+fn locate(v: &Val<'_>, span: &Range<usize>) -> Vec<Seg> {
+    fn walk(v: &Val<'_>, span: &Range<usize>, path: &mut Vec<Seg>, best: &mut Vec<Seg>) {
+        let mut visit = |seg: Seg, covers: bool, child: &Val<'_>, path: &mut Vec<Seg>| {
+            path.push(seg);
+            if covers && path.len() > best.len() {
+                *best = path.clone();
+            }
+            walk(child, span, path, best);
+            path.pop();
+        };
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                for (k, child) in t.iter() {
+                    let covers = contains(&k.span(), span) || contains(&child.span(), span);
+                    visit(key(k.get_ref()), covers, child, path);
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    let covers = contains(&child.span(), span);
+                    visit(Seg::Index(i), covers, child, path);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = Vec::new();
+    walk(v, span, &mut Vec::new(), &mut best);
+    best
+}
+
+/// The node at `path` under `v`.
+fn get<'a, 't>(v: &'a Val<'t>, path: &[Seg]) -> Option<&'a Val<'t>> {
+    let mut cur = v;
+    for seg in path {
+        cur = match (cur.get_ref(), seg) {
+            (DeValue::Table(t), Seg::Key(k)) => t.get(k.as_str())?,
+            (DeValue::Array(a), Seg::Index(i)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Span of the value at `path`, or of its deepest existing ancestor.
+fn span_at(root: &Val<'_>, path: &[Seg]) -> Range<usize> {
+    let mut cur = root;
+    for seg in path {
+        let next = match (cur.get_ref(), seg) {
+            (DeValue::Table(t), Seg::Key(k)) => t.get(k.as_str()),
+            (DeValue::Array(a), Seg::Index(i)) => a.get(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => break,
+        }
+    }
+    cur.span()
+}
+
+/// Removes `key` from the table at `path` under `v`; false when there is no such entry.
+fn remove_key(v: &mut Val<'_>, path: &[Seg], key: &str) -> bool {
+    let mut cur = v;
+    for seg in path {
+        cur = match (cur.get_mut(), seg) {
+            (DeValue::Table(t), Seg::Key(k)) => match t.get_mut(k.as_str()) {
+                Some(n) => n,
+                None => return false,
+            },
+            (DeValue::Array(a), Seg::Index(i)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match cur.get_mut() {
+        DeValue::Table(t) => t.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// The string value at `key` of a table value, with its span.
+fn str_at<'a>(v: &'a Val<'_>, k: &str) -> Option<(&'a str, Range<usize>)> {
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .get(k)
+            .and_then(|x| x.get_ref().as_str().map(|s| (s, x.span()))),
+        _ => None,
+    }
+}
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// Serde's wording, in the config's words (keys, values), with a hint for inline secrets.
+fn reword(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let mut out = format!("unknown key `{rest}");
+        if rest.contains(&format!("`{name}_env`")) {
+            let _ = write!(
+                out,
+                "; secrets never go in the config text: name an environment variable with `{name}_env` or a file with `{name}_file`"
+            );
+        }
+        return out;
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        return format!("unknown value `{rest}");
+    }
+    msg.to_string()
+}
+
+struct Loader<'t, 'r> {
+    sink: Sink<'t>,
+    root: &'r Val<'t>,
+}
+
+impl<'t, 'r> Loader<'t, 'r> {
+    fn report(&mut self, span: Range<usize>, path: &[Seg], message: impl Into<String>) {
+        self.sink.push(span, path_text(path), message);
+    }
+
+    /// Reports a problem about the value at `path` (pointing at its deepest existing part).
+    fn report_at(&mut self, path: &[Seg], message: impl Into<String>) {
+        let span = span_at(self.root, path);
+        self.report(span, path, message);
+    }
+
+    /// Deserializes `value` (found at `base`), reporting every problem it can: after
+    /// each error the offending key is dropped and the value tried again, so several
+    /// bad keys in one table are all reported. `None` if anything was wrong.
+    fn de<T: DeserializeOwned>(&mut self, value: &Val<'t>, base: &[Seg]) -> Option<T> {
+        let mut work = value.clone();
+        let mut dropped: Vec<(Vec<Seg>, String)> = Vec::new();
+        for _ in 0..64 {
+            let err = match T::deserialize(ValueDeserializer::from(work.clone())) {
+                Ok(v) => return dropped.is_empty().then_some(v),
+                Err(e) => e,
+            };
+            let span = err.span().unwrap_or_else(|| work.span());
+            let rel = locate(&work, &span);
+            if let Some(field) = missing_field(err.message()) {
+                if !dropped.contains(&(rel.clone(), field.to_string())) {
+                    let path = join(base, &join(&rel, &[key(field)]));
+                    self.report(span, &path, format!("missing key `{field}`"));
+                }
+                return None;
+            }
+            let Some(cut) = rel.iter().rposition(|s| matches!(s, Seg::Key(_))) else {
+                self.report(span, &join(base, &rel), reword(err.message()));
+                return None;
+            };
+            let parent = rel[..cut].to_vec();
+            self.report(span, &join(base, &rel), reword(err.message()));
+            let Seg::Key(k) = &rel[cut] else { return None };
+            if !remove_key(&mut work, &parent, k) {
+                return None;
+            }
+            dropped.push((parent, k.clone()));
+        }
+        None
+    }
+
+    /// The entries of a `[[name]]` array of tables.
+    fn entries(&mut self, name: &str) -> Vec<(usize, &'r Val<'t>)> {
+        let root: &'r Val<'t> = self.root;
+        match get(root, &[key(name)]) {
+            None => Vec::new(),
+            Some(v) => match v.get_ref() {
+                DeValue::Array(a) => a.iter().enumerate().collect(),
+                _ => {
+                    self.report(
+                        v.span(),
+                        &[key(name)],
+                        format!("`{name}` must be an array of tables, written `[[{name}]]`"),
+                    );
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// Checks the identifier at `entry.<field>` of every entry: well formed and unique.
+    /// Returns identifier -> entry index.
+    fn names(
+        &mut self,
+        section: &str,
+        entries: &[(usize, &Val<'t>)],
+        field: &str,
+        what: &str,
+        check: fn(&str) -> Result<(), String>,
+    ) -> HashMap<String, usize> {
+        let mut seen: HashMap<String, (usize, Range<usize>)> = HashMap::new();
+        for (i, v) in entries {
+            let Some((name, span)) = str_at(v, field) else {
+                continue;
+            };
+            let path = [key(section), Seg::Index(*i), key(field)];
+            if let Err(e) = check(name) {
+                self.report(span.clone(), &path, format!("bad {what}: {e}"));
+            }
+            if let Some((_, first)) = seen.get(name) {
+                let line = self.sink.line_of(first.start);
+                self.report(
+                    span,
+                    &path,
+                    format!("duplicate {what} `{name}` (first defined on line {line})"),
+                );
+            } else {
+                seen.insert(name.to_string(), (*i, span));
+            }
+        }
+        seen.into_iter().map(|(k, (i, _))| (k, i)).collect()
+    }
+
+    /// Checks that `entry.<field>` names one of `known`.
+    fn references(
+        &mut self,
+        section: &str,
+        entries: &[(usize, &Val<'t>)],
+        field: &str,
+        target: &str,
+        known: &HashMap<String, usize>,
+    ) {
+        for (i, v) in entries {
+            let Some((name, span)) = str_at(v, field) else {
+                continue;
+            };
+            if !known.contains_key(name) {
+                let mut msg = format!("unknown {target} `{name}`");
+                if let Some(close) = closest(name, known.keys()) {
+                    let _ = write!(msg, "; did you mean `{close}`?");
+                } else if known.is_empty() {
+                    let _ = write!(msg, "; no `[[{field}]]` is defined");
+                }
+                self.report(span, &[key(section), Seg::Index(*i), key(field)], msg);
+            }
+        }
+    }
+
+    /// Reports (key within `base`, message) problems from a check.
+    fn report_all(&mut self, base: &[Seg], errs: Vec<(&'static str, String)>) {
+        for (k, msg) in errs {
+            self.report_at(&join(base, &[key(k)]), msg);
+        }
+    }
+}
+
+/// The known name nearest to `name`, if it is a likely typo.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.chars().count())
+        .min()
+        .map(|(_, k)| k.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
+    let mut sink = Sink::new(name, text);
+    let table = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            sink.push(
+                e.span().unwrap_or(0..0),
+                "(syntax)",
+                e.message().to_string(),
+            );
+            return Err(ConfigErrors::Invalid {
+                diagnostics: sink.finish(),
+            });
+        }
+    };
+    let span = table.span();
+    let root: Val<'_> = Spanned::new(span, DeValue::Table(table.into_inner()));
+    let mut l = Loader { sink, root: &root };
+
+    if let DeValue::Table(t) = root.get_ref() {
+        for k in t.keys() {
+            if !SECTIONS.contains(&k.get_ref().as_ref()) {
+                l.report(
+                    k.span(),
+                    &[key(k.get_ref())],
+                    format!(
+                        "unknown section `{}`, expected one of {}",
+                        k.get_ref(),
+                        SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    let site = match get(&root, &[key("site")]) {
+        Some(v) => l.de::<SiteConfig>(v, &[key("site")]),
+        None => {
+            l.report(
+                0..0,
+                &[key("site")],
+                "missing section `[site]` (name, time_zone)",
+            );
+            None
+        }
+    };
+    if let Some(site) = &site {
+        if site.name.trim().is_empty() {
+            l.report_at(&[key("site"), key("name")], "site name must not be empty");
+        }
+    }
+    let store = match get(&root, &[key("store")]) {
+        Some(v) => l.de(v, &[key("store")]),
+        None => Some(Default::default()),
+    };
+    let api = match get(&root, &[key("api")]) {
+        Some(v) => l.de(v, &[key("api")]),
+        None => Some(Default::default()),
+    };
+
+    // The plant model: identifiers and references come from the raw tree, so an entry
+    // with a bad field elsewhere still counts as defined (no cascade of "unknown" errors).
+    let area_entries = l.entries("area");
+    let line_entries = l.entries("line");
+    let asset_entries = l.entries("asset");
+    let source_entries = l.entries("source");
+    let tag_entries = l.entries("tag");
+
+    let areas: Vec<AreaConfig> = area_entries
+        .iter()
+        .filter_map(|(i, v)| l.de(v, &[key("area"), Seg::Index(*i)]))
+        .collect();
+    let lines: Vec<LineConfig> = line_entries
+        .iter()
+        .filter_map(|(i, v)| l.de(v, &[key("line"), Seg::Index(*i)]))
+        .collect();
+    let mut assets: Vec<AssetConfig> = Vec::new();
+    for (i, v) in &asset_entries {
+        let base = [key("asset"), Seg::Index(*i)];
+        if let Some(a) = l.de::<AssetConfig>(v, &base) {
+            if let Some(r) = a.ideal_rate_per_min {
+                if !(r.is_finite() && r > 0.0) {
+                    l.report_at(
+                        &join(&base, &[key("ideal_rate_per_min")]),
+                        format!("ideal_rate_per_min ({r}) must be a positive number"),
+                    );
+                }
+            }
+            assets.push(a);
+        }
+    }
+
+    let area_ids = l.names("area", &area_entries, "id", "area id", check_id);
+    let line_ids = l.names("line", &line_entries, "id", "line id", check_id);
+    let asset_ids = l.names("asset", &asset_entries, "id", "asset id", check_id);
+    let source_ids = l.names("source", &source_entries, "id", "source id", check_id);
+    l.names("tag", &tag_entries, "name", "tag name", check_tag_name);
+    l.references("line", &line_entries, "area", "area", &area_ids);
+    l.references("asset", &asset_entries, "line", "line", &line_ids);
+    l.references("tag", &tag_entries, "asset", "asset", &asset_ids);
+    l.references("tag", &tag_entries, "source", "source", &source_ids);
+
+    // Sources: `kind` picks the settings struct.
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    let mut source_kinds: HashMap<String, SourceKind> = HashMap::new();
+    let mut unit_ids: HashMap<String, u8> = HashMap::new();
+    for (i, v) in &source_entries {
+        let base = [key("source"), Seg::Index(*i)];
+        let kind = match v.get_ref() {
+            DeValue::Table(t) => t.get("kind"),
+            _ => None,
+        };
+        let kind = match kind {
+            None => {
+                l.report(
+                    v.span(),
+                    &join(&base, &[key("kind")]),
+                    format!("missing key `kind` ({})", SourceKind::NAMES.join(", ")),
+                );
+                None
+            }
+            Some(k) => match k.get_ref().as_str().and_then(SourceKind::from_name) {
+                Some(kind) => Some(kind),
+                None => {
+                    l.report(
+                        k.span(),
+                        &join(&base, &[key("kind")]),
+                        format!(
+                            "unknown source kind, expected one of {}",
+                            SourceKind::NAMES.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let Some(kind) = kind else { continue };
+        let id = str_at(v, "id").map(|(s, _)| s.to_string());
+        if let Some(id) = &id {
+            source_kinds.entry(id.clone()).or_insert(kind);
+        }
+        let mut settings = (*v).clone();
+        remove_key(&mut settings, &[], "kind");
+        let source = match kind {
+            SourceKind::OpcUa => l.de::<OpcUaSourceConfig>(&settings, &base).map(|s| {
+                let errs = s.security.check();
+                l.report_all(&join(&base, &[key("security")]), errs);
+                SourceConfig::OpcUa(s)
+            }),
+            SourceKind::Modbus => l.de::<ModbusSourceConfig>(&settings, &base).map(|s| {
+                unit_ids.insert(s.id.clone(), s.unit_id);
+                SourceConfig::Modbus(s)
+            }),
+            SourceKind::Mqtt => l.de::<MqttSourceConfig>(&settings, &base).map(|s| {
+                let errs = s.check();
+                l.report_all(&base, errs);
+                SourceConfig::Mqtt(s)
+            }),
+        };
+        sources.extend(source);
+    }
+
+    // Tags: the address is read according to the kind of the tag's source.
+    let mut tags: Vec<TagConfig> = Vec::new();
+    for (i, v) in &tag_entries {
+        let base = [key("tag"), Seg::Index(*i)];
+        let mut fields = (*v).clone();
+        remove_key(&mut fields, &[], "address");
+        let tag = l.de::<TagConfig>(&fields, &base);
+        let address = match v.get_ref() {
+            DeValue::Table(t) => t.get("address"),
+            _ => None,
+        };
+        let has_source_key = matches!(v.get_ref(), DeValue::Table(t) if t.contains_key("source"));
+        let source = str_at(v, "source").map(|(s, _)| s);
+        let addr_path = join(&base, &[key("address")]);
+        let parsed = match (address, source) {
+            (None, Some(s)) => {
+                l.report(
+                    v.span(),
+                    &addr_path,
+                    format!("missing key `address`: a tag read from source `{s}` needs one"),
+                );
+                None
+            }
+            (Some(a), None) if !has_source_key => {
+                l.report(
+                    a.span(),
+                    &addr_path,
+                    "`address` needs `source` (the [[source]] it is read from)",
+                );
+                None
+            }
+            (Some(a), Some(s)) => {
+                // An unknown source was reported above; still check the address by its shape.
+                let kind = source_kinds.get(s).copied().or_else(|| match a.get_ref() {
+                    DeValue::String(_) => Some(SourceKind::OpcUa),
+                    DeValue::Table(t) if t.contains_key("topic") => Some(SourceKind::Mqtt),
+                    DeValue::Table(_) => Some(SourceKind::Modbus),
+                    _ => None,
+                });
+                let unit = unit_ids.get(s).copied().unwrap_or(1);
+                kind.and_then(|k| address_for(&mut l, a, &addr_path, k, unit))
+            }
+            _ => None,
+        };
+        let Some(mut tag) = tag else { continue };
+        check_tag(&mut l, &base, &tag, parsed.as_ref());
+        tag.address = parsed;
+        tags.push(tag);
+    }
+
+    let Loader { sink, .. } = l;
+    match (site, store, api) {
+        (Some(site), Some(store), Some(api)) if sink.is_empty() => Ok(Config {
+            site,
+            store,
+            api,
+            areas,
+            lines,
+            assets,
+            sources,
+            tags,
+        }),
+        _ => Err(ConfigErrors::Invalid {
+            diagnostics: sink.finish(),
+        }),
+    }
+}
+
+/// Reads a tag address for a source of `kind`.
+fn address_for<'t>(
+    l: &mut Loader<'t, '_>,
+    a: &Val<'t>,
+    path: &[Seg],
+    kind: SourceKind,
+    default_unit: u8,
+) -> Option<TagAddress> {
+    match (kind, a.get_ref()) {
+        (SourceKind::OpcUa, DeValue::String(s)) => match s.parse::<OpcUaNodeId>() {
+            Ok(id) => Some(TagAddress::OpcUa(id)),
+            Err(e) => {
+                l.report(a.span(), path, e);
+                None
+            }
+        },
+        (SourceKind::OpcUa, _) => {
+            l.report(
+                a.span(),
+                path,
+                "an OPC UA address is a NodeId string such as \"ns=2;s=Line1/Filler/BowlPressure\"",
+            );
+            None
+        }
+        (SourceKind::Modbus, DeValue::Table(_)) => {
+            let fields = l.de::<ModbusAddressFields>(a, path)?;
+            match fields.check(default_unit) {
+                Ok(m) => Some(TagAddress::Modbus(m)),
+                Err(errs) => {
+                    l.report_all(path, errs);
+                    None
+                }
+            }
+        }
+        (SourceKind::Modbus, _) => {
+            l.report(a.span(), path, "a Modbus address is a table such as { table = \"holding\", register = 100, type = \"f32\" }");
+            None
+        }
+        (SourceKind::Mqtt, DeValue::Table(_)) => {
+            let fields = l.de::<MqttAddressFields>(a, path)?;
+            match fields.check() {
+                Ok(m) => Some(TagAddress::Mqtt(m)),
+                Err(errs) => {
+                    l.report_all(path, errs);
+                    None
+                }
+            }
+        }
+        (SourceKind::Mqtt, _) => {
+            l.report(a.span(), path, "an MQTT address is a table such as { topic = \"plant/line1/filler/vib\", json_path = \"$.rms\" }");
+            None
+        }
+    }
+}
+
+/// Checks a tag's limits, states, and that its value type fits its address.
+fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], tag: &TagConfig, address: Option<&TagAddress>) {
+    let kind = tag.value_type;
+    if let Some(limits) = &tag.limits {
+        if kind.is_numeric() && kind != ValueKind::Bool {
+            l.report_all(&join(base, &[key("limits")]), limits.check());
+        } else {
+            l.report_at(
+                &join(base, &[key("limits")]),
+                format!("limits apply to f64 and i64 tags, not {kind}"),
+            );
+        }
+    }
+    if let Some(states) = &tag.states {
+        let path = join(base, &[key("states")]);
+        if kind != ValueKind::Str {
+            l.report_at(
+                &path,
+                format!("states apply to string tags, not {kind}; set value_type = \"string\""),
+            );
+        } else if states.is_empty() {
+            l.report_at(&path, "states must list at least one state");
+        } else {
+            for (j, s) in states.iter().enumerate() {
+                if states[..j].contains(s) {
+                    l.report_at(
+                        &join(&path, &[Seg::Index(j)]),
+                        format!("state `{s}` is listed twice"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(TagAddress::Modbus(m)) = address {
+        let fits = match m.data_type {
+            ModbusDataType::Bool => kind == ValueKind::Bool,
+            ModbusDataType::String => kind == ValueKind::Str,
+            t => {
+                kind == ValueKind::F64
+                    || (kind == ValueKind::I64
+                        && t.is_integer()
+                        && m.scale.is_none()
+                        && m.offset.is_none())
+            }
+        };
+        if !fits {
+            let want = match m.data_type {
+                ModbusDataType::Bool => "\"bool\"",
+                ModbusDataType::String => "\"string\"",
+                t if t.is_integer() && m.scale.is_none() && m.offset.is_none() => {
+                    "\"f64\" or \"i64\""
+                }
+                _ => "\"f64\"",
+            };
+            let on_value_type = get(l.root, &join(base, &[key("value_type")])).is_some();
+            let path = if on_value_type {
+                join(base, &[key("value_type")])
+            } else {
+                join(base, &[key("address")])
+            };
+            l.report_at(
+                &path,
+                format!(
+                    "value_type {kind}{} does not fit Modbus type {}; use value_type = {want}",
+                    if on_value_type { "" } else { " (the default)" },
+                    m.data_type
+                ),
+            );
+        }
+    }
+}

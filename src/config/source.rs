@@ -1,0 +1,536 @@
+//! `[[source]]`: one entry per connection to a PLC, device or broker.
+//!
+//! The `kind` key picks the protocol; the rest of the table is that protocol's
+//! settings. Secrets are never written inline, only the name of an environment
+//! variable (`*_env`) or a file (`*_file`, e.g. a systemd credential) that holds them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::units::HumanDuration;
+
+/// The protocol of a source (`kind = "..."`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// OPC UA client (`kind = "opcua"`).
+    OpcUa,
+    /// Modbus TCP or RTU master (`kind = "modbus"`).
+    Modbus,
+    /// MQTT subscriber (`kind = "mqtt"`).
+    Mqtt,
+}
+
+impl SourceKind {
+    /// The spellings accepted for `kind`.
+    pub const NAMES: [&'static str; 3] = ["opcua", "modbus", "mqtt"];
+
+    /// Parses the `kind` value.
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        match name {
+            "opcua" => Some(SourceKind::OpcUa),
+            "modbus" => Some(SourceKind::Modbus),
+            "mqtt" => Some(SourceKind::Mqtt),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::OpcUa => "opcua",
+            SourceKind::Modbus => "modbus",
+            SourceKind::Mqtt => "mqtt",
+        })
+    }
+}
+
+/// One `[[source]]`: a connection, with settings for its protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConfig {
+    /// `kind = "opcua"`.
+    OpcUa(OpcUaSourceConfig),
+    /// `kind = "modbus"`.
+    Modbus(ModbusSourceConfig),
+    /// `kind = "mqtt"`.
+    Mqtt(MqttSourceConfig),
+}
+
+impl SourceConfig {
+    /// The source's id, which tags refer to.
+    pub fn id(&self) -> &str {
+        match self {
+            SourceConfig::OpcUa(s) => &s.id,
+            SourceConfig::Modbus(s) => &s.id,
+            SourceConfig::Mqtt(s) => &s.id,
+        }
+    }
+
+    /// The source's protocol.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceConfig::OpcUa(_) => SourceKind::OpcUa,
+            SourceConfig::Modbus(_) => SourceKind::Modbus,
+            SourceConfig::Mqtt(_) => SourceKind::Mqtt,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// OPC UA
+
+/// An OPC UA server to read tags from (subscriptions on the server's nodes).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcUaSourceConfig {
+    /// Name tags use in `source = "..."`.
+    pub id: String,
+    /// Server endpoint, `opc.tcp://host:port[/path]` (port 4840 when left out).
+    #[serde(deserialize_with = "de_opcua_endpoint")]
+    pub endpoint: String,
+    /// Message security and user identity; anonymous and unsecured when left out.
+    #[serde(default)]
+    pub security: OpcUaSecurity,
+}
+
+/// How the gateway secures and authenticates its OPC UA session.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcUaSecurity {
+    /// Security policy: `None` or `Basic256Sha256`.
+    #[serde(default)]
+    pub policy: SecurityPolicy,
+    /// Message security mode: `None`, `Sign` or `SignAndEncrypt`; `None` only with policy `None`.
+    #[serde(default)]
+    pub mode: SecurityMode,
+    /// User name for a user-name identity token; anonymous when left out.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable that holds the user's password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File that holds the user's password (e.g. a systemd credential).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// OPC UA security policy.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+pub enum SecurityPolicy {
+    /// No message security.
+    #[default]
+    None,
+    /// `http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256`.
+    Basic256Sha256,
+}
+
+/// OPC UA message security mode.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+pub enum SecurityMode {
+    /// Messages are neither signed nor encrypted.
+    #[default]
+    None,
+    /// Messages are signed.
+    Sign,
+    /// Messages are signed and encrypted.
+    SignAndEncrypt,
+}
+
+impl OpcUaSecurity {
+    /// Checks combinations; problems come back as (key within `security`, message).
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        match (self.policy, self.mode) {
+            (SecurityPolicy::None, SecurityMode::None) => {}
+            (SecurityPolicy::None, m) => errs.push((
+                "mode",
+                format!("mode `{m:?}` needs a security policy other than `None`"),
+            )),
+            (p, SecurityMode::None) => errs.push((
+                "mode",
+                format!("policy `{p:?}` needs mode `Sign` or `SignAndEncrypt`"),
+            )),
+            _ => {}
+        }
+        errs.extend(check_secret(
+            self.password_env.as_deref(),
+            self.password_file.is_some(),
+        ));
+        let has_password = self.password_env.is_some() || self.password_file.is_some();
+        match (&self.user, has_password) {
+            (Some(_), false) => errs.push((
+                "user",
+                "`user` needs `password_env` or `password_file`".to_string(),
+            )),
+            (None, true) => errs.push((
+                if self.password_env.is_some() {
+                    "password_env"
+                } else {
+                    "password_file"
+                },
+                "a password needs `user`".to_string(),
+            )),
+            _ => {}
+        }
+        errs
+    }
+}
+
+fn de_opcua_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_url(&s, &[("opc.tcp", 4840)], true).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------
+// Modbus
+
+/// A Modbus device (or gateway) polled for registers.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSourceConfig {
+    /// Name tags use in `source = "..."`.
+    pub id: String,
+    /// `tcp://host:port` (port 502 when left out) or
+    /// `rtu:///dev/ttyUSB0?baud=19200&parity=E`.
+    pub endpoint: ModbusEndpoint,
+    /// Unit (slave) id used by tags that do not name their own `unit`.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Time between polls of this device's tags.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+/// How to reach a Modbus device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModbusEndpoint {
+    /// Modbus TCP.
+    Tcp {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Modbus RTU over a serial line.
+    Rtu {
+        /// Serial device, e.g. `/dev/ttyUSB0`.
+        device: PathBuf,
+        /// Baud rate (19200 when left out).
+        baud: u32,
+        /// Parity (`E`, the Modbus default, when left out).
+        parity: Parity,
+    },
+}
+
+/// Serial parity.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Parity {
+    /// `N`
+    None,
+    /// `E`
+    Even,
+    /// `O`
+    Odd,
+}
+
+impl FromStr for ModbusEndpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("rtu://") {
+            let (device, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !device.starts_with('/') || device.len() < 2 {
+                return Err(format!(
+                    "bad Modbus endpoint `{s}`: expected `rtu:///dev/<serial device>`"
+                ));
+            }
+            let mut baud = 19_200;
+            let mut parity = Parity::Even;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("baud", v)) => {
+                        baud = v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
+                            format!("bad Modbus endpoint `{s}`: baud `{v}` is not a positive number")
+                        })?
+                    }
+                    Some(("parity", v)) => {
+                        parity = match v {
+                            "N" | "n" => Parity::None,
+                            "E" | "e" => Parity::Even,
+                            "O" | "o" => Parity::Odd,
+                            _ => {
+                                return Err(format!(
+                                    "bad Modbus endpoint `{s}`: parity `{v}` is not N, E or O"
+                                ))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "bad Modbus endpoint `{s}`: unknown option `{pair}` (expected baud=, parity=)"
+                        ))
+                    }
+                }
+            }
+            return Ok(ModbusEndpoint::Rtu {
+                device: PathBuf::from(device),
+                baud,
+                parity,
+            });
+        }
+        let (host, port) = check_url(s, &[("tcp", 502)], false)
+            .map_err(|e| format!("{e} (or `rtu:///dev/ttyUSB0?baud=19200`)"))?;
+        Ok(ModbusEndpoint::Tcp { host, port })
+    }
+}
+
+impl<'de> Deserialize<'de> for ModbusEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ModbusEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModbusEndpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            ModbusEndpoint::Rtu {
+                device,
+                baud,
+                parity,
+            } => {
+                let p = match parity {
+                    Parity::None => "N",
+                    Parity::Even => "E",
+                    Parity::Odd => "O",
+                };
+                write!(f, "rtu://{}?baud={baud}&parity={p}", device.display())
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MQTT
+
+/// An MQTT broker whose topics carry tag values.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Name tags use in `source = "..."`.
+    pub id: String,
+    /// Broker, `mqtt://host:port` or `mqtts://host:port` (TLS); ports 1883 / 8883
+    /// when left out.
+    #[serde(deserialize_with = "de_mqtt_url")]
+    pub url: String,
+    /// Client id presented to the broker; `linepilot-<id>` when left out.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name; anonymous when left out.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable that holds the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File that holds the password (e.g. a systemd credential).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl MqttSourceConfig {
+    /// Checks combinations; problems come back as (key, message).
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = check_secret(self.password_env.as_deref(), self.password_file.is_some());
+        if let Some(c) = &self.client_id {
+            if c.is_empty() || c.len() > 65_535 {
+                errs.push(("client_id", "client_id must be 1..=65535 bytes".to_string()));
+            }
+        }
+        errs
+    }
+}
+
+fn de_mqtt_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_url(&s, &[("mqtt", 1883), ("mqtts", 8883)], false).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------
+// shared checks
+
+/// Checks `scheme://host[:port][/path]` for one of `schemes` and returns host and port.
+fn check_url(
+    s: &str,
+    schemes: &[(&str, u16)],
+    path_allowed: bool,
+) -> Result<(String, u16), String> {
+    let names: Vec<String> = schemes.iter().map(|(n, _)| format!("{n}://")).collect();
+    let expected = format!(
+        "expected {}host:port{}",
+        names.join("host:port or "),
+        if path_allowed { "[/path]" } else { "" }
+    );
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| format!("bad endpoint `{s}`: {expected}"))?;
+    let default_port = schemes
+        .iter()
+        .find(|(n, _)| *n == scheme)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| {
+            format!("bad endpoint `{s}`: scheme `{scheme}` is not supported, {expected}")
+        })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !path.is_empty() && !path_allowed {
+        return Err(format!("bad endpoint `{s}`: no path allowed, {expected}"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, tail) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("bad endpoint `{s}`: `[` without `]` in IPv6 address"))?;
+        let port = match tail {
+            "" => None,
+            t => Some(
+                t.strip_prefix(':')
+                    .ok_or_else(|| format!("bad endpoint `{s}`: expected `:port` after `]`"))?,
+            ),
+        };
+        (h, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(format!(
+            "bad endpoint `{s}`: missing or bad host, {expected}"
+        ));
+    }
+    let port =
+        match port {
+            None => default_port,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                format!("bad endpoint `{s}`: port `{p}` is not a number 1..=65535")
+            })?,
+        };
+    Ok((host.to_string(), port))
+}
+
+/// Checks the name of a secret's environment variable and that only one of
+/// `password_env` / `password_file` is given.
+fn check_secret(env: Option<&str>, has_file: bool) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    if let Some(name) = env {
+        if !is_env_name(name) {
+            errs.push((
+                "password_env",
+                format!("`{name}` is not an environment variable name (letters, digits, `_`); put the secret in the environment, not here"),
+            ));
+        }
+        if has_file {
+            errs.push((
+                "password_file",
+                "give either `password_env` or `password_file`, not both".to_string(),
+            ));
+        }
+    }
+    errs
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let opc = [("opc.tcp", 4840)];
+        assert_eq!(
+            check_url("opc.tcp://127.0.0.1:4840", &opc, true).unwrap(),
+            ("127.0.0.1".to_string(), 4840)
+        );
+        assert_eq!(
+            check_url("opc.tcp://plc/UA/Server", &opc, true).unwrap().1,
+            4840
+        );
+        assert_eq!(
+            check_url("opc.tcp://[::1]:4841", &opc, true).unwrap().0,
+            "::1"
+        );
+        for bad in [
+            "127.0.0.1:4840",
+            "http://x:1",
+            "opc.tcp://:4840",
+            "opc.tcp://h:0",
+            "opc.tcp://h:99999",
+            "opc.tcp://h:x",
+            "opc.tcp://[::1",
+        ] {
+            assert!(check_url(bad, &opc, true).is_err(), "{bad}");
+        }
+        let mqtt = [("mqtt", 1883), ("mqtts", 8883)];
+        assert_eq!(check_url("mqtts://broker", &mqtt, false).unwrap().1, 8883);
+        assert!(check_url("mqtt://broker:1883/x", &mqtt, false).is_err());
+    }
+
+    #[test]
+    fn modbus_endpoints() {
+        assert_eq!(
+            "tcp://127.0.0.1:5020".parse::<ModbusEndpoint>().unwrap(),
+            ModbusEndpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 5020
+            }
+        );
+        let rtu: ModbusEndpoint = "rtu:///dev/ttyUSB0?baud=9600&parity=N".parse().unwrap();
+        assert_eq!(rtu.to_string(), "rtu:///dev/ttyUSB0?baud=9600&parity=N");
+        assert_eq!(
+            "rtu:///dev/ttyS1"
+                .parse::<ModbusEndpoint>()
+                .unwrap()
+                .to_string(),
+            "rtu:///dev/ttyS1?baud=19200&parity=E"
+        );
+        for bad in [
+            "rtu://ttyUSB0",
+            "rtu:///dev/ttyUSB0?baud=fast",
+            "rtu:///dev/ttyUSB0?speed=1",
+            "udp://h:502",
+            "tcp://h:502/x",
+        ] {
+            assert!(bad.parse::<ModbusEndpoint>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("FILLER_PW"));
+        assert!(is_env_name("_x1"));
+        assert!(!is_env_name("hunter2!"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name(""));
+    }
+}
