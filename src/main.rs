@@ -1,1 +1,352 @@
-fn main() {}
+//! `linepilot`: the gateway binary. Parses the command line and calls into the library.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use linepilot::api::query::{self, QueryParams};
+use linepilot::config::Config;
+use linepilot::line_protocol::Precision;
+use linepilot::store::StoreError;
+
+#[derive(Parser)]
+#[command(name = "linepilot", version, about = "Edge agent gateway for factory lines")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway daemon.
+    Run {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// API listen address (overrides [api] listen); port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Check a config file and report every error with file, line, column and key.
+    CheckConfig {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Print a documented example config.
+    GenerateConfig,
+    /// Import InfluxDB line protocol or CSV `series,ts,value` into the store.
+    Import {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Input format; by default from the file extension (.csv is CSV, anything else line protocol).
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+        /// Timestamp precision of line protocol input.
+        #[arg(long, default_value = "ns")]
+        precision: String,
+        /// Input file.
+        input: PathBuf,
+    },
+    /// Query a series: raw samples or windowed aggregates.
+    Query {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Series name.
+        #[arg(long)]
+        series: String,
+        /// Label filters, `k=v[,k=v]`.
+        #[arg(long)]
+        labels: Option<String>,
+        /// Start (inclusive), RFC 3339 or Unix seconds.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive), RFC 3339 or Unix seconds.
+        #[arg(long)]
+        to: Option<String>,
+        /// Aggregate: avg, min, max, sum, count, first, last, stddev.
+        #[arg(long)]
+        agg: Option<String>,
+        /// Aggregate window, e.g. 1m, 15m, 1h.
+        #[arg(long)]
+        window: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum ImportFormat {
+    /// InfluxDB line protocol.
+    Lp,
+    /// CSV `series,ts,value`.
+    Csv,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum OutFormat {
+    Csv,
+    Json,
+    Table,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::CheckConfig { file } => return check_config(&file),
+        Cmd::GenerateConfig => {
+            print!("{}", linepilot::config::EXAMPLE);
+            Ok(())
+        }
+        Cmd::Run { config, data_dir, listen } => {
+            init_logging("info");
+            run(config, data_dir, listen)
+        }
+        Cmd::Import {
+            config,
+            data_dir,
+            format,
+            precision,
+            input,
+        } => {
+            init_logging("warn");
+            import(config, data_dir, format, &precision, input)
+        }
+        Cmd::Query {
+            config,
+            data_dir,
+            series,
+            labels,
+            from,
+            to,
+            agg,
+            window,
+            format,
+        } => {
+            init_logging("warn");
+            let params = QueryParams {
+                series,
+                labels,
+                from,
+                to,
+                agg,
+                window,
+            };
+            run_query(config, data_dir, params, format)
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} tags, {} assets, {} sources)",
+                file.display(),
+                c.tags.len(),
+                c.assets.len(),
+                c.sources.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: PathBuf, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("linepilot")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(linepilot::service::run(cfg, linepilot::service::RunOptions { data_dir, listen }))?;
+    Ok(())
+}
+
+fn import(config: PathBuf, data_dir: Option<PathBuf>, format: Option<ImportFormat>, precision: &str, input: PathBuf) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let precision: Precision = precision.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let format = format.unwrap_or(if input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        ImportFormat::Csv
+    } else {
+        ImportFormat::Lp
+    });
+    let store = match linepilot::service::open_store(&cfg, data_dir, false) {
+        Err(StoreError::Locked(d)) => bail!("{d} is in use by a running linepilot; send line protocol to its POST /api/v2/write instead"),
+        other => other?,
+    };
+    let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let (mut chunk, mut line) = (String::new(), String::new());
+    let (mut lines_in_chunk, mut first_line, mut samples, mut series) = (0usize, 1usize, 0u64, 0usize);
+    let now = linepilot::domain::now_ns();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).with_context(|| format!("reading {}", input.display()))?;
+        if n > 0 {
+            chunk.push_str(&line);
+            lines_in_chunk += 1;
+            bar.inc(n as u64);
+        }
+        if (n == 0 && !chunk.is_empty()) || lines_in_chunk >= 100_000 {
+            let resolved = match format {
+                ImportFormat::Lp => linepilot::store::import::line_protocol(&store, &chunk, precision, now),
+                ImportFormat::Csv => linepilot::store::import::csv(&store, &chunk, first_line),
+            };
+            let resolved = resolved.map_err(|e| match e {
+                linepilot::store::import::ImportError::Line(mut l) if format_is_lp(format) => {
+                    l.line += first_line - 1;
+                    anyhow::anyhow!("{}: {l}", input.display())
+                }
+                other => anyhow::anyhow!("{}: {other}", input.display()),
+            })?;
+            samples += resolved.samples.len() as u64;
+            series += resolved.new_series;
+            store.write(resolved.samples)?;
+            first_line += lines_in_chunk;
+            lines_in_chunk = 0;
+            chunk.clear();
+            bar.set_message(format!("{samples} samples"));
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    store.flush()?;
+    store.close();
+    println!("imported {samples} samples ({series} new series) from {}", input.display());
+    Ok(())
+}
+
+fn format_is_lp(f: ImportFormat) -> bool {
+    matches!(f, ImportFormat::Lp)
+}
+
+fn run_query(config: PathBuf, data_dir: Option<PathBuf>, params: QueryParams, format: OutFormat) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let results = match linepilot::service::open_store(&cfg, data_dir, false) {
+        Ok(store) => {
+            let r = query::run(&store, &params).map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.close();
+            r
+        }
+        Err(StoreError::Locked(dir)) => {
+            // The running daemon says where it listens in <data_dir>/daemon.json.
+            let listen = std::fs::read_to_string(std::path::Path::new(&dir).join("daemon.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v.get("listen").and_then(|l| l.as_str()).map(str::to_string))
+                .unwrap_or_else(|| cfg.api.listen.clone());
+            query_daemon(&listen, &params)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?)?,
+        OutFormat::Csv => write!(out, "{}", query::to_csv(&results))?,
+        OutFormat::Table => write!(out, "{}", query::to_table(&results))?,
+    }
+    Ok(())
+}
+
+/// The daemon holds the data directory: ask it over HTTP instead.
+fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult>> {
+    let url = format!("http://{listen}/api/v1/query");
+    let mut req = ureq::get(&url).query("series", &p.series);
+    for (k, v) in [("labels", &p.labels), ("from", &p.from), ("to", &p.to), ("agg", &p.agg), ("window", &p.window)] {
+        if let Some(v) = v {
+            req = req.query(k, v);
+        }
+    }
+    let mut resp = req
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .with_context(|| format!("the data directory is locked by a running daemon, and its API at {url} did not answer"))?;
+    let status = resp.status();
+    let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
+    let body: serde_json::Value = serde_json::from_str(&text).context("decoding the daemon's answer")?;
+    if !status.is_success() {
+        bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("query failed"));
+    }
+    let results = body.get("results").cloned().unwrap_or_default();
+    rows_from_json(results)
+}
+
+fn rows_from_json(v: serde_json::Value) -> Result<Vec<query::SeriesResult>> {
+    let mut out = Vec::new();
+    for r in v.as_array().cloned().unwrap_or_default() {
+        let agg = r.get("agg").and_then(|a| a.as_str()).and_then(|a| a.parse::<linepilot::store::rollup::Agg>().ok()).map(|a| a.name());
+        let rows = r
+            .get("rows")
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| query::Row {
+                ts: row.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
+                time: row.get("time").and_then(|t| t.as_str()).unwrap_or("").to_string(),
+                value: row.get("value").cloned().and_then(|v| serde_json::from_value(v).ok()),
+                quality: row.get("quality").and_then(|q| q.as_str()).map(str::to_string),
+                count: row.get("count").and_then(|c| c.as_u64()),
+            })
+            .collect();
+        out.push(query::SeriesResult {
+            series: r.get("series").and_then(|s| s.as_str()).unwrap_or("").to_string(),
+            agg,
+            window_s: r.get("window_s").and_then(|w| w.as_f64()),
+            rows,
+        });
+    }
+    Ok(out)
+}

@@ -1,3 +1,133 @@
-//! HTTP API (axum): InfluxDB v2 write endpoint, queries, health.
+//! HTTP API (axum): the InfluxDB v2 write endpoint, queries and health.
 
 pub mod config;
+pub mod query;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::warn;
+
+use crate::line_protocol::Precision;
+use crate::store::import::{self, ImportError};
+use crate::store::Store;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<Store>,
+}
+
+/// The router.
+pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/v2/write", post(write))
+        .route("/api/v1/query", get(query_handler))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct WriteParams {
+    #[serde(default)]
+    precision: Option<String>,
+    // Accepted for compatibility with InfluxDB clients, ignored.
+    #[serde(default, rename = "bucket")]
+    _bucket: Option<String>,
+    #[serde(default, rename = "org")]
+    _org: Option<String>,
+    #[serde(default, rename = "orgID")]
+    _org_id: Option<String>,
+}
+
+fn influx_error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({ "code": code, "message": message }))).into_response()
+}
+
+/// `POST /api/v2/write`: line protocol in, 204 once durable; 400 with the
+/// offending line on a parse error or a type conflict (nothing stored).
+async fn write(State(st): State<ApiState>, Query(p): Query<WriteParams>, headers: HeaderMap, body: Bytes) -> Response {
+    let precision: Precision = match p.precision.as_deref().unwrap_or("ns").parse() {
+        Ok(p) => p,
+        Err(e) => return influx_error(StatusCode::BAD_REQUEST, "invalid", format!("{e}")),
+    };
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let store = st.store.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), Response> {
+        let raw;
+        let bytes: &[u8] = if gzip {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .map_err(|e| influx_error(StatusCode::BAD_REQUEST, "invalid", format!("bad gzip body: {e}")))?;
+            raw = out;
+            &raw
+        } else {
+            &body
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| influx_error(StatusCode::BAD_REQUEST, "invalid", format!("body is not UTF-8: {e}")))?;
+        let resolved = import::line_protocol(&store, text, precision, crate::domain::now_ns()).map_err(|e| match e {
+            ImportError::Line(l) => influx_error(StatusCode::BAD_REQUEST, "invalid", l.to_string()),
+            ImportError::Store(s) => store_error(s),
+        })?;
+        store.write(resolved.samples).map_err(store_error)
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(r)) => r,
+        Err(e) => influx_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string()),
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> Response {
+    use crate::store::StoreError as E;
+    match e {
+        E::KindMismatch { .. } | E::Catalog(crate::store::catalog::CatalogError::KindConflict { .. }) => {
+            influx_error(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+        }
+        other => {
+            warn!(error = %other, "Write failed");
+            influx_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string())
+        }
+    }
+}
+
+/// `GET /api/v1/query`: the same parameters as `linepilot query`, JSON out.
+async fn query_handler(State(st): State<ApiState>, Query(q): Query<query::QueryParams>) -> Response {
+    let store = st.store.clone();
+    let res = tokio::task::spawn_blocking(move || query::run(&store, &q)).await;
+    match res {
+        Ok(Ok(r)) => Json(json!({ "results": r })).into_response(),
+        Ok(Err(query::QueryError::BadRequest(m))) => (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response(),
+        Ok(Err(e @ query::QueryError::NotFound(_))) => (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+/// `GET /healthz`: 200 with store counters; 503 when the store reports an error.
+async fn healthz(State(st): State<ApiState>) -> Response {
+    let stats = st.store.stats();
+    let status = if stats.last_error.is_some() { "degraded" } else { "ok" };
+    let code = if stats.last_error.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(json!({ "status": status, "store": stats }))).into_response()
+}

@@ -1,1 +1,112 @@
-//! The daemon: supervisor, signals, `linepilot run`.
+//! The daemon: opens the store, registers configured tags, serves the API,
+//! and shuts down cleanly on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::domain::SeriesKey;
+use crate::store::{Store, StoreArgs, StoreError};
+
+/// Failures of `linepilot run`.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The store did not open.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving the API: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Overrides from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+}
+
+/// Opens the store of `config` (with `data_dir` override) and registers every
+/// configured tag as a series, so a configured tag keeps its name and kind.
+pub fn open_store(config: &Config, data_dir: Option<PathBuf>, background: bool) -> Result<Store, StoreError> {
+    let mut sc = config.store.clone();
+    if let Some(d) = data_dir {
+        sc.data_dir = d;
+    }
+    let mut args = StoreArgs::new(sc);
+    args.background = background;
+    let store = Store::open(args)?;
+    let keys: Vec<_> = config.tags.iter().map(|t| (SeriesKey::new(t.name.clone()), t.value_type)).collect();
+    if !keys.is_empty() {
+        store.resolve(&keys)?;
+    }
+    Ok(store)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
+    let store = Arc::new(tokio::task::block_in_place(|| open_store(&config, opts.data_dir.clone(), true))?);
+    let addr = opts.listen.clone().unwrap_or_else(|| config.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServiceError::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
+    let local: SocketAddr = listener.local_addr().map_err(ServiceError::Serve)?;
+    // One JSON line on stdout so that scripts and tests can find the port,
+    // and the same in the data dir so that `linepilot query` finds the daemon.
+    let announce = serde_json::json!({ "listen": local.to_string(), "data_dir": store.paths().root(), "pid": std::process::id() });
+    println!("{announce}");
+    if let Err(e) = std::fs::write(store.paths().root().join("daemon.json"), announce.to_string()) {
+        warn!(error = %e, "Could not write daemon.json; `linepilot query` will use [api] listen");
+    }
+    info!(listen = %local, tags = config.tags.len(), "linepilot running");
+    let app = crate::api::router(
+        crate::api::ApiState { store: store.clone() },
+        config.api.max_body_bytes.0 as usize,
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServiceError::Serve)?;
+    info!("Shutting down");
+    let s = store.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || s.close()).await {
+        warn!(error = %e, "Store close did not finish cleanly");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -11,6 +11,7 @@ pub mod config;
 mod engine;
 pub mod events;
 mod head;
+pub mod import;
 pub mod paths;
 pub mod points;
 pub mod retention;
