@@ -2,6 +2,7 @@
 //! `[[...]]` entry on its own, then check names, references and addresses, keeping
 //! every problem with the byte span of the text it concerns.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -152,6 +153,62 @@ fn remove_key(v: &mut Val<'_>, path: &[Seg], key: &str) -> bool {
     }
 }
 
+/// Spans at or above this mark belong to stand-ins for missing keys, not to the text.
+const STAND_IN: usize = usize::MAX / 2;
+
+/// Puts an empty string under `key` in the table at `path` (a stand-in for a missing key).
+fn insert_stand_in(v: &mut Val<'_>, path: &[Seg], k: &str) -> bool {
+    let mut cur = v;
+    for seg in path {
+        cur = match (cur.get_mut(), seg) {
+            (DeValue::Table(t), Seg::Key(k)) => match t.get_mut(k.as_str()) {
+                Some(n) => n,
+                None => return false,
+            },
+            (DeValue::Array(a), Seg::Index(i)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match cur.get_mut() {
+        DeValue::Table(t) => {
+            let span = STAND_IN..STAND_IN;
+            t.insert(
+                Spanned::new(span.clone(), Cow::Owned(k.to_string())),
+                Spanned::new(span, DeValue::String(Cow::Borrowed(""))),
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A value deserialized from the file, possibly partial.
+struct Parsed<T> {
+    value: T,
+    /// Keys (relative to the value) that were bad or missing: dropped, defaulted or
+    /// stood in for, and already reported. Checks that read them are skipped.
+    bad: Vec<Vec<Seg>>,
+}
+
+impl<T> Parsed<T> {
+    /// True when the top-level key of `k` (`security` for `security.mode`) and
+    /// everything under it is as written.
+    fn ok(&self, k: &str) -> bool {
+        let top = k.split('.').next().unwrap_or(k);
+        !self
+            .bad
+            .iter()
+            .any(|b| matches!(b.first(), Some(Seg::Key(x)) if x == top))
+    }
+
+    fn clean(&self) -> bool {
+        self.bad.is_empty()
+    }
+}
+
 /// The string value at `key` of a table value, with its span.
 fn str_at<'a>(v: &'a Val<'_>, k: &str) -> Option<(&'a str, Range<usize>)> {
     match v.get_ref() {
@@ -202,37 +259,46 @@ impl<'t, 'r> Loader<'t, 'r> {
         self.report(span, path, message);
     }
 
-    /// Deserializes `value` (found at `base`), reporting every problem it can: after
-    /// each error the offending key is dropped and the value tried again, so several
-    /// bad keys in one table are all reported. `None` if anything was wrong.
-    fn de<T: DeserializeOwned>(&mut self, value: &Val<'t>, base: &[Seg]) -> Option<T> {
+    /// Deserializes `value` (found at `base`), reporting every problem it can. After
+    /// each bad key the key is dropped and the value tried again; a missing key gets an
+    /// empty-string stand-in so the next missing key shows too. The result may thus be
+    /// partial (see [`Parsed::bad`]); `None` when nothing usable came out.
+    fn de<T: DeserializeOwned>(&mut self, value: &Val<'t>, base: &[Seg]) -> Option<Parsed<T>> {
         let mut work = value.clone();
-        let mut dropped: Vec<(Vec<Seg>, String)> = Vec::new();
+        let mut bad: Vec<Vec<Seg>> = Vec::new();
         for _ in 0..64 {
             let err = match T::deserialize(ValueDeserializer::from(work.clone())) {
-                Ok(v) => return dropped.is_empty().then_some(v),
+                Ok(value) => return Some(Parsed { value, bad }),
                 Err(e) => e,
             };
             let span = err.span().unwrap_or_else(|| work.span());
+            if span.start >= STAND_IN {
+                // The stand-in for a missing key has the wrong type: nothing more to learn.
+                return None;
+            }
             let rel = locate(&work, &span);
             if let Some(field) = missing_field(err.message()) {
-                if !dropped.contains(&(rel.clone(), field.to_string())) {
-                    let path = join(base, &join(&rel, &[key(field)]));
-                    self.report(span, &path, format!("missing key `{field}`"));
+                let path = join(&rel, &[key(field)]);
+                if bad.contains(&path) {
+                    // Dropped above because its value was bad; already reported.
+                    return None;
                 }
-                return None;
+                self.report(span, &join(base, &path), format!("missing key `{field}`"));
+                if !insert_stand_in(&mut work, &rel, field) {
+                    return None;
+                }
+                bad.push(path);
+                continue;
             }
+            self.report(span, &join(base, &rel), reword(err.message()));
             let Some(cut) = rel.iter().rposition(|s| matches!(s, Seg::Key(_))) else {
-                self.report(span, &join(base, &rel), reword(err.message()));
                 return None;
             };
-            let parent = rel[..cut].to_vec();
-            self.report(span, &join(base, &rel), reword(err.message()));
             let Seg::Key(k) = &rel[cut] else { return None };
-            if !remove_key(&mut work, &parent, k) {
+            if !remove_key(&mut work, &rel[..cut], k) {
                 return None;
             }
-            dropped.push((parent, k.clone()));
+            bad.push(rel[..=cut].to_vec());
         }
         None
     }
@@ -314,10 +380,12 @@ impl<'t, 'r> Loader<'t, 'r> {
         }
     }
 
-    /// Reports (key within `base`, message) problems from a check.
+    /// Reports (key within `base`, message) problems from a check; the key may be
+    /// dotted (`security.mode`).
     fn report_all(&mut self, base: &[Seg], errs: Vec<(&'static str, String)>) {
         for (k, msg) in errs {
-            self.report_at(&join(base, &[key(k)]), msg);
+            let rel: Vec<Seg> = k.split('.').map(key).collect();
+            self.report_at(&join(base, &rel), msg);
         }
     }
 }
@@ -393,16 +461,16 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         }
     };
     if let Some(site) = &site {
-        if site.name.trim().is_empty() {
+        if site.ok("name") && site.value.name.trim().is_empty() {
             l.report_at(&[key("site"), key("name")], "site name must not be empty");
         }
     }
     let store = match get(&root, &[key("store")]) {
-        Some(v) => l.de(v, &[key("store")]),
+        Some(v) => l.de(v, &[key("store")]).map(|p| p.value),
         None => Some(Default::default()),
     };
     let api = match get(&root, &[key("api")]) {
-        Some(v) => l.de(v, &[key("api")]),
+        Some(v) => l.de(v, &[key("api")]).map(|p| p.value),
         None => Some(Default::default()),
     };
 
@@ -416,16 +484,16 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
 
     let areas: Vec<AreaConfig> = area_entries
         .iter()
-        .filter_map(|(i, v)| l.de(v, &[key("area"), Seg::Index(*i)]))
+        .filter_map(|(i, v)| l.de(v, &[key("area"), Seg::Index(*i)]).map(|p| p.value))
         .collect();
     let lines: Vec<LineConfig> = line_entries
         .iter()
-        .filter_map(|(i, v)| l.de(v, &[key("line"), Seg::Index(*i)]))
+        .filter_map(|(i, v)| l.de(v, &[key("line"), Seg::Index(*i)]).map(|p| p.value))
         .collect();
     let mut assets: Vec<AssetConfig> = Vec::new();
     for (i, v) in &asset_entries {
         let base = [key("asset"), Seg::Index(*i)];
-        if let Some(a) = l.de::<AssetConfig>(v, &base) {
+        if let Some(Parsed { value: a, .. }) = l.de::<AssetConfig>(v, &base) {
             if let Some(r) = a.ideal_rate_per_min {
                 if !(r.is_finite() && r > 0.0) {
                     l.report_at(
@@ -490,19 +558,29 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         let mut settings = (*v).clone();
         remove_key(&mut settings, &[], "kind");
         let source = match kind {
-            SourceKind::OpcUa => l.de::<OpcUaSourceConfig>(&settings, &base).map(|s| {
-                let errs = s.security.check();
-                l.report_all(&join(&base, &[key("security")]), errs);
-                SourceConfig::OpcUa(s)
-            }),
-            SourceKind::Modbus => l.de::<ModbusSourceConfig>(&settings, &base).map(|s| {
-                unit_ids.insert(s.id.clone(), s.unit_id);
-                SourceConfig::Modbus(s)
-            }),
-            SourceKind::Mqtt => l.de::<MqttSourceConfig>(&settings, &base).map(|s| {
-                let errs = s.check();
+            SourceKind::OpcUa => l.de::<OpcUaSourceConfig>(&settings, &base).map(|p| {
+                let errs = p
+                    .value
+                    .check()
+                    .into_iter()
+                    .filter(|(k, _)| p.ok(k))
+                    .collect();
                 l.report_all(&base, errs);
-                SourceConfig::Mqtt(s)
+                SourceConfig::OpcUa(p.value)
+            }),
+            SourceKind::Modbus => l.de::<ModbusSourceConfig>(&settings, &base).map(|p| {
+                unit_ids.insert(p.value.id.clone(), p.value.unit_id);
+                SourceConfig::Modbus(p.value)
+            }),
+            SourceKind::Mqtt => l.de::<MqttSourceConfig>(&settings, &base).map(|p| {
+                let errs = p
+                    .value
+                    .check()
+                    .into_iter()
+                    .filter(|(k, _)| p.ok(k))
+                    .collect();
+                l.report_all(&base, errs);
+                SourceConfig::Mqtt(p.value)
             }),
         };
         sources.extend(source);
@@ -552,8 +630,9 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
             }
             _ => None,
         };
-        let Some(mut tag) = tag else { continue };
+        let Some(tag) = tag else { continue };
         check_tag(&mut l, &base, &tag, parsed.as_ref());
+        let mut tag = tag.value;
         tag.address = parsed;
         tags.push(tag);
     }
@@ -561,7 +640,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let Loader { sink, .. } = l;
     match (site, store, api) {
         (Some(site), Some(store), Some(api)) if sink.is_empty() => Ok(Config {
-            site,
+            site: site.value,
             store,
             api,
             areas,
@@ -602,9 +681,25 @@ fn address_for<'t>(
         }
         (SourceKind::Modbus, DeValue::Table(_)) => {
             let fields = l.de::<ModbusAddressFields>(a, path)?;
-            match fields.check(default_unit) {
-                Ok(m) => Some(TagAddress::Modbus(m)),
+            // The value's type follows from `table`, `type` and `bit`: without them as
+            // written, the other checks would only guess.
+            if !(fields.ok("table") && fields.ok("type") && fields.ok("bit")) {
+                return None;
+            }
+            let ok = |k: &str| fields.ok(k);
+            let clean = fields.clean();
+            let bad: Vec<String> = ["unit", "order", "scale", "offset", "length"]
+                .into_iter()
+                .filter(|k| !ok(k))
+                .map(String::from)
+                .collect();
+            match fields.value.check(default_unit) {
+                Ok(m) => clean.then_some(TagAddress::Modbus(m)),
                 Err(errs) => {
+                    let errs = errs
+                        .into_iter()
+                        .filter(|(k, _)| !bad.iter().any(|b| b == k))
+                        .collect();
                     l.report_all(path, errs);
                     None
                 }
@@ -616,9 +711,22 @@ fn address_for<'t>(
         }
         (SourceKind::Mqtt, DeValue::Table(_)) => {
             let fields = l.de::<MqttAddressFields>(a, path)?;
-            match fields.check() {
-                Ok(m) => Some(TagAddress::Mqtt(m)),
+            let clean = fields.clean();
+            let ok: Vec<bool> = ["topic", "json_path", "ts_path"]
+                .iter()
+                .map(|k| fields.ok(k))
+                .collect();
+            match fields.value.check() {
+                Ok(m) => clean.then_some(TagAddress::Mqtt(m)),
                 Err(errs) => {
+                    let errs = errs
+                        .into_iter()
+                        .filter(|(k, _)| match *k {
+                            "topic" => ok[0],
+                            "json_path" => ok[1],
+                            _ => ok[2],
+                        })
+                        .collect();
                     l.report_all(path, errs);
                     None
                 }
@@ -632,9 +740,20 @@ fn address_for<'t>(
 }
 
 /// Checks a tag's limits, states, and that its value type fits its address.
-fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], tag: &TagConfig, address: Option<&TagAddress>) {
+///
+/// Checks that depend on a key that was bad (and already reported) are skipped.
+fn check_tag(
+    l: &mut Loader<'_, '_>,
+    base: &[Seg],
+    parsed: &Parsed<TagConfig>,
+    address: Option<&TagAddress>,
+) {
+    let tag = &parsed.value;
     let kind = tag.value_type;
-    if let Some(limits) = &tag.limits {
+    if !parsed.ok("value_type") {
+        return;
+    }
+    if let Some(limits) = tag.limits.as_ref().filter(|_| parsed.ok("limits")) {
         if kind.is_numeric() && kind != ValueKind::Bool {
             l.report_all(&join(base, &[key("limits")]), limits.check());
         } else {
@@ -644,7 +763,7 @@ fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], tag: &TagConfig, address: Opt
             );
         }
     }
-    if let Some(states) = &tag.states {
+    if let Some(states) = tag.states.as_ref().filter(|_| parsed.ok("states")) {
         let path = join(base, &[key("states")]);
         if kind != ValueKind::Str {
             l.report_at(

@@ -90,7 +90,6 @@ pub struct OpcUaSourceConfig {
     /// Name tags use in `source = "..."`.
     pub id: String,
     /// Server endpoint, `opc.tcp://host:port[/path]` (port 4840 when left out).
-    #[serde(deserialize_with = "de_opcua_endpoint")]
     pub endpoint: String,
     /// Message security and user identity; anonymous and unsecured when left out.
     #[serde(default)]
@@ -140,37 +139,59 @@ pub enum SecurityMode {
     SignAndEncrypt,
 }
 
-impl OpcUaSecurity {
-    /// Checks combinations; problems come back as (key within `security`, message).
+impl OpcUaSourceConfig {
+    /// Checks the endpoint and security settings; problems come back as (key, message).
     pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if let Err(e) = check_url(&self.endpoint, &[("opc.tcp", 4840)], true) {
+            errs.push(("endpoint", e));
+        }
+        errs.extend(self.security.check());
+        errs
+    }
+}
+
+impl OpcUaSecurity {
+    /// Checks combinations; problems come back as (key, message).
+    fn check(&self) -> Vec<(&'static str, String)> {
         let mut errs = Vec::new();
         match (self.policy, self.mode) {
             (SecurityPolicy::None, SecurityMode::None) => {}
             (SecurityPolicy::None, m) => errs.push((
-                "mode",
+                "security.mode",
                 format!("mode `{m:?}` needs a security policy other than `None`"),
             )),
             (p, SecurityMode::None) => errs.push((
-                "mode",
+                "security.mode",
                 format!("policy `{p:?}` needs mode `Sign` or `SignAndEncrypt`"),
             )),
             _ => {}
         }
-        errs.extend(check_secret(
-            self.password_env.as_deref(),
-            self.password_file.is_some(),
-        ));
+        errs.extend(
+            check_secret(self.password_env.as_deref(), self.password_file.is_some())
+                .into_iter()
+                .map(|(k, m)| {
+                    (
+                        if k == "password_env" {
+                            "security.password_env"
+                        } else {
+                            "security.password_file"
+                        },
+                        m,
+                    )
+                }),
+        );
         let has_password = self.password_env.is_some() || self.password_file.is_some();
         match (&self.user, has_password) {
             (Some(_), false) => errs.push((
-                "user",
+                "security.user",
                 "`user` needs `password_env` or `password_file`".to_string(),
             )),
             (None, true) => errs.push((
                 if self.password_env.is_some() {
-                    "password_env"
+                    "security.password_env"
                 } else {
-                    "password_file"
+                    "security.password_file"
                 },
                 "a password needs `user`".to_string(),
             )),
@@ -178,12 +199,6 @@ impl OpcUaSecurity {
         }
         errs
     }
-}
-
-fn de_opcua_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check_url(&s, &[("opc.tcp", 4840)], true).map_err(serde::de::Error::custom)?;
-    Ok(s)
 }
 
 // ---------------------------------------------------------------------------
@@ -334,7 +349,6 @@ pub struct MqttSourceConfig {
     pub id: String,
     /// Broker, `mqtt://host:port` or `mqtts://host:port` (TLS); ports 1883 / 8883
     /// when left out.
-    #[serde(deserialize_with = "de_mqtt_url")]
     pub url: String,
     /// Client id presented to the broker; `linepilot-<id>` when left out.
     #[serde(default)]
@@ -354,6 +368,9 @@ impl MqttSourceConfig {
     /// Checks combinations; problems come back as (key, message).
     pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
         let mut errs = check_secret(self.password_env.as_deref(), self.password_file.is_some());
+        if let Err(e) = check_url(&self.url, &[("mqtt", 1883), ("mqtts", 8883)], false) {
+            errs.push(("url", e));
+        }
         if let Some(c) = &self.client_id {
             if c.is_empty() || c.len() > 65_535 {
                 errs.push(("client_id", "client_id must be 1..=65535 bytes".to_string()));
@@ -361,12 +378,6 @@ impl MqttSourceConfig {
         }
         errs
     }
-}
-
-fn de_mqtt_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check_url(&s, &[("mqtt", 1883), ("mqtts", 8883)], false).map_err(serde::de::Error::custom)?;
-    Ok(s)
 }
 
 // ---------------------------------------------------------------------------
