@@ -519,7 +519,7 @@ fn modbus_addresses() {
     is(
         &d[1],
         ADDR,
-        68,
+        78,
         "tag[0].address.bit",
         "`bit` needs type \"bool\", not \"f32\"",
     );
