@@ -240,6 +240,9 @@ fn reword(msg: &str) -> String {
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
         return format!("unknown value `{rest}");
     }
+    if let Some(i) = msg.find(", expected struct ") {
+        return format!("{}, expected a table", &msg[..i]);
+    }
     msg.to_string()
 }
 
@@ -291,9 +294,7 @@ impl<'t, 'r> Loader<'t, 'r> {
                 continue;
             }
             self.report(span, &join(base, &rel), reword(err.message()));
-            let Some(cut) = rel.iter().rposition(|s| matches!(s, Seg::Key(_))) else {
-                return None;
-            };
+            let cut = rel.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
             let Seg::Key(k) = &rel[cut] else { return None };
             if !remove_key(&mut work, &rel[..cut], k) {
                 return None;
@@ -373,7 +374,7 @@ impl<'t, 'r> Loader<'t, 'r> {
                 if let Some(close) = closest(name, known.keys()) {
                     let _ = write!(msg, "; did you mean `{close}`?");
                 } else if known.is_empty() {
-                    let _ = write!(msg, "; no `[[{field}]]` is defined");
+                    let _ = write!(msg, "; no `[[{target}]]` is defined");
                 }
                 self.report(span, &[key(section), Seg::Index(*i), key(field)], msg);
             }

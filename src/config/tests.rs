@@ -709,7 +709,7 @@ fn sections_must_have_the_right_shape() {
         1,
         8,
         "site",
-        "invalid type: string \"Plant\", expected struct SiteConfig",
+        "invalid type: string \"Plant\", expected a table",
     );
     is(
         &d[1],
