@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
@@ -201,6 +201,10 @@ struct Inner {
     counters: Counters,
     last_error: Mutex<Option<String>>,
     closing: std::sync::atomic::AtomicBool,
+    /// A background sealer runs (writers may wait for it, see `wait_for_head_room`).
+    background: bool,
+    /// Signalled after every seal attempt, so writers held back by a full head retry.
+    head_room: (Mutex<()>, Condvar),
     _lock: std::fs::File,
 }
 
@@ -294,6 +298,29 @@ impl Inner {
     fn kind_of(&self, id: SeriesId) -> Option<ValueKind> {
         self.catalog.meta(id).map(|m| m.kind)
     }
+
+    fn head_bytes(&self) -> u64 {
+        let st = self.state.read();
+        (st.active.bytes() + st.frozen.iter().map(|h| h.bytes()).sum::<usize>()) as u64
+    }
+
+    /// Backpressure: while the head (active + frozen) holds twice
+    /// `head_max_bytes`, the sealer has fallen behind the writers (a backfill,
+    /// a slow disk); writers wait for it instead of growing memory without
+    /// bound. Only with a background sealer; when the caller drives sealing
+    /// (`flush`) there is nobody to wait for.
+    fn wait_for_head_room(&self) {
+        if !self.background {
+            return;
+        }
+        let limit = self.config.head_max_bytes.0.saturating_mul(2);
+        let (lock, cv) = &self.head_room;
+        let mut g = lock.lock();
+        while self.head_bytes() >= limit && !self.closing.load(Ordering::SeqCst) {
+            // Timed, so a missed wake-up costs at most one period.
+            cv.wait_for(&mut g, Duration::from_millis(50));
+        }
+    }
 }
 
 impl Store {
@@ -330,6 +357,8 @@ impl Store {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            background: args.background,
+            head_room: (Mutex::new(()), Condvar::new()),
             _lock: lock,
         });
 
@@ -529,6 +558,7 @@ impl Store {
                 });
             }
         }
+        self.inner.wait_for_head_room();
         let mut payload = Vec::new();
         wal::encode_batch(&samples, &mut payload);
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
@@ -562,32 +592,36 @@ impl Store {
     /// (the last written wins: newer blocks over older, the head over blocks).
     pub fn range(&self, id: SeriesId, from: Timestamp, to: Timestamp) -> Result<Points, StoreError> {
         let kind = self.inner.kind_of(id).ok_or(StoreError::UnknownSeries(id.0))?;
+        let (files, head) = self.snapshot(id, from, to, false);
         let mut parts = Vec::new();
-        for b in self.sealed_files(from, to, false) {
+        for b in files {
             match b.read_points(id) {
                 Ok(Some(p)) => parts.push(p.range(from, to)),
                 Ok(None) => {}
                 Err(e) => self.inner.quarantine(b.path(), &e.to_string()),
             }
         }
-        parts.extend(self.head_parts(id, from, to));
+        parts.extend(head);
         Ok(Points::merge(kind, parts))
     }
 
-    /// The sealed files overlapping [from, to): raw blocks, or rollup files
-    /// when `rollups`; oldest first.
-    fn sealed_files(&self, from: Timestamp, to: Timestamp, rollups: bool) -> Vec<Arc<SealedReader>> {
+    /// The sealed files overlapping [from, to) (raw blocks, or rollup files
+    /// when `rollups`; oldest first) and the head's points of `id` in
+    /// [from, to), taken under one lock: a seal that publishes a block and
+    /// drops the frozen head it came from can never fall between the two,
+    /// so a query never misses (or double-reads) the samples being sealed.
+    fn snapshot(&self, id: SeriesId, from: Timestamp, to: Timestamp, rollups: bool) -> (Vec<Arc<SealedReader>>, Vec<Points>) {
         let st = self.inner.state.read();
         let files = if rollups { &st.rollups } else { &st.blocks };
-        files
+        let files = files
             .iter()
             .filter(|b| b.reader.max_ts >= from && b.reader.min_ts < to)
             .map(|b| b.reader.clone())
-            .collect()
+            .collect();
+        (files, Self::head_parts(&st, id, from, to))
     }
 
-    fn head_parts(&self, id: SeriesId, from: Timestamp, to: Timestamp) -> Vec<Points> {
-        let st = self.inner.state.read();
+    fn head_parts(st: &State, id: SeriesId, from: Timestamp, to: Timestamp) -> Vec<Points> {
         let mut out = Vec::new();
         for h in st.frozen.iter().map(|h| h.as_ref()).chain(std::iter::once(&st.active)) {
             if let Some(p) = h.series(id) {
@@ -612,30 +646,90 @@ impl Store {
         let use_rollups = window % MINUTE_NS == 0 && aligned(from, i64::MIN) && aligned(to, i64::MAX);
         let mut w = Windows::new();
         if use_rollups {
-            let files = self.sealed_files(from, to, true);
-            for f in files {
-                match f.read_rollups(id) {
-                    Ok(Some(rows)) => {
-                        for (m, part) in rows.minute.iter().zip(&rows.parts) {
-                            if *m >= from && *m < to {
-                                w.entry(window_start(*m, window))
-                                    .or_insert(Partial { count: 0, ..*part })
-                                    .merge(part);
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => self.inner.quarantine(f.path(), &e.to_string()),
-                }
-            }
-            for p in self.head_parts(id, from, to) {
-                fold_points(&p, from, to, window, &mut w);
-            }
+            self.aggregate_rollups(id, kind, from, to, window, &mut w);
         } else {
             let p = self.range(id, from, to)?;
             fold_points(&p, from, to, window, &mut w);
         }
         Ok(w.into_iter().filter(|(_, p)| p.count > 0).collect())
+    }
+
+    /// The rollup path of [`Store::aggregate`]. A minute held by exactly one
+    /// source (one rollup file, or the head) is taken as is. A minute held by
+    /// several (late data, or a re-sent sample that overwrites a sealed one)
+    /// may count one timestamp twice if its partials were merged, so it is
+    /// recomputed from raw data with the same last-write-wins rule as
+    /// [`Store::range`] -- unless retention already removed a raw block
+    /// behind it, in which case the rollups are all there is and are merged.
+    fn aggregate_rollups(&self, id: SeriesId, kind: ValueKind, from: Timestamp, to: Timestamp, window: i64, w: &mut Windows) {
+        // One consistent view of rollups, raw blocks and the head.
+        let (rollup_files, block_files, block_ids, head) = {
+            let st = self.inner.state.read();
+            let overlapping = |v: &Vec<Sealed>| -> Vec<Arc<SealedReader>> {
+                v.iter()
+                    .filter(|b| b.reader.max_ts >= from && b.reader.min_ts < to)
+                    .map(|b| b.reader.clone())
+                    .collect()
+            };
+            let rollups: Vec<(BlockId, Arc<SealedReader>)> = st
+                .rollups
+                .iter()
+                .filter(|b| b.reader.max_ts >= from && b.reader.min_ts < to)
+                .map(|b| (b.id, b.reader.clone()))
+                .collect();
+            let ids: std::collections::HashSet<BlockId> = st.blocks.iter().map(|b| b.id).collect();
+            (rollups, overlapping(&st.blocks), ids, Self::head_parts(&st, id, from, to))
+        };
+        // minute -> (partials from each source, can it be recomputed from raw?)
+        let mut minutes: std::collections::BTreeMap<Timestamp, (Vec<Partial>, bool)> = Default::default();
+        for (bid, f) in &rollup_files {
+            match f.read_rollups(id) {
+                Ok(Some(rows)) => {
+                    for (m, part) in rows.minute.iter().zip(&rows.parts) {
+                        if *m >= from && *m < to {
+                            let e = minutes.entry(*m).or_insert((Vec::new(), true));
+                            e.0.push(*part);
+                            e.1 &= block_ids.contains(bid);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.inner.quarantine(f.path(), &e.to_string()),
+            }
+        }
+        for p in &head {
+            let mut per_minute = Windows::new();
+            fold_points(p, from, to, MINUTE_NS, &mut per_minute);
+            for (m, part) in per_minute {
+                minutes.entry(m).or_insert((Vec::new(), true)).0.push(part);
+            }
+        }
+        let mut recompute = Vec::new();
+        for (m, (parts, raw_available)) in &minutes {
+            if parts.len() > 1 && *raw_available {
+                recompute.push(*m);
+                continue;
+            }
+            let acc = w.entry(window_start(*m, window)).or_insert(Partial { count: 0, ..parts[0] });
+            for part in parts {
+                acc.merge(part);
+            }
+        }
+        let (Some(&lo), Some(&hi)) = (recompute.first(), recompute.last()) else { return };
+        let hi = hi + MINUTE_NS;
+        let mut parts = Vec::new();
+        for b in block_files.iter().filter(|b| b.max_ts >= lo && b.min_ts < hi) {
+            match b.read_points(id) {
+                Ok(Some(p)) => parts.push(p.range(lo, hi)),
+                Ok(None) => {}
+                Err(e) => self.inner.quarantine(b.path(), &e.to_string()),
+            }
+        }
+        parts.extend(head.iter().map(|p| p.range(lo, hi)));
+        let raw = Points::merge(kind, parts);
+        for m in recompute {
+            fold_points(&raw.range(m, m + MINUTE_NS), from, to, window, w);
+        }
     }
 
     /// Seals the head into a block now (also used by tests and shutdown).
@@ -939,7 +1033,9 @@ fn sealer_loop(inner: Arc<Inner>, tx: SyncSender<WalMsg>, rx: Receiver<()>) {
             Err(RecvTimeoutError::Disconnected) => break,
         }
         last = Instant::now();
-        match seal(&inner, &tx) {
+        let res = seal(&inner, &tx);
+        inner.head_room.1.notify_all();
+        match res {
             Ok(_) => *inner.last_error.lock() = None,
             Err(StoreError::Closed) => break,
             Err(e) => {
@@ -948,6 +1044,7 @@ fn sealer_loop(inner: Arc<Inner>, tx: SyncSender<WalMsg>, rx: Receiver<()>) {
             }
         }
     }
+    inner.head_room.1.notify_all();
     debug!("Sealer thread stopped");
 }
 

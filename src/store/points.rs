@@ -178,10 +178,11 @@ impl Points {
             }
         }
         self.ts.push(ts);
-        if q.0 != 0 && self.quality.is_empty() {
-            self.quality = vec![0; self.ts.len() - 1];
-        }
-        if !self.quality.is_empty() {
+        if q.0 != 0 || !self.quality.is_empty() {
+            // The first non-good sample materialises the column: zeros
+            // (good) for every earlier sample, then its own code -- also
+            // when it is the very first sample.
+            self.quality.resize(self.ts.len() - 1, 0);
             self.quality.push(q.0);
         }
         true
@@ -198,10 +199,10 @@ impl Points {
             }
         }
         self.sorted &= other.sorted;
-        if !other.quality.is_empty() && self.quality.is_empty() {
-            self.quality = vec![0; self.ts.len()];
-        }
-        if !self.quality.is_empty() {
+        if !other.quality.is_empty() || !self.quality.is_empty() {
+            // Materialise the column (zeros for every earlier sample) even
+            // when `self` is still empty, so `other`'s codes are never lost.
+            self.quality.resize(self.ts.len(), 0);
             if other.quality.is_empty() {
                 self.quality.extend(std::iter::repeat_n(0, other.len()));
             } else {
@@ -308,6 +309,21 @@ mod tests {
         assert_eq!(p.quality, vec![0, 0, 0, Quality::BAD_COMMS.0]);
         let r = p.range(2, 4);
         assert_eq!(r.ts, vec![2, 3]);
+    }
+
+    #[test]
+    fn quality_of_the_first_sample_and_first_part_is_kept() {
+        let mut a = Points::new(ValueKind::F64);
+        a.push(1, &Value::F64(1.0), Quality::BAD_COMMS);
+        a.push(2, &Value::F64(2.0), Quality::GOOD);
+        assert_eq!(a.quality, vec![Quality::BAD_COMMS.0, 0]);
+        let mut b = Points::new(ValueKind::F64);
+        b.push(3, &Value::F64(3.0), Quality::GOOD);
+        let m = Points::merge(ValueKind::F64, vec![a.clone(), b.clone()]);
+        assert_eq!(m.quality, vec![Quality::BAD_COMMS.0, 0, 0]);
+        let m = Points::merge(ValueKind::F64, vec![b, a]);
+        assert_eq!(m.ts, vec![1, 2, 3]);
+        assert_eq!(m.quality, vec![Quality::BAD_COMMS.0, 0, 0]);
     }
 
     #[test]
