@@ -274,26 +274,71 @@ fn class(b: u8) -> u8 {
 /// (escapes of class `esc` are part of the name). Returns the end and
 /// whether there was an escape.
 #[inline(always)]
-fn scan_name(b: &[u8], mut i: usize, stop: u8, esc: u8) -> (usize, bool) {
+fn scan_name(b: &[u8], i: usize, stop: u8, esc: u8) -> (usize, bool) {
     let mut escaped = false;
-    while let Some(&c) = b.get(i) {
-        if class(c) & stop == 0 {
-            i += 1;
-            continue;
+    let mut j = i;
+    loop {
+        j = find_stop(b, j, stop);
+        if j >= b.len() {
+            return (b.len(), escaped);
         }
-        if c != b'\\' {
-            break;
+        if b[j] != b'\\' {
+            return (j, escaped);
         }
-        match b.get(i + 1) {
+        match b.get(j + 1) {
             Some(&n) if class(n) & esc != 0 => {
                 escaped = true;
-                i += 2;
+                j += 2;
             }
             // A backslash before anything else is an ordinary character.
-            _ => i += 1,
+            _ => j += 1,
         }
     }
-    (i, escaped)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `x` equal to `c` (exact for the lowest
+/// match; bytes above it may be flagged falsely, which is fine for a
+/// first-match search).
+#[inline(always)]
+fn bytes_eq(x: u64, c: u8) -> u64 {
+    let y = x ^ (LO * u64::from(c));
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// The first byte at or after `j` of class `stop` (or `b.len()`), eight
+/// bytes at a time. `stop` is `MEASUREMENT_STOP` or `KEY_STOP`.
+#[inline(always)]
+fn find_stop(b: &[u8], mut j: usize, stop: u8) -> usize {
+    while let Some(word) = b.get(j..j + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let x = u64::from_le_bytes(bytes);
+        // Control characters (< 0x20) and DEL, space, comma, backslash, and
+        // for keys the equals sign.
+        let mut m = (x.wrapping_sub(LO * 0x20) & !x & HI)
+            | bytes_eq(x, 0x7F)
+            | bytes_eq(x, b' ')
+            | bytes_eq(x, b',')
+            | bytes_eq(x, b'\\');
+        if stop & EQUALS != 0 {
+            m |= bytes_eq(x, b'=');
+        }
+        if m != 0 {
+            return j + (m.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while let Some(&c) = b.get(j) {
+        if class(c) & stop != 0 {
+            break;
+        }
+        j += 1;
+    }
+    j
 }
 
 /// Removes the backslashes of escapes of class `esc` (the same rule as
@@ -521,20 +566,49 @@ fn parse_line<'a>(
         return Ok((true, next));
     }
     let tstart = i;
-    while let Some(&c) = b.get(i) {
-        if c == b' ' || c == b'\n' || c == b'\r' {
+    let neg = b.get(i) == Some(&b'-');
+    let dstart = i + usize::from(neg);
+    let mut k = dstart;
+    let mut v: u64 = 0;
+    while let Some(&c) = b.get(k) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
             break;
         }
-        i += 1;
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        k += 1;
     }
-    let ttext = &src[tstart..i];
-    let ts = match parse_int(ttext.as_bytes()) {
-        Ok(ts) => ts,
-        Err(IntError::Syntax) => {
-            return err(tstart, format!("invalid timestamp {}", snippet(ttext)))
+    // At most 19 digits cannot overflow the u64.
+    let fast = if (1..=19).contains(&(k - dstart))
+        && matches!(b.get(k), None | Some(b' ' | b'\n' | b'\r'))
+    {
+        if neg {
+            0i64.checked_sub_unsigned(v)
+        } else {
+            i64::try_from(v).ok()
         }
-        Err(IntError::Range) => {
-            return err(tstart, format!("timestamp {} out of range", snippet(ttext)))
+    } else {
+        None
+    };
+    let ts = if let Some(ts) = fast {
+        i = k;
+        ts
+    } else {
+        while let Some(&c) = b.get(i) {
+            if c == b' ' || c == b'\n' || c == b'\r' {
+                break;
+            }
+            i += 1;
+        }
+        let ttext = &src[tstart..i];
+        match parse_int(ttext.as_bytes()) {
+            Ok(ts) => ts,
+            Err(IntError::Syntax) => {
+                return err(tstart, format!("invalid timestamp {}", snippet(ttext)))
+            }
+            Err(IntError::Range) => {
+                return err(tstart, format!("timestamp {} out of range", snippet(ttext)))
+            }
         }
     };
     match precision.to_nanos(ts) {
@@ -542,7 +616,10 @@ fn parse_line<'a>(
         None => {
             return err(
                 tstart,
-                format!("timestamp {ttext} in {precision} is out of range in nanoseconds"),
+                format!(
+                    "timestamp {} in {precision} is out of range in nanoseconds",
+                    &src[tstart..i]
+                ),
             )
         }
     }
@@ -575,41 +652,7 @@ fn parse_field_value(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (us
     let b = src.as_bytes();
     match b.get(i) {
         Some(b'"') => parse_string(src, i),
-        Some(b'-' | b'0'..=b'9' | b'.') => {
-            let end = value_end(b, i);
-            let tok = &src[i..end];
-            let tb = tok.as_bytes();
-            let value = match tb[tb.len() - 1] {
-                b'i' => match parse_int(&tb[..tb.len() - 1]) {
-                    Ok(v) => FieldValue::I64(v),
-                    Err(IntError::Syntax) => {
-                        return Err((i, format!("invalid integer {}", snippet(tok))))
-                    }
-                    Err(IntError::Range) => {
-                        return Err((i, format!("integer {} out of range", snippet(tok))))
-                    }
-                },
-                b'u' => match parse_uint(&tb[..tb.len() - 1]) {
-                    Ok(v) => FieldValue::U64(v),
-                    Err(IntError::Syntax) => {
-                        return Err((i, format!("invalid unsigned integer {}", snippet(tok))))
-                    }
-                    Err(IntError::Range) => {
-                        return Err((i, format!("unsigned integer {} out of range", snippet(tok))))
-                    }
-                },
-                _ => match parse_float(tok) {
-                    Ok(v) => FieldValue::F64(v),
-                    Err(IntError::Syntax) => {
-                        return Err((i, format!("invalid number {}", snippet(tok))))
-                    }
-                    Err(IntError::Range) => {
-                        return Err((i, format!("float {} out of range", snippet(tok))))
-                    }
-                },
-            };
-            Ok((value, end))
-        }
+        Some(b'-' | b'0'..=b'9' | b'.') => parse_number(src, i),
         Some(b't' | b'T' | b'f' | b'F') => {
             let end = value_end(b, i);
             let value = match &b[i..end] {
@@ -628,6 +671,108 @@ fn parse_field_value(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (us
             ),
         )),
     }
+}
+
+/// Whether `k` is where an unquoted field value ends.
+#[inline(always)]
+fn is_value_end(b: &[u8], k: usize) -> bool {
+    matches!(b.get(k), None | Some(b',' | b' ' | b'\n' | b'\r'))
+}
+
+/// A number field value at `i` (which holds `-`, a digit or `.`). Short
+/// integers, unsigned integers and plain decimals (at most 15 digits, no
+/// exponent) are converted in one pass, exactly; everything else goes
+/// through [`parse_number_slow`].
+#[inline(always)]
+fn parse_number(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (usize, String)> {
+    let b = src.as_bytes();
+    let neg = b.get(i) == Some(&b'-');
+    let dstart = i + usize::from(neg);
+    let mut k = dstart;
+    let mut mant: u64 = 0;
+    while let Some(&c) = b.get(k) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
+        k += 1;
+    }
+    let int_digits = k - dstart;
+    match b.get(k) {
+        Some(b'i') if (1..=18).contains(&int_digits) && is_value_end(b, k + 1) => {
+            // < 10^18 fits an i64 either way round.
+            let v = mant as i64;
+            return Ok((FieldValue::I64(if neg { -v } else { v }), k + 1));
+        }
+        Some(b'u') if !neg && (1..=19).contains(&int_digits) && is_value_end(b, k + 1) => {
+            return Ok((FieldValue::U64(mant), k + 1));
+        }
+        _ => {}
+    }
+    let mut frac_digits = 0;
+    if b.get(k) == Some(&b'.') {
+        k += 1;
+        let fstart = k;
+        while let Some(&c) = b.get(k) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(d));
+            k += 1;
+        }
+        frac_digits = k - fstart;
+    }
+    let digits = int_digits + frac_digits;
+    if (1..=15).contains(&digits) && is_value_end(b, k) {
+        // mant < 10^15 < 2^53 and 10^frac_digits are exact, so one division
+        // is correctly rounded.
+        let m = mant as f64;
+        let v = if frac_digits == 0 {
+            m
+        } else {
+            m / POW10[frac_digits]
+        };
+        return Ok((FieldValue::F64(if neg { -v } else { v }), k));
+    }
+    parse_number_slow(src, i)
+}
+
+/// The general number path: exponents, long mantissas, range checks and
+/// every error.
+#[cold]
+fn parse_number_slow(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (usize, String)> {
+    let b = src.as_bytes();
+    let end = value_end(b, i);
+    let tok = &src[i..end];
+    let tb = tok.as_bytes();
+    let value = match tb.last() {
+        Some(b'i') => match parse_int(&tb[..tb.len() - 1]) {
+            Ok(v) => FieldValue::I64(v),
+            Err(IntError::Syntax) => return Err((i, format!("invalid integer {}", snippet(tok)))),
+            Err(IntError::Range) => {
+                return Err((i, format!("integer {} out of range", snippet(tok))))
+            }
+        },
+        Some(b'u') => match parse_uint(&tb[..tb.len() - 1]) {
+            Ok(v) => FieldValue::U64(v),
+            Err(IntError::Syntax) => {
+                return Err((i, format!("invalid unsigned integer {}", snippet(tok))))
+            }
+            Err(IntError::Range) => {
+                return Err((i, format!("unsigned integer {} out of range", snippet(tok))))
+            }
+        },
+        _ => match parse_float(tok) {
+            Ok(v) => FieldValue::F64(v),
+            Err(IntError::Syntax) => return Err((i, format!("invalid number {}", snippet(tok)))),
+            Err(IntError::Range) => {
+                return Err((i, format!("float {} out of range", snippet(tok))))
+            }
+        },
+    };
+    Ok((value, end))
 }
 
 /// The end of an unquoted field value: the next comma, space or line end.
@@ -718,6 +863,18 @@ fn parse_int(t: &[u8]) -> Result<i64, IntError> {
 fn parse_uint(t: &[u8]) -> Result<u64, IntError> {
     if t.is_empty() {
         return Err(IntError::Syntax);
+    }
+    if t.len() <= 19 {
+        // At most 9_999_999_999_999_999_999: no overflow possible.
+        let mut v: u64 = 0;
+        for &c in t {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(IntError::Syntax);
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return Ok(v);
     }
     let mut v: u64 = 0;
     let mut overflow = false;
@@ -1245,6 +1402,26 @@ mod tests {
     }
 
     #[test]
+    fn word_scan_matches_byte_scan() {
+        let alphabet: &[u8] = b"ab_9 ,=\\\t\x7f\x1f\xc3\xa9~\x80\xff";
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..40);
+            let b: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let start = rng.usize(0..=len);
+            for stop in [MEASUREMENT_STOP, KEY_STOP] {
+                let naive = b[start..]
+                    .iter()
+                    .position(|&c| class(c) & stop != 0)
+                    .map_or(len, |k| start + k);
+                assert_eq!(find_stop(&b, start, stop), naive, "{b:?} from {start}");
+            }
+        }
+    }
+
+    #[test]
     fn float_values() {
         for (text, want) in [
             ("1", 1.0),
@@ -1300,6 +1477,48 @@ mod tests {
         assert!(msg.contains("out of range"), "{msg}");
         let (_, msg) = value_err("inf");
         assert!(msg.contains("invalid value"), "{msg}");
+    }
+
+    #[test]
+    fn numbers_agree_with_the_standard_parsers() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        for _ in 0..20_000 {
+            let int_len = rng.usize(0..22);
+            let frac_len = rng.usize(0..22);
+            let mut t = String::new();
+            if rng.bool() {
+                t.push('-');
+            }
+            for _ in 0..int_len {
+                t.push(char::from(b'0' + rng.u8(0..10)));
+            }
+            if frac_len > 0 || int_len == 0 {
+                t.push('.');
+                for _ in 0..frac_len.max(1) {
+                    t.push(char::from(b'0' + rng.u8(0..10)));
+                }
+            }
+            if rng.u8(0..4) == 0 {
+                t.push_str(&format!("e{}", rng.i32(-30..30)));
+            }
+            let want: f64 = t.parse().unwrap();
+            assert_eq!(value(&t), FieldValue::F64(want), "{t}");
+
+            let digits: String = t.chars().filter(char::is_ascii_digit).take(21).collect();
+            if !digits.is_empty() {
+                let neg = rng.bool();
+                let it = format!("{}{digits}i", if neg { "-" } else { "" });
+                match format!("{}{digits}", if neg { "-" } else { "" }).parse::<i64>() {
+                    Ok(v) => assert_eq!(value(&it), FieldValue::I64(v), "{it}"),
+                    Err(_) => assert!(value_err(&it).1.contains("out of range"), "{it}"),
+                }
+                let ut = format!("{digits}u");
+                match digits.parse::<u64>() {
+                    Ok(v) => assert_eq!(value(&ut), FieldValue::U64(v), "{ut}"),
+                    Err(_) => assert!(value_err(&ut).1.contains("out of range"), "{ut}"),
+                }
+            }
+        }
     }
 
     #[test]
