@@ -1,1 +1,5 @@
-pub fn hello() {}
+//! `linesim`: simulated production lines for tests and benchmarks.
+
+pub mod synthetic;
+
+pub use synthetic::{line_tags, Line, SynthKind, SynthTag, SynthValue};
