@@ -205,6 +205,9 @@ struct Inner {
     background: bool,
     /// Signalled after every seal attempt, so writers held back by a full head retry.
     head_room: (Mutex<()>, Condvar),
+    /// Writers that are encoding a batch for the WAL thread or have sent one
+    /// it has not received yet: the group commit waits only for these.
+    writers_coming: AtomicU64,
     _lock: std::fs::File,
 }
 
@@ -359,6 +362,7 @@ impl Store {
             closing: std::sync::atomic::AtomicBool::new(false),
             background: args.background,
             head_room: (Mutex::new(()), Condvar::new()),
+            writers_coming: AtomicU64::new(0),
             _lock: lock,
         });
 
@@ -559,16 +563,26 @@ impl Store {
             }
         }
         self.inner.wait_for_head_room();
+        // Announce the batch before encoding it, so a group commit that is
+        // gathering waits for it; the WAL thread takes the count back when it
+        // receives the batch (or this writer does, if the send fails).
+        let coming = &self.inner.writers_coming;
+        coming.fetch_add(1, Ordering::SeqCst);
         let mut payload = Vec::new();
         wal::encode_batch(&samples, &mut payload);
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let tx = self.tx.lock().clone().ok_or(StoreError::Closed)?;
-        tx.send(WalMsg::Write {
-            payload,
-            samples,
-            ack: ack_tx,
-        })
-        .map_err(|_| StoreError::Closed)?;
+        let sent = self.tx.lock().clone().ok_or(StoreError::Closed).and_then(|tx| {
+            tx.send(WalMsg::Write {
+                payload,
+                samples,
+                ack: ack_tx,
+            })
+            .map_err(|_| StoreError::Closed)
+        });
+        if let Err(e) = sent {
+            coming.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
         ack_rx.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -807,15 +821,20 @@ fn wal_loop(inner: Arc<Inner>, mut writer: WalWriter, rx: Receiver<WalMsg>, seal
                 continue;
             }
             WalMsg::Write { payload, samples, ack } => {
+                inner.writers_coming.fetch_sub(1, Ordering::SeqCst);
                 writer.push(&payload);
                 let mut bytes = payload.len();
                 group.push((samples, ack));
-                // Group commit: gather what arrives until the fsync interval
-                // since the last sync has passed (never wait when idle).
+                // Group commit: take what is queued; wait for more only while
+                // some writer is still encoding a batch, and at most until the
+                // fsync interval since the last sync has passed. Waiting when
+                // every writer is already in the group would only add latency:
+                // writes that start now queue up during this fsync and form
+                // the next group.
                 let deadline = last_sync + interval;
                 while bytes < max_group_bytes {
                     let now = Instant::now();
-                    let msg = if now >= deadline {
+                    let msg = if now >= deadline || inner.writers_coming.load(Ordering::SeqCst) == 0 {
                         match rx.try_recv() {
                             Ok(m) => m,
                             Err(_) => break,
@@ -828,6 +847,7 @@ fn wal_loop(inner: Arc<Inner>, mut writer: WalWriter, rx: Receiver<WalMsg>, seal
                     };
                     match msg {
                         WalMsg::Write { payload, samples, ack } => {
+                            inner.writers_coming.fetch_sub(1, Ordering::SeqCst);
                             writer.push(&payload);
                             bytes += payload.len();
                             group.push((samples, ack));
