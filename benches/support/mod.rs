@@ -231,6 +231,11 @@ pub fn vm_bin() -> Option<String> {
 impl Vm {
     /// Starts VictoriaMetrics with its data in `data` and waits for `/health`.
     pub fn start(bin: &str, data: &Path) -> Vm {
+        Vm::start_with(bin, data, &[])
+    }
+
+    /// [`Vm::start`] with extra flags.
+    pub fn start_with(bin: &str, data: &Path, extra: &[&str]) -> Vm {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin)
             .arg(format!("-storageDataPath={}", data.display()))
@@ -240,6 +245,7 @@ impl Vm {
                 "-search.latencyOffset=0s",
                 "-loggerLevel=ERROR",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -407,4 +413,35 @@ pub fn write_result(name: &str, v: &serde_json::Value) {
     let p = dir.join(format!("{name}.json"));
     std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).expect("writing results");
     println!("results: {}", p.display());
+}
+
+/// Percent-encodes a query-string value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Samples VictoriaMetrics holds for metrics matching `selector` in the `hours` before `end_s`.
+pub fn vm_sample_count(vm: &Vm, selector: &str, hours: f64, end_s: i64) -> u64 {
+    let q = format!(
+        "sum(count_over_time({selector}[{}s]))",
+        (hours * 3600.0).ceil() as i64 + 7200
+    );
+    let url = format!(
+        "http://{}/api/v1/query?query={}&time={end_s}",
+        vm.addr,
+        urlencode(&q)
+    );
+    let v: serde_json::Value = serde_json::from_str(&get_text(&url)).expect("VM answer");
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
