@@ -172,6 +172,11 @@ impl Catalog {
         self.index.read().all.get(id.0 as usize).cloned()
     }
 
+    /// Kind of a series id (no copy of its key, unlike [`Catalog::meta`]).
+    pub fn kind(&self, id: SeriesId) -> Option<ValueKind> {
+        self.index.read().all.get(id.0 as usize).map(|m| m.kind)
+    }
+
     /// All series.
     pub fn all(&self) -> Vec<SeriesMeta> {
         self.index.read().all.clone()

@@ -299,7 +299,7 @@ impl Inner {
     }
 
     fn kind_of(&self, id: SeriesId) -> Option<ValueKind> {
-        self.catalog.meta(id).map(|m| m.kind)
+        self.catalog.kind(id)
     }
 
     fn head_bytes(&self) -> u64 {
@@ -694,18 +694,20 @@ impl Store {
             let ids: std::collections::HashSet<BlockId> = st.blocks.iter().map(|b| b.id).collect();
             (rollups, overlapping(&st.blocks), ids, Self::head_parts(&st, id, from, to))
         };
-        // minute -> (partials from each source, can it be recomputed from raw?)
-        let mut minutes: std::collections::BTreeMap<Timestamp, (Vec<Partial>, bool)> = Default::default();
+        // (minute, partial, can the minute be recomputed from raw?) from
+        // every source: the rollup files oldest first, then the head.
+        let mut rows_in: Vec<(Timestamp, Partial, bool)> = Vec::new();
         for (bid, f) in &rollup_files {
             match f.read_rollups(id) {
                 Ok(Some(rows)) => {
-                    for (m, part) in rows.minute.iter().zip(&rows.parts) {
-                        if *m >= from && *m < to {
-                            let e = minutes.entry(*m).or_insert((Vec::new(), true));
-                            e.0.push(*part);
-                            e.1 &= block_ids.contains(bid);
-                        }
-                    }
+                    let raw_available = block_ids.contains(bid);
+                    rows_in.extend(
+                        rows.minute
+                            .iter()
+                            .zip(&rows.parts)
+                            .filter(|(m, _)| **m >= from && **m < to)
+                            .map(|(m, part)| (*m, *part, raw_available)),
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => self.inner.quarantine(f.path(), &e.to_string()),
@@ -714,21 +716,38 @@ impl Store {
         for p in &head {
             let mut per_minute = Windows::new();
             fold_points(p, from, to, MINUTE_NS, &mut per_minute);
-            for (m, part) in per_minute {
-                minutes.entry(m).or_insert((Vec::new(), true)).0.push(part);
-            }
+            rows_in.extend(per_minute.into_iter().map(|(m, part)| (m, part, true)));
         }
+        // Stable, so the parts of one minute keep their source order; sources
+        // that do not overlap in time arrive sorted already (one linear pass).
+        rows_in.sort_by_key(|r| r.0);
         let mut recompute = Vec::new();
-        for (m, (parts, raw_available)) in &minutes {
-            if parts.len() > 1 && *raw_available {
-                recompute.push(*m);
+        // The window being accumulated: minutes arrive in order, so each
+        // window is finished before the next one starts.
+        let mut cur: Option<(Timestamp, Partial)> = None;
+        let finish = |cur: Option<(Timestamp, Partial)>, w: &mut Windows| {
+            if let Some((start, acc)) = cur {
+                w.entry(start).or_insert(Partial { count: 0, ..acc }).merge(&acc);
+            }
+        };
+        for group in rows_in.chunk_by(|a, b| a.0 == b.0) {
+            let m = group[0].0;
+            if group.len() > 1 && group.iter().all(|r| r.2) {
+                recompute.push(m);
                 continue;
             }
-            let acc = w.entry(window_start(*m, window)).or_insert(Partial { count: 0, ..parts[0] });
-            for part in parts {
-                acc.merge(part);
+            let start = window_start(m, window);
+            if cur.as_ref().is_none_or(|(s, _)| *s != start) {
+                finish(cur.take(), w);
+                cur = Some((start, Partial { count: 0, ..group[0].1 }));
+            }
+            if let Some((_, acc)) = cur.as_mut() {
+                for r in group {
+                    acc.merge(&r.1);
+                }
             }
         }
+        finish(cur, w);
         let (Some(&lo), Some(&hi)) = (recompute.first(), recompute.last()) else { return };
         let hi = hi + MINUTE_NS;
         let mut parts = Vec::new();
