@@ -1,8 +1,22 @@
 //! The head: acknowledged samples not yet sealed into a block, in memory and
 //! queryable the moment the WAL has made them durable.
 
-use super::points::Points;
-use crate::domain::{Sample, SeriesId, Timestamp};
+use super::points::{Column, Points};
+use crate::domain::{Sample, SeriesId, Timestamp, Value};
+
+/// Heap bytes of a series' vectors, without the text of string values:
+/// what `Points::heap_bytes` counts, minus a walk over every string, which
+/// made each push cost as much as the series held.
+#[inline]
+fn vec_bytes(p: &Points) -> usize {
+    let values = match &p.values {
+        Column::F64(c) => c.capacity() * 8,
+        Column::I64(c) => c.capacity() * 8,
+        Column::Bool(c) => c.capacity(),
+        Column::Str(c) => c.capacity() * 24,
+    };
+    p.ts.capacity() * 8 + values + p.quality.capacity() * 4
+}
 
 /// In-memory samples of every series since the last seal.
 #[derive(Default)]
@@ -35,13 +49,18 @@ impl Head {
                 }
             }
             let Some(p) = slot.as_mut() else { continue };
-            let before = p.ts.capacity() * 8 + p.values.heap_bytes() + p.quality.capacity() * 4;
+            let before = vec_bytes(p);
             if !p.push(s.ts, &s.value, s.quality) {
                 skipped += 1;
                 continue;
             }
-            let after = p.ts.capacity() * 8 + p.values.heap_bytes() + p.quality.capacity() * 4;
-            self.bytes = self.bytes + after - before.min(after);
+            let after = vec_bytes(p);
+            // The copy of a string value is allocated to its length.
+            let text = match &s.value {
+                Value::Str(t) => t.len(),
+                _ => 0,
+            };
+            self.bytes = self.bytes + after - before.min(after) + text;
             self.samples += 1;
             self.min_ts = Some(self.min_ts.map_or(s.ts, |m| m.min(s.ts)));
             self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
