@@ -6,7 +6,8 @@
 //! * `aggregate_avg_1m/victoria_metrics_100_series`: the same through
 //!   VictoriaMetrics' `query_range` (`avg_over_time(...[1m])`, step 60 s, one
 //!   query with a regex selector, response cache off), same data, same run;
-//! * `latest/linepilot_1000_series`: `Store::latest` of every series.
+//! * `latest/linepilot_1000_series`: `Store::latest` of every series, and
+//!   `latest/victoria_metrics_1000_series`: an instant query of every series.
 //!
 //! `cargo bench --bench store_query` (`LP_BENCH_HOURS=1` for a short run).
 //! A summary with the ratio goes to `target/bench-results/store_query.json`.
@@ -46,6 +47,13 @@ fn vm_avg(agent: &ureq::Agent, url: &str) -> usize {
             .map(|s| s["values"].as_array().map_or(0, |x| x.len()))
             .sum()
     })
+}
+
+fn vm_latest(agent: &ureq::Agent, url: &str) -> usize {
+    let mut r = agent.get(url).call().expect("VM query");
+    let text = r.body_mut().read_to_string().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["data"]["result"].as_array().map_or(0, |a| a.len())
 }
 
 /// Median of `n` timed runs of `f`.
@@ -116,12 +124,23 @@ fn main() {
             start / 1_000_000_000 + 60,
             end / 1_000_000_000
         );
-        (vm, url)
+        let latest = format!(
+            "http://{}/api/v1/query?query={}&time={}&nocache=1",
+            vm.addr,
+            support::urlencode(r#"{__name__=~"line1_.+"}"#),
+            end / 1_000_000_000
+        );
+        (vm, url, latest)
     });
     let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-    if let Some((_, url)) = &vm {
+    if let Some((_, url, _)) = &vm {
         let got = vm_avg(&agent, url);
         println!("victoria-metrics answers {got} points (we answer {windows} windows)");
+        let (_, _, latest) = vm.as_ref().unwrap();
+        println!(
+            "victoria-metrics answers {} latest values",
+            vm_latest(&agent, latest)
+        );
     } else {
         println!("victoria-metrics not found; no peer figure");
     }
@@ -136,23 +155,32 @@ fn main() {
         g.bench_function("linepilot_100_series", |b| {
             b.iter(|| black_box(our_avg(&store, &hundred, start, end)))
         });
-        if let Some((_, url)) = &vm {
+        if let Some((_, url, _)) = &vm {
             g.bench_function("victoria_metrics_100_series", |b| {
                 b.iter(|| black_box(vm_avg(&agent, url)))
             });
         }
         g.finish();
     }
-    c.bench_function("latest/linepilot_1000_series", |b| {
-        b.iter(|| black_box(store.latest(&all)))
-    });
+    {
+        let mut g = c.benchmark_group("latest");
+        g.bench_function("linepilot_1000_series", |b| {
+            b.iter(|| black_box(store.latest(&all)))
+        });
+        if let Some((_, _, latest)) = &vm {
+            g.bench_function("victoria_metrics_1000_series", |b| {
+                b.iter(|| black_box(vm_latest(&agent, latest)))
+            });
+        }
+        g.finish();
+    }
     c.final_summary();
 
     // A summary with the ratio from the same run (medians of 21 runs).
     let ours = median(21, || {
         black_box(our_avg(&store, &hundred, start, end));
     });
-    let theirs = vm.as_ref().map(|(_, url)| {
+    let theirs = vm.as_ref().map(|(_, url, _)| {
         median(21, || {
             black_box(vm_avg(&agent, url));
         })
@@ -160,11 +188,16 @@ fn main() {
     let latest = median(1001, || {
         black_box(store.latest(&all));
     });
+    let vm_latest_t = vm.as_ref().map(|(_, _, l)| {
+        median(51, || {
+            black_box(vm_latest(&agent, l));
+        })
+    });
     println!();
     println!("| query                                   | linepilot | VictoriaMetrics | ratio (VM / ours) | goal     |");
     println!("|-----------------------------------------|----------:|----------------:|------------------:|----------|");
     println!(
-        "| 1-min avg, 100 series x {:.0} h          | {:7.2} ms | {:>15} | {:>17} | <= 50 ms |",
+        "| 1-min avg, 100 series x {:.0} h           | {:7.2} ms | {:>15} | {:>17} | <= 50 ms |",
         seconds as f64 / 3600.0,
         ours.as_secs_f64() * 1e3,
         theirs.map_or("-".into(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3)),
@@ -174,8 +207,13 @@ fn main() {
         )),
     );
     println!(
-        "| latest, 1000 series                     | {:7.3} ms |               - |                 - | <= 1 ms  |",
-        latest.as_secs_f64() * 1e3
+        "| latest, 1000 series                     | {:7.3} ms | {:>15} | {:>17} | <= 1 ms  |",
+        latest.as_secs_f64() * 1e3,
+        vm_latest_t.map_or("-".into(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3)),
+        vm_latest_t.map_or("-".into(), |t| format!(
+            "{:.0}x",
+            t.as_secs_f64() / latest.as_secs_f64()
+        )),
     );
     support::write_result(
         "store_query",
@@ -186,6 +224,7 @@ fn main() {
             "vm_avg_1m_100_series_ms": theirs.map(|t| t.as_secs_f64() * 1e3),
             "vm_over_ours": theirs.map(|t| t.as_secs_f64() / ours.as_secs_f64()),
             "latest_1000_series_ms": latest.as_secs_f64() * 1e3,
+            "vm_latest_1000_series_ms": vm_latest_t.map(|t| t.as_secs_f64() * 1e3),
         }),
     );
     drop(vm);
