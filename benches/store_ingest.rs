@@ -27,6 +27,7 @@ fn rate(samples: usize, d: Duration) -> f64 {
 }
 
 fn main() {
+    let machine = support::machine();
     // `cargo bench` passes `--bench`; nothing to parse.
     let seconds = support::seconds();
     let start = support::start_ns();
@@ -35,7 +36,7 @@ fn main() {
         "store_ingest: {} tags x {:.2} h x 1 Hz = {total} samples; {LINES_PER_BODY} lines per body, {CLIENTS} clients; machine {}",
         support::TAGS,
         support::hours(),
-        support::machine()
+        machine.clone()
     );
 
     let t = Instant::now();
@@ -171,7 +172,7 @@ fn main() {
     support::write_result(
         "store_ingest",
         &json!({
-            "machine": support::machine(),
+            "machine": machine, // taken before the run
             "tags": support::TAGS,
             "hours": support::hours(),
             "samples": total,

@@ -70,6 +70,7 @@ fn median(n: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    let machine = support::machine();
     let seconds = support::seconds() / 60 * 60;
     let start = support::start_ns();
     let end = start + seconds as i64 * 1_000_000_000;
@@ -77,7 +78,7 @@ fn main() {
         "store_query: {} tags x {:.2} h; machine {}",
         support::TAGS,
         seconds as f64 / 3600.0,
-        support::machine()
+        machine.clone()
     );
 
     // The store: one batch per hour of data, sealed after each.
@@ -218,7 +219,7 @@ fn main() {
     support::write_result(
         "store_query",
         &json!({
-            "machine": support::machine(),
+            "machine": machine, // taken before the run
             "hours": seconds as f64 / 3600.0,
             "avg_1m_100_series_ms": ours.as_secs_f64() * 1e3,
             "vm_avg_1m_100_series_ms": theirs.map(|t| t.as_secs_f64() * 1e3),
