@@ -71,8 +71,11 @@ fn parse_ts(s: &str) -> Option<i64> {
     Some(((days * 86_400) + h * 3600 + mi * 60 + se) * 1_000_000_000)
 }
 
+/// A NAB file: its name and its (timestamp, value) points.
+type NabSeries = (String, Vec<(i64, f64)>);
+
 /// (file name, points) of every NAB realKnownCause file.
-fn nab_series() -> Option<Vec<(String, Vec<(i64, f64)>)>> {
+fn nab_series() -> Option<Vec<NabSeries>> {
     let dir = nab_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .ok()?
@@ -120,10 +123,7 @@ impl Figure {
     }
 }
 
-fn nab_figure(
-    series: &[(String, Vec<(i64, f64)>)],
-    policy: FloatCodec,
-) -> (Figure, Vec<(String, f64)>) {
+fn nab_figure(series: &[NabSeries], policy: FloatCodec) -> (Figure, Vec<(String, f64)>) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), policy);
     let mut seal = Duration::ZERO;

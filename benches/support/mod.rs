@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use linepilot::config::units::HumanDuration;
 use linepilot::domain::{Quality, Sample, SeriesId, SeriesKey, Value, ValueKind};
 use linepilot::store::config::StoreConfig;
 use linepilot::store::{Store, StoreArgs};
@@ -60,12 +61,13 @@ pub fn series_key(t: &SynthTag) -> (SeriesKey, ValueKind) {
 
 /// A store config for benchmarks: data in `dir`, raw and rollup retention of 100 years.
 pub fn store_config(dir: &Path) -> StoreConfig {
-    let mut c = StoreConfig::default();
-    c.data_dir = dir.to_path_buf();
-    let century = Duration::from_secs(36_500 * 86_400);
-    c.retention_raw.0 = century;
-    c.retention_rollup.0 = century;
-    c
+    let century = HumanDuration(Duration::from_secs(36_500 * 86_400));
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        retention_raw: century,
+        retention_rollup: century,
+        ..StoreConfig::default()
+    }
 }
 
 /// Opens a store in `dir` (no background sealer when `background` is false).
