@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn gorilla_round_trips_special_values() {
         let vals = vec![
-            1.0, 1.0, 1.5, -2.25, f64::NAN, f64::INFINITY, 0.0, -0.0, 1e-300, 3.14159, 3.14159, 42.0, f64::MIN_POSITIVE,
+            1.0, 1.0, 1.5, -2.25, f64::NAN, f64::INFINITY, 0.0, -0.0, 1e-300, 2.718, 2.718, 42.0, f64::MIN_POSITIVE,
         ];
         let enc = encode_gorilla(&vals);
         let mut out = Vec::new();

@@ -80,6 +80,15 @@ impl<'s> Builder<'s> {
                     SeriesId(PENDING)
                 }
                 None => {
+                    // CSV has no integer syntax: a number creates a float
+                    // series (an existing integer series still takes integers).
+                    let kind = match (&value, coerce) {
+                        (Value::I64(i), true) => {
+                            value = Value::F64(*i as f64);
+                            ValueKind::F64
+                        }
+                        _ => kind,
+                    };
                     self.pending_idx.insert(self.key.clone(), self.pending.len());
                     self.patches.push((self.samples.len(), self.pending.len()));
                     self.pending.push((make_key(), kind));

@@ -1,0 +1,94 @@
+//! Helpers for tests that drive the real `linepilot` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A minimal config for a store-only daemon; `store_extra` adds `[store]` keys.
+pub fn write_config(dir: &Path, store_extra: &str) -> PathBuf {
+    let cfg = dir.join("linepilot.toml");
+    let text = format!(
+        "[site]\nname = \"Test plant\"\ntime_zone = \"UTC\"\n\n[store]\ndata_dir = \"{}\"\n{}\n",
+        dir.join("data").display(),
+        store_extra
+    );
+    std::fs::write(&cfg, text).expect("writing test config");
+    cfg
+}
+
+/// A running `linepilot run`.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Starts the daemon on a free loopback port and waits for its announcement.
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_linepilot"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning linepilot");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let started = Instant::now();
+        BufReader::new(stdout).read_line(&mut line).expect("reading announcement");
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("daemon announcement `{line}` is not JSON: {e}"));
+        let addr = v["listen"].as_str().expect("listen").to_string();
+        assert!(started.elapsed() < Duration::from_secs(60), "daemon took too long to start");
+        Daemon { child, addr }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("waiting for daemon")
+    }
+
+    /// POSTs line protocol; Ok(status) or Err on a transport failure.
+    pub fn write(&self, body: &str) -> Result<u16, String> {
+        let url = format!("http://{}/api/v2/write?precision=ns", self.addr);
+        match ureq::post(&url).config().http_status_as_error(false).build().send(body) {
+            Ok(r) => Ok(r.status().as_u16()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// GETs a query and returns the parsed JSON and the status.
+    pub fn query(&self, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let url = format!("http://{}/api/v1/query", self.addr);
+        let mut req = ureq::get(&url);
+        for (k, v) in params {
+            req = req.query(*k, *v);
+        }
+        let mut resp = req.config().http_status_as_error(false).build().call().expect("query request");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("query body");
+        (status, serde_json::from_str(&text).expect("query JSON"))
+    }
+}
+
+impl Drop for Daemon {
+    /// A failing test must not leave a daemon behind (it would hold the test's pipes open).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
