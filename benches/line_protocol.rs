@@ -18,14 +18,7 @@ const POINTS: usize = 100_000;
 /// assets, mostly float measurements with the odd counter, flag and state.
 fn plant_body() -> String {
     let assets = ["filler", "capper", "labeller", "palletiser", "washer"];
-    let floats = [
-        "bowl_pressure",
-        "product_temp",
-        "motor_current",
-        "fill_level",
-        "torque",
-        "vibration_rms",
-    ];
+    let floats = ["bowl_pressure", "product_temp", "motor_current", "fill_level", "torque", "vibration_rms"];
     let states = ["running", "starved", "blocked", "fault"];
     let mut rng = fastrand::Rng::with_seed(7);
     let mut body = String::with_capacity(POINTS * 80);
@@ -39,32 +32,24 @@ fn plant_body() -> String {
             0..=6 => {
                 let tag = floats[rng.usize(..floats.len())];
                 let v = rng.f64() * 10.0;
-                body.push_str(&format!(
-                    "line{line},asset={asset},tag={tag} value={v:.3} {ts}\n"
-                ));
+                body.push_str(&format!("line{line},asset={asset},tag={tag} value={v:.3} {ts}\n"));
             }
             // 10 %: a counter and a rate.
             7 => {
                 let n = rng.u64(..10_000_000);
                 let r = rng.f64() * 600.0;
-                body.push_str(&format!(
-                    "line{line},asset={asset},tag=good_count value={n}i,rate={r:.1} {ts}\n"
-                ));
+                body.push_str(&format!("line{line},asset={asset},tag=good_count value={n}i,rate={r:.1} {ts}\n"));
             }
             // 10 %: a digital signal.
             8 => {
                 let on = if rng.bool() { "true" } else { "false" };
-                body.push_str(&format!(
-                    "line{line},asset={asset},tag=running value={on} {ts}\n"
-                ));
+                body.push_str(&format!("line{line},asset={asset},tag=running value={on} {ts}\n"));
             }
             // 10 %: a state string with an unsigned code.
             _ => {
                 let s = states[rng.usize(..states.len())];
                 let code = rng.u32(..100);
-                body.push_str(&format!(
-                    "line{line},asset={asset},tag=state value=\"{s}\",code={code}u {ts}\n"
-                ));
+                body.push_str(&format!("line{line},asset={asset},tag=state value=\"{s}\",code={code}u {ts}\n"));
             }
         }
     }
@@ -119,9 +104,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    g.bench_function("split_lines", |b| {
-        b.iter(|| black_box(&body).lines().map(|l| l.len()).sum::<usize>())
-    });
+    g.bench_function("split_lines", |b| b.iter(|| black_box(&body).lines().map(|l| l.len()).sum::<usize>()));
     g.finish();
 
     println!(

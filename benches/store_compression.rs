@@ -24,11 +24,8 @@ use linepilot::store::block::{self, FloatCodec};
 use linepilot::store::Store;
 use serde_json::json;
 
-const POLICIES: [(FloatCodec, &str); 3] = [
-    (FloatCodec::Gorilla, "gorilla"),
-    (FloatCodec::Pco, "pco"),
-    (FloatCodec::Smaller, "smaller"),
-];
+const POLICIES: [(FloatCodec, &str); 3] =
+    [(FloatCodec::Gorilla, "gorilla"), (FloatCodec::Pco, "pco"), (FloatCodec::Smaller, "smaller")];
 
 fn open(dir: &Path, policy: FloatCodec) -> Store {
     let mut a = linepilot::store::StoreArgs::new(support::store_config(dir));
@@ -40,9 +37,7 @@ fn open(dir: &Path, policy: FloatCodec) -> Store {
 fn nab_dir() -> PathBuf {
     std::env::var_os("LP_NAB_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/nab/data/realKnownCause")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/nab/data/realKnownCause"))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) as ns.
@@ -52,14 +47,7 @@ fn parse_ts(s: &str) -> Option<i64> {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
+    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
     // Days from civil (Howard Hinnant).
     let y2 = if mo <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -130,17 +118,10 @@ fn nab_figure(series: &[NabSeries], policy: FloatCodec) -> (Figure, Vec<(String,
     let mut per_file = Vec::new();
     let mut prev = 0;
     for (name, pts) in series {
-        let ids = store
-            .resolve(&[(SeriesKey::new(format!("nab.{name}")), ValueKind::F64)])
-            .unwrap();
+        let ids = store.resolve(&[(SeriesKey::new(format!("nab.{name}")), ValueKind::F64)]).unwrap();
         let samples: Vec<Sample> = pts
             .iter()
-            .map(|&(ts, v)| Sample {
-                series: ids[0],
-                ts,
-                value: Value::F64(v),
-                quality: Quality::GOOD,
-            })
+            .map(|&(ts, v)| Sample { series: ids[0], ts, value: Value::F64(v), quality: Quality::GOOD })
             .collect();
         store.write(samples).unwrap();
         let t = Instant::now();
@@ -180,10 +161,8 @@ fn synth_figure(seconds: usize, start: i64, policy: FloatCodec) -> (Figure, Brea
     // Breakdown: re-encode each series' hour chunks to attribute bytes to kinds.
     let tags = linesim::line_tags(support::TAGS);
     let ids = support::synth_ids(&store);
-    let mut by_kind: Breakdown = ["analog", "setpoint", "counter", "state", "flag"]
-        .iter()
-        .map(|k| (*k, 0, 0, 0))
-        .collect();
+    let mut by_kind: Breakdown =
+        ["analog", "setpoint", "counter", "state", "flag"].iter().map(|k| (*k, 0, 0, 0)).collect();
     let hours = seconds.div_ceil(3600);
     for (t, id) in tags.iter().zip(&ids) {
         let k = t.kind as usize;
@@ -199,12 +178,7 @@ fn synth_figure(seconds: usize, start: i64, policy: FloatCodec) -> (Figure, Brea
             by_kind[k].3 += c.cols[0].1.len() as u64;
         }
     }
-    let fig = Figure {
-        samples,
-        block_bytes: st.block_bytes,
-        rollup_bytes: st.rollup_bytes,
-        seal,
-    };
+    let fig = Figure { samples, block_bytes: st.block_bytes, rollup_bytes: st.rollup_bytes, seal };
     (fig, by_kind)
 }
 
@@ -236,20 +210,12 @@ fn vm_figure(seconds: usize, start: i64) -> Option<(u64, u64)> {
         }
     }
     let end_s = (start + seconds as i64 * 1_000_000_000) / 1_000_000_000 + 1;
-    let held = support::vm_sample_count(
-        &vm,
-        "{__name__=~\"line1_.+\"}",
-        seconds as f64 / 3600.0,
-        end_s,
-    );
+    let held = support::vm_sample_count(&vm, "{__name__=~\"line1_.+\"}", seconds as f64 / 3600.0, end_s);
     println!("victoria-metrics holds {held} samples of the synthetic line");
     // VictoriaMetrics keeps a series for every field, but stores a string
     // field (the machine states) as the number 0: that information is lost.
     let kept = (support::TAGS * seconds) as u64;
-    assert_eq!(
-        held, kept,
-        "VictoriaMetrics does not hold every numeric sample"
-    );
+    assert_eq!(held, kept, "VictoriaMetrics does not hold every numeric sample");
     Some((last.saturating_sub(empty), kept))
 }
 
@@ -268,37 +234,20 @@ fn main() {
 
     let nab = nab_series();
     if nab.is_none() {
-        println!(
-            "NAB data not found at {} (set LP_NAB_DIR); skipping NAB",
-            nab_dir().display()
-        );
+        println!("NAB data not found at {} (set LP_NAB_DIR); skipping NAB", nab_dir().display());
     }
     let mut rows = Vec::new();
     for (policy, name) in POLICIES {
         if let Some(series) = &nab {
             let (f, per_file) = nab_figure(series, policy);
-            rows.push((
-                "NAB realKnownCause",
-                name,
-                f.per_sample(),
-                f.rollup_bytes as f64 / f.samples as f64,
-                f.seal,
-            ));
+            rows.push(("NAB realKnownCause", name, f.per_sample(), f.rollup_bytes as f64 / f.samples as f64, f.seal));
             let mut j = f.json();
-            j["per_file"] = json!(per_file
-                .iter()
-                .map(|(n, b)| json!({"file": n, "bytes_per_sample": b}))
-                .collect::<Vec<_>>());
+            j["per_file"] =
+                json!(per_file.iter().map(|(n, b)| json!({"file": n, "bytes_per_sample": b})).collect::<Vec<_>>());
             results.insert(format!("nab_{name}"), j);
         }
         let (f, by_kind) = synth_figure(seconds, start, policy);
-        rows.push((
-            "synthetic line",
-            name,
-            f.per_sample(),
-            f.rollup_bytes as f64 / f.samples as f64,
-            f.seal,
-        ));
+        rows.push(("synthetic line", name, f.per_sample(), f.rollup_bytes as f64 / f.samples as f64, f.seal));
         let mut j = f.json();
         j["by_kind"] = json!(by_kind
             .iter()
@@ -326,10 +275,7 @@ fn main() {
     println!("| data               | codec policy    | bytes/sample (blocks) | rollup bytes/sample | seal time (s) |");
     println!("|--------------------|-----------------|----------------------:|--------------------:|--------------:|");
     for (d, p, b, r, s) in &rows {
-        println!(
-            "| {d:18} | {p:15} | {b:21.3} | {r:19.3} | {:13.2} |",
-            s.as_secs_f64()
-        );
+        println!("| {d:18} | {p:15} | {b:21.3} | {r:19.3} | {:13.2} |", s.as_secs_f64());
     }
     if let Some((bytes, kept)) = vm {
         println!(

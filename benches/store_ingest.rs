@@ -57,11 +57,7 @@ fn main() {
         let hwm = support::proc_status_kb(vm.pid(), "VmHWM").unwrap_or(0);
         vm.force_flush();
         let count = support::get_text(&format!("http://{}/api/v1/series/count", vm.addr));
-        println!(
-            "victoria-metrics: {:.2} s, series count answer {}",
-            d.as_secs_f64(),
-            count.trim()
-        );
+        println!("victoria-metrics: {:.2} s, series count answer {}", d.as_secs_f64(), count.trim());
         drop(vm);
         (d, hwm)
     });
@@ -75,16 +71,10 @@ fn main() {
         let extra = std::env::var("LP_BENCH_STORE_EXTRA").unwrap_or_default();
         let daemon = support::Daemon::start(dir.path(), &extra);
         let d = support::post_all(&daemon.write_url(), &bodies, CLIENTS);
-        let health: serde_json::Value = serde_json::from_str(&support::get_text(&format!(
-            "http://{}/healthz",
-            daemon.addr
-        )))
-        .unwrap();
+        let health: serde_json::Value =
+            serde_json::from_str(&support::get_text(&format!("http://{}/healthz", daemon.addr))).unwrap();
         let written = health["store"]["samples_written"].as_u64().unwrap_or(0);
-        assert_eq!(
-            written as usize, total,
-            "daemon acknowledged a different number of samples"
-        );
+        assert_eq!(written as usize, total, "daemon acknowledged a different number of samples");
         let hwm = support::proc_status_kb(daemon.pid(), "VmHWM").unwrap_or(0);
         println!(
             "linepilot HTTP: {:.2} s, {written} samples acknowledged, peak RSS {} MB",
@@ -92,15 +82,7 @@ fn main() {
             hwm / 1024
         );
         daemon.stop();
-        (
-            d,
-            hwm,
-            if extra.is_empty() {
-                "default (96MiB)".to_string()
-            } else {
-                extra
-            },
-        )
+        (d, hwm, if extra.is_empty() { "default (96MiB)".to_string() } else { extra })
     };
     drop(bodies);
 
@@ -116,10 +98,8 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         let n = batches.len();
-        let slots: Vec<std::sync::Mutex<Option<Vec<linepilot::domain::Sample>>>> = batches
-            .into_iter()
-            .map(|b| std::sync::Mutex::new(Some(b)))
-            .collect();
+        let slots: Vec<std::sync::Mutex<Option<Vec<linepilot::domain::Sample>>>> =
+            batches.into_iter().map(|b| std::sync::Mutex::new(Some(b))).collect();
         let next = AtomicUsize::new(0);
         let started = Instant::now();
         std::thread::scope(|s| {
@@ -147,7 +127,11 @@ fn main() {
     println!("| path                              | seconds | samples/s   | vs VictoriaMetrics |");
     println!("|-----------------------------------|--------:|------------:|-------------------:|");
     if let Some((d, _)) = vm_res {
-        println!("| VictoriaMetrics HTTP ({CLIENTS} clients)   | {:7.2} | {:11.0} |              1.00x |", d.as_secs_f64(), rate(total, d));
+        println!(
+            "| VictoriaMetrics HTTP ({CLIENTS} clients)   | {:7.2} | {:11.0} |              1.00x |",
+            d.as_secs_f64(),
+            rate(total, d)
+        );
     }
     let fmt_ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}x"));
     println!(

@@ -42,11 +42,7 @@ fn vm_avg(agent: &ureq::Agent, url: &str) -> usize {
     let mut r = agent.get(url).call().expect("VM query");
     let text = r.body_mut().read_to_string().unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["data"]["result"].as_array().map_or(0, |a| {
-        a.iter()
-            .map(|s| s["values"].as_array().map_or(0, |x| x.len()))
-            .sum()
-    })
+    v["data"]["result"].as_array().map_or(0, |a| a.iter().map(|s| s["values"].as_array().map_or(0, |x| x.len())).sum())
 }
 
 fn vm_latest(agent: &ureq::Agent, url: &str) -> usize {
@@ -74,12 +70,7 @@ fn main() {
     let seconds = support::seconds() / 60 * 60;
     let start = support::start_ns();
     let end = start + seconds as i64 * 1_000_000_000;
-    println!(
-        "store_query: {} tags x {:.2} h; machine {}",
-        support::TAGS,
-        seconds as f64 / 3600.0,
-        machine.clone()
-    );
+    println!("store_query: {} tags x {:.2} h; machine {}", support::TAGS, seconds as f64 / 3600.0, machine.clone());
 
     // The store: one batch per hour of data, sealed after each.
     let dir = tempfile::tempdir().unwrap();
@@ -100,12 +91,8 @@ fn main() {
     let tags = linesim::line_tags(support::TAGS);
     let all = support::synth_ids(&store);
     // 100 float series: temp_1 and temp_2 of the 50 machines.
-    let hundred: Vec<SeriesId> = tags
-        .iter()
-        .zip(&all)
-        .filter(|(t, _)| t.field == "temp_1" || t.field == "temp_2")
-        .map(|(_, id)| *id)
-        .collect();
+    let hundred: Vec<SeriesId> =
+        tags.iter().zip(&all).filter(|(t, _)| t.field == "temp_1" || t.field == "temp_2").map(|(_, id)| *id).collect();
     assert_eq!(hundred.len(), 100);
     let windows = our_avg(&store, &hundred, start, end);
     assert_eq!(windows, 100 * seconds / 60);
@@ -138,10 +125,7 @@ fn main() {
         let got = vm_avg(&agent, url);
         println!("victoria-metrics answers {got} points (we answer {windows} windows)");
         let (_, _, latest) = vm.as_ref().unwrap();
-        println!(
-            "victoria-metrics answers {} latest values",
-            vm_latest(&agent, latest)
-        );
+        println!("victoria-metrics answers {} latest values", vm_latest(&agent, latest));
     } else {
         println!("victoria-metrics not found; no peer figure");
     }
@@ -153,25 +137,17 @@ fn main() {
     {
         let mut g = c.benchmark_group("aggregate_avg_1m");
         g.sample_size(20);
-        g.bench_function("linepilot_100_series", |b| {
-            b.iter(|| black_box(our_avg(&store, &hundred, start, end)))
-        });
+        g.bench_function("linepilot_100_series", |b| b.iter(|| black_box(our_avg(&store, &hundred, start, end))));
         if let Some((_, url, _)) = &vm {
-            g.bench_function("victoria_metrics_100_series", |b| {
-                b.iter(|| black_box(vm_avg(&agent, url)))
-            });
+            g.bench_function("victoria_metrics_100_series", |b| b.iter(|| black_box(vm_avg(&agent, url))));
         }
         g.finish();
     }
     {
         let mut g = c.benchmark_group("latest");
-        g.bench_function("linepilot_1000_series", |b| {
-            b.iter(|| black_box(store.latest(&all)))
-        });
+        g.bench_function("linepilot_1000_series", |b| b.iter(|| black_box(store.latest(&all))));
         if let Some((_, _, latest)) = &vm {
-            g.bench_function("victoria_metrics_1000_series", |b| {
-                b.iter(|| black_box(vm_latest(&agent, latest)))
-            });
+            g.bench_function("victoria_metrics_1000_series", |b| b.iter(|| black_box(vm_latest(&agent, latest))));
         }
         g.finish();
     }
@@ -195,26 +171,24 @@ fn main() {
         })
     });
     println!();
-    println!("| query                                   | linepilot | VictoriaMetrics | ratio (VM / ours) | goal     |");
-    println!("|-----------------------------------------|----------:|----------------:|------------------:|----------|");
+    println!(
+        "| query                                   | linepilot | VictoriaMetrics | ratio (VM / ours) | goal     |"
+    );
+    println!(
+        "|-----------------------------------------|----------:|----------------:|------------------:|----------|"
+    );
     println!(
         "| 1-min avg, 100 series x {:.0} h           | {:7.2} ms | {:>15} | {:>17} | <= 50 ms |",
         seconds as f64 / 3600.0,
         ours.as_secs_f64() * 1e3,
         theirs.map_or("-".into(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3)),
-        theirs.map_or("-".into(), |t| format!(
-            "{:.2}x",
-            t.as_secs_f64() / ours.as_secs_f64()
-        )),
+        theirs.map_or("-".into(), |t| format!("{:.2}x", t.as_secs_f64() / ours.as_secs_f64())),
     );
     println!(
         "| latest, 1000 series                     | {:7.3} ms | {:>15} | {:>17} | <= 1 ms  |",
         latest.as_secs_f64() * 1e3,
         vm_latest_t.map_or("-".into(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3)),
-        vm_latest_t.map_or("-".into(), |t| format!(
-            "{:.0}x",
-            t.as_secs_f64() / latest.as_secs_f64()
-        )),
+        vm_latest_t.map_or("-".into(), |t| format!("{:.0}x", t.as_secs_f64() / latest.as_secs_f64())),
     );
     support::write_result(
         "store_query",

@@ -209,23 +209,13 @@ fn drive<'a>(
         match parse_line(body, pos, precision, point) {
             Ok((has_point, next)) => {
                 if has_point {
-                    on_point(point).map_err(|message| LineError {
-                        line,
-                        column: 1,
-                        message,
-                    })?;
+                    on_point(point).map_err(|message| LineError { line, column: 1, message })?;
                     count += 1;
                 }
                 pos = next;
                 line += 1;
             }
-            Err((column, message)) => {
-                return Err(LineError {
-                    line,
-                    column,
-                    message,
-                })
-            }
+            Err((column, message)) => return Err(LineError { line, column, message }),
         }
     }
     Ok(count)
@@ -458,10 +448,7 @@ fn parse_line<'a>(
     // Measurement.
     let (end, escaped) = scan_name(b, i, MEASUREMENT_STOP, MEASUREMENT_ESC);
     if end == i {
-        return err(
-            i,
-            format!("expected measurement, found {}", describe(b, src, i)),
-        );
+        return err(i, format!("expected measurement, found {}", describe(b, src, i)));
     }
     p.measurement = name(src, i, end, escaped, MEASUREMENT_ESC);
     i = end;
@@ -471,19 +458,12 @@ fn parse_line<'a>(
         i += 1;
         let (kend, escaped) = scan_name(b, i, KEY_STOP, KEY_ESC);
         if kend == i {
-            return err(
-                i,
-                format!("expected tag key, found {}", describe(b, src, i)),
-            );
+            return err(i, format!("expected tag key, found {}", describe(b, src, i)));
         }
         if b.get(kend) != Some(&b'=') {
             return err(
                 kend,
-                format!(
-                    "expected '=' after tag key {}, found {}",
-                    snippet(&src[i..kend]),
-                    describe(b, src, kend)
-                ),
+                format!("expected '=' after tag key {}, found {}", snippet(&src[i..kend]), describe(b, src, kend)),
             );
         }
         let key = name(src, i, kend, escaped, KEY_ESC);
@@ -492,15 +472,10 @@ fn parse_line<'a>(
         if vend == vstart {
             return err(
                 vstart,
-                format!(
-                    "expected tag value after {}=, found {}",
-                    snippet(&key),
-                    describe(b, src, vstart)
-                ),
+                format!("expected tag value after {}=, found {}", snippet(&key), describe(b, src, vstart)),
             );
         }
-        p.tags
-            .push((key, name(src, vstart, vend, escaped, KEY_ESC)));
+        p.tags.push((key, name(src, vstart, vend, escaped, KEY_ESC)));
         i = vend;
     }
 
@@ -508,15 +483,7 @@ fn parse_line<'a>(
     match b.get(i) {
         Some(b' ') => i = skip_spaces(b, i),
         _ if at_eol(b, i).is_some() => return err(i, "missing field set".to_owned()),
-        _ => {
-            return err(
-                i,
-                format!(
-                    "unexpected {} in measurement or tag set",
-                    describe(b, src, i)
-                ),
-            )
-        }
+        _ => return err(i, format!("unexpected {} in measurement or tag set", describe(b, src, i))),
     }
     if at_eol(b, i).is_some() {
         return err(i, "missing field set".to_owned());
@@ -526,37 +493,25 @@ fn parse_line<'a>(
     loop {
         let (kend, escaped) = scan_name(b, i, KEY_STOP, KEY_ESC);
         if kend == i {
-            return err(
-                i,
-                format!("expected field key, found {}", describe(b, src, i)),
-            );
+            return err(i, format!("expected field key, found {}", describe(b, src, i)));
         }
         if b.get(kend) != Some(&b'=') {
             return err(
                 kend,
-                format!(
-                    "expected '=' after field key {}, found {}",
-                    snippet(&src[i..kend]),
-                    describe(b, src, kend)
-                ),
+                format!("expected '=' after field key {}, found {}", snippet(&src[i..kend]), describe(b, src, kend)),
             );
         }
         let key = name(src, i, kend, escaped, KEY_ESC);
         let vstart = kend + 1;
-        let (value, vend) = parse_field_value(src, vstart)
-            .map_err(|(at, msg)| (col(at), format!("field {}: {msg}", snippet(&key))))?;
+        let (value, vend) =
+            parse_field_value(src, vstart).map_err(|(at, msg)| (col(at), format!("field {}: {msg}", snippet(&key))))?;
         p.fields.push((key, value));
         i = vend;
         match b.get(i) {
             Some(b',') => i += 1,
             Some(b' ') => break,
             _ if at_eol(b, i).is_some() => break,
-            _ => {
-                return err(
-                    i,
-                    format!("unexpected {} after field value", describe(b, src, i)),
-                )
-            }
+            _ => return err(i, format!("unexpected {} after field value", describe(b, src, i))),
         }
     }
 
@@ -579,9 +534,7 @@ fn parse_line<'a>(
         k += 1;
     }
     // At most 19 digits cannot overflow the u64.
-    let fast = if (1..=19).contains(&(k - dstart))
-        && matches!(b.get(k), None | Some(b' ' | b'\n' | b'\r'))
-    {
+    let fast = if (1..=19).contains(&(k - dstart)) && matches!(b.get(k), None | Some(b' ' | b'\n' | b'\r')) {
         if neg {
             0i64.checked_sub_unsigned(v)
         } else {
@@ -603,41 +556,22 @@ fn parse_line<'a>(
         let ttext = &src[tstart..i];
         match parse_int(ttext.as_bytes()) {
             Ok(ts) => ts,
-            Err(IntError::Syntax) => {
-                return err(tstart, format!("invalid timestamp {}", snippet(ttext)))
-            }
-            Err(IntError::Range) => {
-                return err(tstart, format!("timestamp {} out of range", snippet(ttext)))
-            }
+            Err(IntError::Syntax) => return err(tstart, format!("invalid timestamp {}", snippet(ttext))),
+            Err(IntError::Range) => return err(tstart, format!("timestamp {} out of range", snippet(ttext))),
         }
     };
     match precision.to_nanos(ts) {
         Some(ns) => p.timestamp = Some(ns),
         None => {
-            return err(
-                tstart,
-                format!(
-                    "timestamp {} in {precision} is out of range in nanoseconds",
-                    &src[tstart..i]
-                ),
-            )
+            return err(tstart, format!("timestamp {} in {precision} is out of range in nanoseconds", &src[tstart..i]))
         }
     }
     i = skip_spaces(b, i);
     match at_eol(b, i) {
         Some(next) => Ok((true, next)),
         None => {
-            let rest_end = b[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(b.len(), |k| i + k);
-            err(
-                i,
-                format!(
-                    "unexpected text after timestamp: {}",
-                    snippet(src[i..rest_end].trim_end_matches('\r'))
-                ),
-            )
+            let rest_end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |k| i + k);
+            err(i, format!("unexpected text after timestamp: {}", snippet(src[i..rest_end].trim_end_matches('\r'))))
         }
     }
 }
@@ -665,10 +599,7 @@ fn parse_field_value(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (us
         _ if at_eol(b, i).is_some() => Err((i, "missing value".to_owned())),
         _ => Err((
             i,
-            format!(
-                "invalid value starting with {} (expected number, boolean or \"string\")",
-                describe(b, src, i)
-            ),
+            format!("invalid value starting with {} (expected number, boolean or \"string\")", describe(b, src, i)),
         )),
     }
 }
@@ -729,11 +660,7 @@ fn parse_number(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (usize, 
         // mant < 10^15 < 2^53 and 10^frac_digits are exact, so one division
         // is correctly rounded.
         let m = mant as f64;
-        let v = if frac_digits == 0 {
-            m
-        } else {
-            m / POW10[frac_digits]
-        };
+        let v = if frac_digits == 0 { m } else { m / POW10[frac_digits] };
         return Ok((FieldValue::F64(if neg { -v } else { v }), k));
     }
     parse_number_slow(src, i)
@@ -751,25 +678,17 @@ fn parse_number_slow(src: &str, i: usize) -> Result<(FieldValue<'_>, usize), (us
         Some(b'i') => match parse_int(&tb[..tb.len() - 1]) {
             Ok(v) => FieldValue::I64(v),
             Err(IntError::Syntax) => return Err((i, format!("invalid integer {}", snippet(tok)))),
-            Err(IntError::Range) => {
-                return Err((i, format!("integer {} out of range", snippet(tok))))
-            }
+            Err(IntError::Range) => return Err((i, format!("integer {} out of range", snippet(tok)))),
         },
         Some(b'u') => match parse_uint(&tb[..tb.len() - 1]) {
             Ok(v) => FieldValue::U64(v),
-            Err(IntError::Syntax) => {
-                return Err((i, format!("invalid unsigned integer {}", snippet(tok))))
-            }
-            Err(IntError::Range) => {
-                return Err((i, format!("unsigned integer {} out of range", snippet(tok))))
-            }
+            Err(IntError::Syntax) => return Err((i, format!("invalid unsigned integer {}", snippet(tok)))),
+            Err(IntError::Range) => return Err((i, format!("unsigned integer {} out of range", snippet(tok)))),
         },
         _ => match parse_float(tok) {
             Ok(v) => FieldValue::F64(v),
             Err(IntError::Syntax) => return Err((i, format!("invalid number {}", snippet(tok)))),
-            Err(IntError::Range) => {
-                return Err((i, format!("float {} out of range", snippet(tok))))
-            }
+            Err(IntError::Range) => return Err((i, format!("float {} out of range", snippet(tok)))),
         },
     };
     Ok((value, end))
@@ -794,12 +713,7 @@ fn parse_string(src: &str, open: usize) -> Result<(FieldValue<'_>, usize), (usiz
     let mut escaped = false;
     loop {
         match b.get(i) {
-            None | Some(b'\n') => {
-                return Err((
-                    open,
-                    "unterminated string (missing closing '\"')".to_owned(),
-                ))
-            }
+            None | Some(b'\n') => return Err((open, "unterminated string (missing closing '\"')".to_owned())),
             Some(b'"') => break,
             Some(b'\\') => match b.get(i + 1) {
                 Some(b'"' | b'\\') => {
@@ -898,8 +812,8 @@ fn parse_uint(t: &[u8]) -> Result<u64, IntError> {
 
 /// Powers of ten that an `f64` holds exactly.
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
 ];
 
 /// A float as the grammar has it:
@@ -987,11 +901,7 @@ fn parse_float(tok: &str) -> Result<f64, IntError> {
     }
     let v = if exact && mant < (1u64 << 53) && (-22..=22).contains(&exp10) {
         let m = mant as f64;
-        let v = if exp10 >= 0 {
-            m * POW10[exp10 as usize]
-        } else {
-            m / POW10[(-exp10) as usize]
-        };
+        let v = if exp10 >= 0 { m * POW10[exp10 as usize] } else { m / POW10[(-exp10) as usize] };
         if neg {
             -v
         } else {
@@ -1050,28 +960,17 @@ pub fn parse_csv_row(line: &str) -> Result<Option<CsvRow<'_>>, (usize, String)> 
             None => break,
         }
         if fields.len() == 3 {
-            return Err((
-                i + 1,
-                "too many columns (expected series,ts,value)".to_owned(),
-            ));
+            return Err((i + 1, "too many columns (expected series,ts,value)".to_owned()));
         }
     }
     if fields.len() < 3 {
-        return Err((
-            line.len() + 1,
-            format!(
-                "expected 3 columns (series,ts,value), found {}",
-                fields.len()
-            ),
-        ));
+        return Err((line.len() + 1, format!("expected 3 columns (series,ts,value), found {}", fields.len())));
     }
     let (series, ts, value) = (&fields[0], &fields[1], &fields[2]);
     if !series.quoted
         && series.text.eq_ignore_ascii_case("series")
         && !ts.quoted
-        && ["ts", "time", "timestamp"]
-            .iter()
-            .any(|h| ts.text.eq_ignore_ascii_case(h))
+        && ["ts", "time", "timestamp"].iter().any(|h| ts.text.eq_ignore_ascii_case(h))
     {
         return Ok(None);
     }
@@ -1091,11 +990,7 @@ pub fn parse_csv_row(line: &str) -> Result<Option<CsvRow<'_>>, (usize, String)> 
         Cow::Borrowed(s) => Cow::Borrowed(*s),
         Cow::Owned(s) => Cow::Owned(s.clone()),
     };
-    Ok(Some(CsvRow {
-        series,
-        ts: ts_ns,
-        value,
-    }))
+    Ok(Some(CsvRow { series, ts: ts_ns, value }))
 }
 
 struct CsvField<'a> {
@@ -1146,25 +1041,11 @@ fn csv_field(line: &str, i: usize) -> Result<(CsvField<'_>, Option<usize>), (usi
                 return Err((k + 1, "unexpected text after closing quote".to_owned()));
             }
         };
-        Ok((
-            CsvField {
-                text,
-                quoted: true,
-                column: open + 1,
-            },
-            next,
-        ))
+        Ok((CsvField { text, quoted: true, column: open + 1 }, next))
     } else {
         let end = b[i..].iter().position(|&c| c == b',').map(|p| i + p);
         let raw = &line[i..end.unwrap_or(line.len())];
-        Ok((
-            CsvField {
-                text: Cow::Borrowed(raw.trim_matches(' ')),
-                quoted: false,
-                column: k + 1,
-            },
-            end.map(|e| e + 1),
-        ))
+        Ok((CsvField { text: Cow::Borrowed(raw.trim_matches(' ')), quoted: false, column: k + 1 }, end.map(|e| e + 1)))
     }
 }
 
@@ -1186,10 +1067,7 @@ fn parse_csv_value(s: &str) -> Result<Value, String> {
     }
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(Value::F64(v)),
-        _ => Err(format!(
-            "invalid value {} (expected a number, true/false or a \"quoted string\")",
-            snippet(s)
-        )),
+        _ => Err(format!("invalid value {} (expected a number, true/false or a \"quoted string\")", snippet(s))),
     }
 }
 
@@ -1198,11 +1076,7 @@ fn parse_csv_ts(s: &str) -> Result<Timestamp, String> {
     if s.is_empty() {
         return Err("missing timestamp".to_owned());
     }
-    let numeric = s
-        .strip_prefix('-')
-        .unwrap_or(s)
-        .bytes()
-        .all(|c| c.is_ascii_digit() || c == b'.');
+    let numeric = s.strip_prefix('-').unwrap_or(s).bytes().all(|c| c.is_ascii_digit() || c == b'.');
     if numeric {
         return parse_unix_seconds(s)
             .ok_or_else(|| format!("invalid Unix timestamp {} (seconds[.fraction])", snippet(s)));
@@ -1223,11 +1097,9 @@ fn parse_csv_ts(s: &str) -> Result<Timestamp, String> {
     } else {
         (s, 0)
     };
-    let t = humantime::parse_rfc3339_weak(base)
-        .map_err(|e| format!("invalid RFC 3339 timestamp {}: {e}", snippet(s)))?;
-    let d = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("timestamp {} is before 1970", snippet(s)))?;
+    let t =
+        humantime::parse_rfc3339_weak(base).map_err(|e| format!("invalid RFC 3339 timestamp {}: {e}", snippet(s)))?;
+    let d = t.duration_since(UNIX_EPOCH).map_err(|_| format!("timestamp {} is before 1970", snippet(s)))?;
     i64::try_from(d.as_nanos())
         .ok()
         .and_then(|ns| ns.checked_sub(offset_s * NANOS_PER_SEC))
@@ -1283,11 +1155,7 @@ mod tests {
     }
 
     fn field<'a>(p: &'a Point<'_>, key: &str) -> &'a FieldValue<'a> {
-        &p.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap_or_else(|| panic!("no field {key}"))
-            .1
+        &p.fields.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no field {key}")).1
     }
 
     fn value(v: &str) -> FieldValue<'static> {
@@ -1311,39 +1179,23 @@ mod tests {
 
     #[test]
     fn spec_examples() {
-        let p = one(
-            r#"myMeasurement,tag1=value1,tag2=value2 fieldKey="fieldValue" 1556813561098000000"#,
-        );
+        let p = one(r#"myMeasurement,tag1=value1,tag2=value2 fieldKey="fieldValue" 1556813561098000000"#);
         assert_eq!(p.measurement, "myMeasurement");
         assert_eq!(
             p.tags,
-            vec![
-                (Cow::Borrowed("tag1"), Cow::Borrowed("value1")),
-                (Cow::Borrowed("tag2"), Cow::Borrowed("value2"))
-            ]
+            vec![(Cow::Borrowed("tag1"), Cow::Borrowed("value1")), (Cow::Borrowed("tag2"), Cow::Borrowed("value2"))]
         );
-        assert_eq!(
-            p.fields,
-            vec![(
-                Cow::Borrowed("fieldKey"),
-                FieldValue::Str("fieldValue".into())
-            )]
-        );
+        assert_eq!(p.fields, vec![(Cow::Borrowed("fieldKey"), FieldValue::Str("fieldValue".into()))]);
         assert_eq!(p.timestamp, Some(1_556_813_561_098_000_000));
 
-        let p =
-            one(r#"myMeasurement,tag1=val1,tag2=val2 field1="v1",field2=1i 0000000000000000000"#);
+        let p = one(r#"myMeasurement,tag1=val1,tag2=val2 field1="v1",field2=1i 0000000000000000000"#);
         assert_eq!(field(&p, "field1"), &FieldValue::Str("v1".into()));
         assert_eq!(field(&p, "field2"), &FieldValue::I64(1));
         assert_eq!(p.timestamp, Some(0));
 
         // The home sensor example, in seconds.
-        let p = parse_point(
-            r"home,room=Living\ Room temp=21.1,hum=35.9,co=0i 1641024000",
-            Precision::S,
-        )
-        .unwrap()
-        .unwrap();
+        let p =
+            parse_point(r"home,room=Living\ Room temp=21.1,hum=35.9,co=0i 1641024000", Precision::S).unwrap().unwrap();
         assert_eq!(p.tags[0].1, "Living Room");
         assert_eq!(field(&p, "temp"), &FieldValue::F64(21.1));
         assert_eq!(field(&p, "hum"), &FieldValue::F64(35.9));
@@ -1388,10 +1240,7 @@ mod tests {
         assert_eq!(p.tags[1].1, r"c\,d");
         // String field values: `\"` and `\\`; other backslashes stay.
         let p = one(r#"m s="a \"quoted\" \\ back\slash \n""#);
-        assert_eq!(
-            field(&p, "s"),
-            &FieldValue::Str(r#"a "quoted" \ back\slash \n"#.into())
-        );
+        assert_eq!(field(&p, "s"), &FieldValue::Str(r#"a "quoted" \ back\slash \n"#.into()));
         // A string may hold commas, spaces, equals and unicode.
         let p = one(r#"m s="x, y = z °C 温度",n=1 5"#);
         assert_eq!(field(&p, "s"), &FieldValue::Str("x, y = z °C 温度".into()));
@@ -1407,15 +1256,10 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(3);
         for _ in 0..20_000 {
             let len = rng.usize(0..40);
-            let b: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.usize(..alphabet.len())])
-                .collect();
+            let b: Vec<u8> = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
             let start = rng.usize(0..=len);
             for stop in [MEASUREMENT_STOP, KEY_STOP] {
-                let naive = b[start..]
-                    .iter()
-                    .position(|&c| class(c) & stop != 0)
-                    .map_or(len, |k| start + k);
+                let naive = b[start..].iter().position(|&c| class(c) & stop != 0).map_or(len, |k| start + k);
                 assert_eq!(find_stop(&b, start, stop), naive, "{b:?} from {start}");
             }
         }
@@ -1435,10 +1279,7 @@ mod tests {
             ("0", 0.0),
             ("3.214", 3.214),
             ("-0.000001234", -0.000001234),
-            (
-                "123456789012345678901234567890",
-                123456789012345678901234567890.0,
-            ),
+            ("123456789012345678901234567890", 123456789012345678901234567890.0),
             ("1.7976931348623157e308", f64::MAX),
             ("4.9e-324", 4.9e-324),
             ("0.1", 0.1),
@@ -1447,28 +1288,16 @@ mod tests {
             assert_eq!(value(text), FieldValue::F64(want), "{text}");
         }
         // Exact: the fast path and the standard parser agree.
-        for text in [
-            "0.3",
-            "123.456",
-            "1e22",
-            "1e23",
-            "8.589973e9",
-            "2.2250738585072014e-308",
-        ] {
-            assert_eq!(
-                value(text),
-                FieldValue::F64(text.parse().unwrap()),
-                "{text}"
-            );
+        for text in ["0.3", "123.456", "1e22", "1e23", "8.589973e9", "2.2250738585072014e-308"] {
+            assert_eq!(value(text), FieldValue::F64(text.parse().unwrap()), "{text}");
         }
     }
 
     #[test]
     fn invalid_floats() {
-        for text in [
-            "inf", "NaN", "+1", "1e", "1.2.3", "--1", "-", ".", "1_000", "1e+", "0x10", "1x5",
-            "e5", "1ee5", "1.5x",
-        ] {
+        for text in
+            ["inf", "NaN", "+1", "1e", "1.2.3", "--1", "-", ".", "1_000", "1e+", "0x10", "1x5", "e5", "1ee5", "1.5x"]
+        {
             let (col, msg) = value_err(text);
             assert_eq!(col, 5, "{text}: {msg}");
         }
@@ -1530,11 +1359,7 @@ mod tests {
         assert_eq!(value("-9223372036854775808i"), FieldValue::I64(i64::MIN));
         assert_eq!(value("12u"), FieldValue::U64(12));
         assert_eq!(value("18446744073709551615u"), FieldValue::U64(u64::MAX));
-        for bad in [
-            "9223372036854775808i",
-            "-9223372036854775809i",
-            "18446744073709551616u",
-        ] {
+        for bad in ["9223372036854775808i", "-9223372036854775809i", "18446744073709551616u"] {
             let (col, msg) = value_err(bad);
             assert_eq!(col, 5);
             assert!(msg.contains("out of range"), "{bad}: {msg}");
@@ -1588,14 +1413,8 @@ mod tests {
         assert_eq!(parse_point("", Precision::Ns), Ok(None));
         assert_eq!(parse_point("   ", Precision::Ns), Ok(None));
         assert_eq!(parse_point("\r\n", Precision::Ns), Ok(None));
-        assert_eq!(
-            parse_point("# a comment, with = signs", Precision::Ns),
-            Ok(None)
-        );
-        assert_eq!(
-            parse_point("   # indented comment", Precision::Ns),
-            Ok(None)
-        );
+        assert_eq!(parse_point("# a comment, with = signs", Precision::Ns), Ok(None));
+        assert_eq!(parse_point("   # indented comment", Precision::Ns), Ok(None));
         let p = one("m v=1 7\r\n");
         assert_eq!(p.timestamp, Some(7));
         let p = one("m v=1\r\n");
@@ -1664,8 +1483,7 @@ mod tests {
 
     #[test]
     fn for_each_point_counts_and_reports_lines() {
-        let body =
-            "# header\n\nline1,asset=filler p=1 1\r\nline1,asset=capper p=2 2\n  \nline1 p=3";
+        let body = "# header\n\nline1,asset=filler p=1 1\r\nline1,asset=capper p=2 2\n  \nline1 p=3";
         let mut seen = Vec::new();
         let n = for_each_point(body, Precision::Ns, |p| {
             seen.push((p.tags.first().map(|t| t.1.to_string()), p.timestamp));
@@ -1673,24 +1491,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 3);
-        assert_eq!(
-            seen,
-            [
-                (Some("filler".to_owned()), Some(1)),
-                (Some("capper".to_owned()), Some(2)),
-                (None, None)
-            ]
-        );
+        assert_eq!(seen, [(Some("filler".to_owned()), Some(1)), (Some("capper".to_owned()), Some(2)), (None, None)]);
 
         let body = "m v=1\n# c\nm v=1 x\nm v=2\n";
         let err = for_each_point(body, Precision::Ns, |_| Ok(())).unwrap_err();
         assert_eq!(err.line, 3);
         assert_eq!(err.column, 7);
-        assert!(
-            err.to_string()
-                .starts_with("line 3, column 7: invalid timestamp"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("line 3, column 7: invalid timestamp"), "{err}");
 
         // Errors from the callback stop the parse at that line.
         let mut calls = 0;
@@ -1703,21 +1510,11 @@ mod tests {
             }
         })
         .unwrap_err();
-        assert_eq!(
-            err,
-            LineError {
-                line: 2,
-                column: 1,
-                message: "store full".to_owned()
-            }
-        );
+        assert_eq!(err, LineError { line: 2, column: 1, message: "store full".to_owned() });
         assert_eq!(calls, 2);
 
         assert_eq!(for_each_point("", Precision::Ns, |_| Ok(())), Ok(0));
-        assert_eq!(
-            for_each_point("\n\n# x\n", Precision::Ns, |_| Ok(())),
-            Ok(0)
-        );
+        assert_eq!(for_each_point("\n\n# x\n", Precision::Ns, |_| Ok(())), Ok(0));
     }
 
     #[test]
@@ -1742,10 +1539,7 @@ mod tests {
         assert_eq!(owned[1].timestamp, Some(2_000_000));
 
         let mut p = Point::default();
-        assert_eq!(
-            parse_point_into("x,k=v a=1,b=2 3", Precision::Ns, &mut p),
-            Ok(true)
-        );
+        assert_eq!(parse_point_into("x,k=v a=1,b=2 3", Precision::Ns, &mut p), Ok(true));
         assert_eq!(parse_point_into("y c=1", Precision::Ns, &mut p), Ok(true));
         assert_eq!(p, one("y c=1"));
         assert_eq!(parse_point_into("# c", Precision::Ns, &mut p), Ok(false));
@@ -1763,31 +1557,13 @@ mod tests {
         assert_eq!(Precision::Us.to_string(), "us");
 
         let ts = |line: &str, p: Precision| parse_point(line, p).unwrap().unwrap().timestamp;
-        assert_eq!(
-            ts("m v=1 1732780800", Precision::S),
-            Some(1_732_780_800_000_000_000)
-        );
-        assert_eq!(
-            ts("m v=1 1732780800123", Precision::Ms),
-            Some(1_732_780_800_123_000_000)
-        );
-        assert_eq!(
-            ts("m v=1 1732780800123456", Precision::Us),
-            Some(1_732_780_800_123_456_000)
-        );
+        assert_eq!(ts("m v=1 1732780800", Precision::S), Some(1_732_780_800_000_000_000));
+        assert_eq!(ts("m v=1 1732780800123", Precision::Ms), Some(1_732_780_800_123_000_000));
+        assert_eq!(ts("m v=1 1732780800123456", Precision::Us), Some(1_732_780_800_123_456_000));
         assert_eq!(ts("m v=1 -2", Precision::S), Some(-2_000_000_000));
-        assert_eq!(
-            ts("m v=1 9223372036854775807", Precision::Ns),
-            Some(i64::MAX)
-        );
-        assert_eq!(
-            ts("m v=1 -9223372036854775808", Precision::Ns),
-            Some(i64::MIN)
-        );
-        assert_eq!(
-            ts("m v=1 9223372036", Precision::S),
-            Some(9_223_372_036_000_000_000)
-        );
+        assert_eq!(ts("m v=1 9223372036854775807", Precision::Ns), Some(i64::MAX));
+        assert_eq!(ts("m v=1 -9223372036854775808", Precision::Ns), Some(i64::MIN));
+        assert_eq!(ts("m v=1 9223372036", Precision::S), Some(9_223_372_036_000_000_000));
 
         let (col, msg) = parse_point("m v=1 9223372037", Precision::S).unwrap_err();
         assert_eq!(col, 7);
@@ -1799,11 +1575,7 @@ mod tests {
 
     #[test]
     fn line_error_display() {
-        let e = LineError {
-            line: 4,
-            column: 9,
-            message: "bad".to_owned(),
-        };
+        let e = LineError { line: 4, column: 9, message: "bad".to_owned() };
         assert_eq!(e.to_string(), "line 4, column 9: bad");
     }
 
@@ -1830,10 +1602,7 @@ mod tests {
         assert_eq!(r.value, Value::F64(3.214));
 
         assert_eq!(row("c,1732780800.25,42").ts, 1_732_780_800_250_000_000);
-        assert_eq!(
-            row("c,1732780800.000000001,42").ts,
-            1_732_780_800_000_000_001
-        );
+        assert_eq!(row("c,1732780800.000000001,42").ts, 1_732_780_800_000_000_001);
         assert_eq!(row("c,-1.5,1").ts, -1_500_000_000);
         assert_eq!(row("c,0,42").value, Value::I64(42));
         assert_eq!(row("c,0,-7").value, Value::I64(-7));
@@ -1842,10 +1611,7 @@ mod tests {
         assert_eq!(row("c,0,TRUE").value, Value::Bool(true));
         assert_eq!(row("c,0,false").value, Value::Bool(false));
         assert_eq!(row(r#"c,0,"running""#).value, Value::Str("running".into()));
-        assert_eq!(
-            row(r#"c,0,"say ""hi"", ok""#).value,
-            Value::Str(r#"say "hi", ok"#.into())
-        );
+        assert_eq!(row(r#"c,0,"say ""hi"", ok""#).value, Value::Str(r#"say "hi", ok"#.into()));
         assert_eq!(row(r#""a,b",0,1"#).series, "a,b");
         assert_eq!(row(" c , 5 , 1 ").ts, 5 * NANOS_PER_SEC);
 
@@ -1855,10 +1621,7 @@ mod tests {
         assert_eq!(row("c,2024-11-28T08:00:00,1").ts, base);
         assert_eq!(row("c,2024-11-28 08:00:00.5,1").ts, base + 500_000_000);
         assert_eq!(row("c,2024-11-28T16:00:00+08:00,1").ts, base);
-        assert_eq!(
-            row("c,2024-11-28T16:00:00.25+08:00,1").ts,
-            base + 250_000_000
-        );
+        assert_eq!(row("c,2024-11-28T16:00:00.25+08:00,1").ts, base + 250_000_000);
         assert_eq!(row("c,2024-11-28T03:30:00-04:30,1").ts, base);
     }
 

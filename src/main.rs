@@ -129,36 +129,13 @@ fn main() -> ExitCode {
             init_logging("info");
             run(config, data_dir, listen)
         }
-        Cmd::Import {
-            config,
-            data_dir,
-            format,
-            precision,
-            input,
-        } => {
+        Cmd::Import { config, data_dir, format, precision, input } => {
             init_logging("warn");
             import(config, data_dir, format, &precision, input)
         }
-        Cmd::Query {
-            config,
-            data_dir,
-            series,
-            labels,
-            from,
-            to,
-            agg,
-            window,
-            format,
-        } => {
+        Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
-            let params = QueryParams {
-                series,
-                labels,
-                from,
-                to,
-                agg,
-                window,
-            };
+            let params = QueryParams { series, labels, from, to, agg, window };
             run_query(config, data_dir, params, format)
         }
     };
@@ -201,7 +178,13 @@ fn run(config: PathBuf, data_dir: Option<PathBuf>, listen: Option<String>) -> Re
     Ok(())
 }
 
-fn import(config: PathBuf, data_dir: Option<PathBuf>, format: Option<ImportFormat>, precision: &str, input: PathBuf) -> Result<()> {
+fn import(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    format: Option<ImportFormat>,
+    precision: &str,
+    input: PathBuf,
+) -> Result<()> {
     let cfg = load_config(&config)?;
     let precision: Precision = precision.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let format = format.unwrap_or(if input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
@@ -210,15 +193,19 @@ fn import(config: PathBuf, data_dir: Option<PathBuf>, format: Option<ImportForma
         ImportFormat::Lp
     });
     let store = match linepilot::service::open_store(&cfg, data_dir, false) {
-        Err(StoreError::Locked(d)) => bail!("{d} is in use by a running linepilot; send line protocol to its POST /api/v2/write instead"),
+        Err(StoreError::Locked(d)) => {
+            bail!("{d} is in use by a running linepilot; send line protocol to its POST /api/v2/write instead")
+        }
         other => other?,
     };
     let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -291,7 +278,9 @@ fn run_query(config: PathBuf, data_dir: Option<PathBuf>, params: QueryParams, fo
     };
     let mut out = std::io::stdout().lock();
     match format {
-        OutFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?)?,
+        OutFormat::Json => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?)?
+        }
         OutFormat::Csv => write!(out, "{}", query::to_csv(&results))?,
         OutFormat::Table => write!(out, "{}", query::to_table(&results))?,
     }
@@ -307,12 +296,9 @@ fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult
             req = req.query(k, v);
         }
     }
-    let mut resp = req
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| format!("the data directory is locked by a running daemon, and its API at {url} did not answer"))?;
+    let mut resp = req.config().http_status_as_error(false).build().call().with_context(|| {
+        format!("the data directory is locked by a running daemon, and its API at {url} did not answer")
+    })?;
     let status = resp.status();
     let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
     let body: serde_json::Value = serde_json::from_str(&text).context("decoding the daemon's answer")?;
@@ -326,7 +312,11 @@ fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult
 fn rows_from_json(v: serde_json::Value) -> Result<Vec<query::SeriesResult>> {
     let mut out = Vec::new();
     for r in v.as_array().cloned().unwrap_or_default() {
-        let agg = r.get("agg").and_then(|a| a.as_str()).and_then(|a| a.parse::<linepilot::store::rollup::Agg>().ok()).map(|a| a.name());
+        let agg = r
+            .get("agg")
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.parse::<linepilot::store::rollup::Agg>().ok())
+            .map(|a| a.name());
         let rows = r
             .get("rows")
             .and_then(|x| x.as_array())

@@ -4,10 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn linepilot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_linepilot"))
-        .args(args)
-        .output()
-        .expect("run linepilot")
+    Command::new(env!("CARGO_BIN_EXE_linepilot")).args(args).output().expect("run linepilot")
 }
 
 fn arg(p: &Path) -> &str {
@@ -72,36 +69,22 @@ fn check_config_lists_every_error_and_fails() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), expected.len(), "stderr:\n{stderr}");
     for (line, want) in lines.iter().zip(&expected) {
-        assert!(
-            line.starts_with(want.as_str()),
-            "got `{line}`, want `{want}...`"
-        );
+        assert!(line.starts_with(want.as_str()), "got `{line}`, want `{want}...`");
     }
 }
 
 #[test]
 fn generated_config_checks_clean() {
     let out = linepilot(&["generate-config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, linepilot::config::EXAMPLE.as_bytes());
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("linepilot.toml");
     std::fs::write(&file, &out.stdout).expect("write config");
     let out = linepilot(&["check-config", arg(&file)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stdout.trim_end(),
-        format!("{}: ok (11 tags, 3 assets, 3 sources)", file.display())
-    );
+    assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim_end(), format!("{}: ok (11 tags, 3 assets, 3 sources)", file.display()));
 }
 
 #[test]

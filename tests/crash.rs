@@ -35,7 +35,10 @@ fn batch_body(batch: u64) -> String {
 fn every_acknowledged_sample_survives_sigkill_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("crash test data in {}", dir.path().display());
-    let cfg = write_config(dir.path(), "fsync_interval = \"2ms\"\nhead_max_bytes = \"192KiB\"\nblock_duration = \"1h\"\nretention_raw = \"100y\"");
+    let cfg = write_config(
+        dir.path(),
+        "fsync_interval = \"2ms\"\nhead_max_bytes = \"192KiB\"\nblock_duration = \"1h\"\nretention_raw = \"100y\"",
+    );
     let mut rng = fastrand::Rng::with_seed(0x11e_9110);
     let mut next_batch: u64 = 0;
     let mut acked: Vec<u64> = Vec::new();
@@ -98,7 +101,12 @@ fn every_acknowledged_sample_survives_sigkill_exactly_once() {
         if rows.len() != want.len() {
             let kept = dir.path().to_path_buf();
             std::mem::forget(dir);
-            panic!("series u{k}: stored {} samples, acknowledged {}; data kept in {}", rows.len(), want.len(), kept.display());
+            panic!(
+                "series u{k}: stored {} samples, acknowledged {}; data kept in {}",
+                rows.len(),
+                want.len(),
+                kept.display()
+            );
         }
         assert_eq!(rows.len(), want.len(), "series u{k}: stored {} samples, acknowledged {}", rows.len(), want.len());
         for row in rows {
@@ -112,12 +120,7 @@ fn every_acknowledged_sample_survives_sigkill_exactly_once() {
         let mut r = ureq::get(&url).call().expect("healthz");
         (0, serde_json::from_str::<serde_json::Value>(&r.body_mut().read_to_string().expect("body")).expect("json"))
     };
-    eprintln!(
-        "crash test: {} rounds, {} batches acknowledged, store: {}",
-        ROUNDS,
-        acked.len(),
-        health["store"]
-    );
+    eprintln!("crash test: {} rounds, {} batches acknowledged, store: {}", ROUNDS, acked.len(), health["store"]);
     assert!(health["store"]["blocks"].as_u64().unwrap_or(0) > 0, "the test must exercise sealing");
     assert_eq!(health["store"]["quarantined"].as_u64(), Some(0), "a crash must never corrupt a block");
     let status = daemon.stop();

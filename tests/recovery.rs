@@ -36,10 +36,8 @@ fn a_flipped_byte_in_a_block_quarantines_it_and_the_rest_answers() {
     import(&cfg, &csv(dir.path(), "a.csv", "filler.bowl_pressure", 1_700_000_000, 3000));
     import(&cfg, &csv(dir.path(), "b.csv", "washer.tank_temp", 1_700_010_000, 3000));
     let blocks_dir = dir.path().join("data/blocks");
-    let mut blocks: Vec<_> = std::fs::read_dir(&blocks_dir)
-        .expect("blocks dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut blocks: Vec<_> =
+        std::fs::read_dir(&blocks_dir).expect("blocks dir").map(|e| e.expect("entry").path()).collect();
     blocks.sort();
     assert_eq!(blocks.len(), 2, "one block per import: {blocks:?}");
 
@@ -73,10 +71,9 @@ fn a_flipped_byte_in_a_block_quarantines_it_and_the_rest_answers() {
     }
     assert!(!blocks[0].exists(), "quarantined block must leave blocks/");
     let url = format!("http://{}/healthz", daemon.addr);
-    let health: serde_json::Value = serde_json::from_str(
-        &ureq::get(&url).call().expect("healthz").body_mut().read_to_string().expect("body"),
-    )
-    .expect("json");
+    let health: serde_json::Value =
+        serde_json::from_str(&ureq::get(&url).call().expect("healthz").body_mut().read_to_string().expect("body"))
+            .expect("json");
     assert_eq!(health["store"]["quarantined"].as_u64(), Some(1), "{health}");
     assert!(daemon.stop().success());
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linepilot::config::units::{ByteSize, HumanDuration};
-use linepilot::domain::{
-    Quality, QualityClass, Sample, SeriesId, SeriesKey, Timestamp, Value, ValueKind,
-};
+use linepilot::domain::{Quality, QualityClass, Sample, SeriesId, SeriesKey, Timestamp, Value, ValueKind};
 use linepilot::store::config::StoreConfig;
 use linepilot::store::points::Points;
 use linepilot::store::rollup::{Agg, Partial};
@@ -66,36 +64,20 @@ fn open(dir: &Path, clock: &Arc<TestClock>) -> Store {
 }
 
 fn series(store: &Store, name: &str, kind: ValueKind) -> SeriesId {
-    store
-        .resolve(&[(SeriesKey::new(name), kind)])
-        .expect("resolve")[0]
+    store.resolve(&[(SeriesKey::new(name), kind)]).expect("resolve")[0]
 }
 
 fn f64s(id: SeriesId, pts: &[(Timestamp, f64)]) -> Vec<Sample> {
-    pts.iter()
-        .map(|&(ts, v)| Sample {
-            series: id,
-            ts,
-            value: Value::F64(v),
-            quality: Quality::GOOD,
-        })
-        .collect()
+    pts.iter().map(|&(ts, v)| Sample { series: id, ts, value: Value::F64(v), quality: Quality::GOOD }).collect()
 }
 
 fn sample(id: SeriesId, ts: Timestamp, value: Value, quality: Quality) -> Sample {
-    Sample {
-        series: id,
-        ts,
-        value,
-        quality,
-    }
+    Sample { series: id, ts, value, quality }
 }
 
 /// Every sample of a series as (ts, value, quality) rows.
 fn rows(p: &Points) -> Vec<(Timestamp, Value, Quality)> {
-    (0..p.len())
-        .map(|i| (p.ts[i], p.values.get(i), p.quality_at(i)))
-        .collect()
+    (0..p.len()).map(|i| (p.ts[i], p.values.get(i), p.quality_at(i))).collect()
 }
 
 /// Rows with floats compared by bit pattern (so NaN == NaN of the same payload, -0.0 != 0.0).
@@ -123,10 +105,7 @@ fn all(store: &Store, id: SeriesId) -> Vec<(Timestamp, Value, Quality)> {
 
 fn f64_rows(store: &Store, id: SeriesId, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, f64)> {
     let p = store.range(id, from, to).expect("range");
-    assert!(
-        p.ts.windows(2).all(|w| w[0] < w[1]),
-        "range must be strictly sorted"
-    );
+    assert!(p.ts.windows(2).all(|w| w[0] < w[1]), "range must be strictly sorted");
     (0..p.len())
         .map(|i| match p.values.get(i) {
             Value::F64(v) => (p.ts[i], v),
@@ -156,9 +135,7 @@ fn checkpoint_replay_from(dir: &Path) -> u64 {
 
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect(),
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -250,28 +227,14 @@ fn close_enough(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-fn assert_aggregates_match(
-    store: &Store,
-    id: SeriesId,
-    from: Timestamp,
-    to: Timestamp,
-    window: i64,
-) {
+fn assert_aggregates_match(store: &Store, id: SeriesId, from: Timestamp, to: Timestamp, window: i64) {
     let got = store.aggregate(id, from, to, window).expect("aggregate");
     let want = naive_aggregate(store, id, from, to, window);
-    let ctx = format!(
-        "from=T0{:+}s to=T0{:+}s window={}s",
-        (from - T0) / SEC,
-        (to - T0) / SEC,
-        window / SEC
-    );
+    let ctx = format!("from=T0{:+}s to=T0{:+}s window={}s", (from - T0) / SEC, (to - T0) / SEC, window / SEC);
     let got_keys: Vec<Timestamp> = got.iter().map(|(w, _)| *w).collect();
     let want_keys: Vec<Timestamp> = want.keys().copied().collect();
     assert_eq!(got_keys, want_keys, "{ctx}: window starts");
-    assert!(
-        !got.is_empty(),
-        "{ctx}: a test with no windows proves nothing"
-    );
+    assert!(!got.is_empty(), "{ctx}: a test with no windows proves nothing");
     for (w, part) in &got {
         let n = &want[w];
         let v = |a: Agg| part.value(a).unwrap();
@@ -281,18 +244,8 @@ fn assert_aggregates_match(
         assert_eq!(v(Agg::Max), n.max, "{wctx}: max");
         assert_eq!(v(Agg::First), n.first, "{wctx}: first");
         assert_eq!(v(Agg::Last), n.last, "{wctx}: last");
-        assert!(
-            close_enough(v(Agg::Sum), n.sum),
-            "{wctx}: sum {} vs {}",
-            v(Agg::Sum),
-            n.sum
-        );
-        assert!(
-            close_enough(v(Agg::Avg), n.avg()),
-            "{wctx}: avg {} vs {}",
-            v(Agg::Avg),
-            n.avg()
-        );
+        assert!(close_enough(v(Agg::Sum), n.sum), "{wctx}: sum {} vs {}", v(Agg::Sum), n.sum);
+        assert!(close_enough(v(Agg::Avg), n.avg()), "{wctx}: avg {} vs {}", v(Agg::Avg), n.avg());
         assert!(
             (v(Agg::Stddev) - n.stddev()).abs() <= 1e-7 * n.stddev().max(1.0),
             "{wctx}: stddev {} vs {}",
@@ -327,14 +280,8 @@ fn first_chunk(path: &Path) -> (u64, u64) {
 fn write_is_visible_at_once_and_survives_replay_and_seal() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 + HOUR);
-    let pts: Vec<(Timestamp, f64)> = (0..120)
-        .map(|i| (T0 + i * SEC, 2.5 + (i % 7) as f64 * 0.125))
-        .collect();
-    let want_latest = Some(Latest {
-        ts: T0 + 119 * SEC,
-        value: Value::F64(pts[119].1),
-        quality: Quality::GOOD,
-    });
+    let pts: Vec<(Timestamp, f64)> = (0..120).map(|i| (T0 + i * SEC, 2.5 + (i % 7) as f64 * 0.125)).collect();
+    let want_latest = Some(Latest { ts: T0 + 119 * SEC, value: Value::F64(pts[119].1), quality: Quality::GOOD });
     let id;
     {
         let store = open(dir.path(), &clock);
@@ -359,11 +306,7 @@ fn write_is_visible_at_once_and_survives_replay_and_seal() {
     {
         let store = open(dir.path(), &clock);
         let st = store.stats();
-        assert_eq!(
-            (st.blocks, st.head_samples),
-            (0, 120),
-            "all data from the WAL into the head"
-        );
+        assert_eq!((st.blocks, st.head_samples), (0, 120), "all data from the WAL into the head");
         assert_eq!(f64_rows(&store, id, T0, T0 + HOUR), pts);
         assert_eq!(store.latest(&[id]), vec![want_latest.clone()]);
 
@@ -372,24 +315,14 @@ fn write_is_visible_at_once_and_survives_replay_and_seal() {
         assert!(store.flush().unwrap(), "there was a head to seal");
         let st = store.stats();
         assert_eq!((st.blocks, st.rollups, st.head_samples), (1, 1, 0));
-        assert_eq!(
-            f64_rows(&store, id, T0, T0 + HOUR),
-            pts,
-            "readable from the block"
-        );
+        assert_eq!(f64_rows(&store, id, T0, T0 + HOUR), pts, "readable from the block");
         assert_eq!(store.latest(&[id]), vec![want_latest.clone()]);
 
         let ckpt = checkpoint_replay_from(dir.path());
         let after = wal_segments(&store);
-        assert!(
-            after.iter().all(|s| *s >= ckpt),
-            "segments before the checkpoint {ckpt} remain: {after:?}"
-        );
+        assert!(after.iter().all(|s| *s >= ckpt), "segments before the checkpoint {ckpt} remain: {after:?}");
         for s in &before_seal {
-            assert!(
-                !after.contains(s),
-                "segment {s} was sealed into a block and must be gone: {after:?}"
-            );
+            assert!(!after.contains(s), "segment {s} was sealed into a block and must be gone: {after:?}");
         }
         assert!(!store.flush().unwrap(), "nothing left to seal");
         store.close();
@@ -398,11 +331,7 @@ fn write_is_visible_at_once_and_survives_replay_and_seal() {
     {
         let store = open(dir.path(), &clock);
         let st = store.stats();
-        assert_eq!(
-            (st.blocks, st.head_samples),
-            (1, 0),
-            "data from the block, nothing replayed twice"
-        );
+        assert_eq!((st.blocks, st.head_samples), (1, 0), "data from the block, nothing replayed twice");
         assert_eq!(f64_rows(&store, id, T0, T0 + HOUR), pts);
         assert_eq!(store.latest(&[id]), vec![want_latest]);
         assert_eq!(store.series().len(), 1);
@@ -431,23 +360,8 @@ fn every_kind_and_bad_quality_survive_seal_and_reopen_bit_for_bit() {
         f64::NAN,
         -1.25e300,
     ];
-    let ints = [
-        0,
-        i64::MIN,
-        i64::MAX,
-        -1,
-        1,
-        42,
-        42,
-        i64::MIN + 1,
-        7,
-        1 << 53,
-        -(1 << 53) - 1,
-        3,
-    ];
-    let bools = [
-        true, false, false, true, true, true, false, true, false, false, true, true,
-    ];
+    let ints = [0, i64::MIN, i64::MAX, -1, 1, 42, 42, i64::MIN + 1, 7, 1 << 53, -(1 << 53) - 1, 3];
+    let bools = [true, false, false, true, true, true, false, true, false, false, true, true];
     let strs = [
         "running",
         "",
@@ -492,12 +406,8 @@ fn every_kind_and_bad_quality_survive_seal_and_reopen_bit_for_bit() {
         for i in 0..12 {
             let ts = T0 + i as i64 * SEC;
             // Shift quality per series so every series sees a different pattern.
-            let vals = [
-                Value::F64(floats[i]),
-                Value::I64(ints[i]),
-                Value::Bool(bools[i]),
-                Value::Str(strs[i].to_string()),
-            ];
+            let vals =
+                [Value::F64(floats[i]), Value::I64(ints[i]), Value::Bool(bools[i]), Value::Str(strs[i].to_string())];
             for (k, v) in vals.into_iter().enumerate() {
                 let q = quals[(i + k) % quals.len()];
                 want[k].push((ts, v.clone(), q));
@@ -509,19 +419,11 @@ fn every_kind_and_bad_quality_survive_seal_and_reopen_bit_for_bit() {
         batch.push(sample(all_bad, T0, Value::F64(9.5), Quality::BAD_COMMS));
         store.write(batch).unwrap();
         for k in 0..4 {
-            assert_eq!(
-                bits(&all(&store, ids[k])),
-                bits(&want[k]),
-                "series {k} from the head"
-            );
+            assert_eq!(bits(&all(&store, ids[k])), bits(&want[k]), "series {k} from the head");
         }
         assert!(store.flush().unwrap());
         for k in 0..4 {
-            assert_eq!(
-                bits(&all(&store, ids[k])),
-                bits(&want[k]),
-                "series {k} from the block"
-            );
+            assert_eq!(bits(&all(&store, ids[k])), bits(&want[k]), "series {k} from the block");
         }
         let l = store.latest(&[all_bad])[0].clone().unwrap();
         assert_eq!((l.ts, l.quality), (T0, Quality::BAD_COMMS));
@@ -530,30 +432,13 @@ fn every_kind_and_bad_quality_survive_seal_and_reopen_bit_for_bit() {
     assert_eq!(store.stats().blocks, 1);
     assert_eq!(store.stats().head_samples, 0);
     for k in 0..4 {
-        assert_eq!(
-            bits(&all(&store, ids[k])),
-            bits(&want[k]),
-            "series {k} after reopen"
-        );
-        let l = store.latest(&[ids[k]])[0]
-            .clone()
-            .expect("latest after reopen");
+        assert_eq!(bits(&all(&store, ids[k])), bits(&want[k]), "series {k} after reopen");
+        let l = store.latest(&[ids[k]])[0].clone().expect("latest after reopen");
         let last = want[k].last().unwrap();
-        assert_eq!(
-            bits(&[(l.ts, l.value, l.quality)]),
-            bits(&[last.clone()]),
-            "latest of series {k}"
-        );
+        assert_eq!(bits(&[(l.ts, l.value, l.quality)]), bits(std::slice::from_ref(last)), "latest of series {k}");
     }
-    let bad = store
-        .catalog()
-        .lookup(&SeriesKey::new("capper.torque"))
-        .unwrap()
-        .0;
-    assert_eq!(
-        bits(&all(&store, bad)),
-        bits(&[(T0, Value::F64(9.5), Quality::BAD_COMMS)])
-    );
+    let bad = store.catalog().lookup(&SeriesKey::new("capper.torque")).unwrap().0;
+    assert_eq!(bits(&all(&store, bad)), bits(&[(T0, Value::F64(9.5), Quality::BAD_COMMS)]));
 }
 
 // ------------------------------------------------------------------ 3. duplicates
@@ -565,9 +450,7 @@ fn duplicate_timestamps_keep_the_last_write_everywhere() {
     let store = open(dir.path(), &clock);
     let id = series(&store, "filler.bowl_pressure", ValueKind::F64);
     let ts = T0 + 10 * SEC;
-    store
-        .write(f64s(id, &[(T0, 0.5), (ts, 1.0), (T0 + 20 * SEC, 3.0)]))
-        .unwrap();
+    store.write(f64s(id, &[(T0, 0.5), (ts, 1.0), (T0 + 20 * SEC, 3.0)])).unwrap();
     store.flush().unwrap();
     // Re-sent after a reconnect: same timestamp, corrected value.
     store.write(f64s(id, &[(ts, 2.0)])).unwrap();
@@ -604,18 +487,11 @@ fn duplicate_timestamps_keep_the_last_write_everywhere() {
     assert_eq!((l.ts, l.value), (T0 + 20 * SEC, Value::F64(3.0)));
     // Overwriting the latest timestamp changes latest.
     store.write(f64s(id, &[(T0 + 20 * SEC, 7.0)])).unwrap();
-    assert_eq!(
-        store.latest(&[id])[0].clone().unwrap().value,
-        Value::F64(7.0)
-    );
+    assert_eq!(store.latest(&[id])[0].clone().unwrap().value, Value::F64(7.0));
     store.close();
     drop(store);
     let store = open(dir.path(), &clock);
-    assert_eq!(
-        store.latest(&[id])[0].clone().unwrap().value,
-        Value::F64(7.0),
-        "latest overwrite survives replay"
-    );
+    assert_eq!(store.latest(&[id])[0].clone().unwrap().value, Value::F64(7.0), "latest overwrite survives replay");
 }
 
 // ------------------------------------------------------------------ 4. out of order
@@ -631,18 +507,14 @@ fn out_of_order_writes_come_back_sorted() {
         id = series(&store, "conveyor.speed", ValueKind::F64);
         let mut r = rng(4);
         let mut write = |store: &Store, tss: Vec<Timestamp>| {
-            let pts: Vec<(Timestamp, f64)> =
-                tss.into_iter().map(|t| (t, r.f64() * 100.0)).collect();
+            let pts: Vec<(Timestamp, f64)> = tss.into_iter().map(|t| (t, r.f64() * 100.0)).collect();
             for &(t, v) in &pts {
                 want.insert(t, v);
             }
             store.write(f64s(id, &pts)).unwrap();
         };
         // Backwards within a batch.
-        write(
-            &store,
-            (0..50).rev().map(|i| T0 + 100 * SEC + i * SEC).collect(),
-        );
+        write(&store, (0..50).rev().map(|i| T0 + 100 * SEC + i * SEC).collect());
         // A batch entirely before the previous one.
         write(&store, (0..50).map(|i| T0 + i * SEC).collect());
         // Interleaved, shuffled.
@@ -651,51 +523,26 @@ fn out_of_order_writes_come_back_sorted() {
         write(&store, tss);
         store.flush().unwrap();
         // Late data older than the block, and in between its samples.
-        write(
-            &store,
-            (0..20).rev().map(|i| T0 - 20 * SEC + i * SEC).collect(),
-        );
-        write(
-            &store,
-            (0..20).map(|i| T0 + 60 * SEC + i * SEC + SEC / 4).collect(),
-        );
+        write(&store, (0..20).rev().map(|i| T0 - 20 * SEC + i * SEC).collect());
+        write(&store, (0..20).map(|i| T0 + 60 * SEC + i * SEC + SEC / 4).collect());
         let want_v: Vec<(Timestamp, f64)> = want.iter().map(|(t, v)| (*t, *v)).collect();
         assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), want_v);
         assert_eq!(
             f64_rows(&store, id, T0 + 30 * SEC, T0 + 70 * SEC),
-            want_v
-                .iter()
-                .copied()
-                .filter(|(t, _)| (T0 + 30 * SEC..T0 + 70 * SEC).contains(t))
-                .collect::<Vec<_>>()
+            want_v.iter().copied().filter(|(t, _)| (T0 + 30 * SEC..T0 + 70 * SEC).contains(t)).collect::<Vec<_>>()
         );
         let l = store.latest(&[id])[0].clone().unwrap();
-        assert_eq!(
-            l.ts,
-            *want.keys().last().unwrap(),
-            "latest is the newest timestamp, not the last write"
-        );
+        assert_eq!(l.ts, *want.keys().last().unwrap(), "latest is the newest timestamp, not the last write");
         store.close();
     }
     let want_v: Vec<(Timestamp, f64)> = want.iter().map(|(t, v)| (*t, *v)).collect();
     let store = open(dir.path(), &clock);
-    assert_eq!(
-        f64_rows(&store, id, i64::MIN, i64::MAX),
-        want_v,
-        "after replay"
-    );
+    assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), want_v, "after replay");
     store.flush().unwrap();
     drop(store);
     let store = open(dir.path(), &clock);
-    assert_eq!(
-        f64_rows(&store, id, i64::MIN, i64::MAX),
-        want_v,
-        "after sealing everything"
-    );
-    assert_eq!(
-        store.latest(&[id])[0].clone().unwrap().ts,
-        *want.keys().last().unwrap()
-    );
+    assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), want_v, "after sealing everything");
+    assert_eq!(store.latest(&[id])[0].clone().unwrap().ts, *want.keys().last().unwrap());
 }
 
 // ------------------------------------------------------------------ 5. aggregates
@@ -720,11 +567,7 @@ fn aggregates_equal_naive_computation_from_raw_data() {
                 1 => Quality::UNCERTAIN,
                 _ => Quality::GOOD,
             };
-            let v = if r.u32(0..97) == 0 {
-                f64::NAN
-            } else {
-                1e6 + r.f64() * 10.0 - 5.0
-            };
+            let v = if r.u32(0..97) == 0 { f64::NAN } else { 1e6 + r.f64() * 10.0 - 5.0 };
             batch.push(sample(f, ts, Value::F64(v), q));
             counter += r.i64(0..3);
             batch.push(sample(n, ts, Value::I64(counter), Quality::GOOD));
@@ -760,14 +603,7 @@ fn aggregates_equal_naive_computation_from_raw_data() {
     }
     // Strings have no aggregates.
     let s = series(&store, "filler.state", ValueKind::Str);
-    store
-        .write(vec![sample(
-            s,
-            T0,
-            Value::Str("running".into()),
-            Quality::GOOD,
-        )])
-        .unwrap();
+    store.write(vec![sample(s, T0, Value::Str("running".into()), Quality::GOOD)]).unwrap();
     assert!(store.aggregate(s, T0, T0 + MIN, MIN).unwrap().is_empty());
 
     // Same answers once everything is sealed and reopened (all from rollups).
@@ -786,10 +622,7 @@ fn aggregates_equal_naive_computation_from_raw_data() {
         .sum();
     let raw = store.range(f, T0, T0 + 10 * MIN).unwrap().len() as u64;
     assert_eq!(raw, 603, "600 s at 1 Hz plus 3 late samples");
-    assert!(
-        counted > 540 && counted < 603,
-        "bad and NaN samples are left out: {counted} of {raw}"
-    );
+    assert!(counted > 540 && counted < 603, "bad and NaN samples are left out: {counted} of {raw}");
 }
 
 // ------------------------------------------------------------------ 6. retention
@@ -803,11 +636,7 @@ fn retention_by_age_drops_old_blocks_keeps_rollups_and_head() {
     cfg.retention_rollup = HumanDuration(Duration::from_secs(30 * 86_400));
     let store = open_with(cfg, clock.clone());
     let id = series(&store, "filler.bowl_pressure", ValueKind::F64);
-    let span = |start: i64| -> Vec<(Timestamp, f64)> {
-        (0..600)
-            .map(|i| (start + i * SEC, (i % 50) as f64))
-            .collect()
-    };
+    let span = |start: i64| -> Vec<(Timestamp, f64)> { (0..600).map(|i| (start + i * SEC, (i % 50) as f64)).collect() };
     store.write(f64s(id, &span(T0))).unwrap();
     store.flush().unwrap();
     let old_aggs = store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap();
@@ -815,69 +644,33 @@ fn retention_by_age_drops_old_blocks_keeps_rollups_and_head() {
     store.write(f64s(id, &span(T0 + 2 * HOUR))).unwrap();
     store.flush().unwrap();
     // Head data, older than the raw retention: retention never touches the head.
-    store
-        .write(f64s(id, &[(T0 - DAY, 1.0), (T0 + 4 * HOUR, 2.0)]))
-        .unwrap();
+    store.write(f64s(id, &[(T0 - DAY, 1.0), (T0 + 4 * HOUR, 2.0)])).unwrap();
     assert_eq!(store.stats().blocks, 2, "nothing is old enough yet");
 
     // Move time on: block 1 (newest sample T0+10min) is older than 1 h, block 2 is not.
     clock.set(T0 + 2 * HOUR + 30 * MIN);
     store.apply_retention().unwrap();
     let st = store.stats();
-    assert_eq!(
-        (st.blocks, st.rollups),
-        (1, 2),
-        "old raw block gone, both rollups kept"
-    );
-    assert_eq!(
-        files_in(&dir.path().join("blocks")),
-        vec!["0000000000000002.blk".to_string()]
-    );
-    assert!(
-        f64_rows(&store, id, T0, T0 + 10 * MIN).is_empty(),
-        "raw data of the old block is gone"
-    );
-    assert_eq!(
-        f64_rows(&store, id, T0 + 2 * HOUR, T0 + 3 * HOUR),
-        span(T0 + 2 * HOUR)
-    );
-    assert_eq!(
-        store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap(),
-        old_aggs,
-        "rollups still answer"
-    );
-    assert_eq!(
-        f64_rows(&store, id, T0 - DAY - 1, T0 - DAY + 1),
-        vec![(T0 - DAY, 1.0)],
-        "head data stays"
-    );
+    assert_eq!((st.blocks, st.rollups), (1, 2), "old raw block gone, both rollups kept");
+    assert_eq!(files_in(&dir.path().join("blocks")), vec!["0000000000000002.blk".to_string()]);
+    assert!(f64_rows(&store, id, T0, T0 + 10 * MIN).is_empty(), "raw data of the old block is gone");
+    assert_eq!(f64_rows(&store, id, T0 + 2 * HOUR, T0 + 3 * HOUR), span(T0 + 2 * HOUR));
+    assert_eq!(store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap(), old_aggs, "rollups still answer");
+    assert_eq!(f64_rows(&store, id, T0 - DAY - 1, T0 - DAY + 1), vec![(T0 - DAY, 1.0)], "head data stays");
 
     // Far beyond raw retention: every block goes, rollups stay, the head stays.
     clock.set(T0 + 10 * DAY);
     store.apply_retention().unwrap();
     assert_eq!((store.stats().blocks, store.stats().rollups), (0, 2));
-    assert_eq!(
-        store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap(),
-        old_aggs
-    );
-    assert_eq!(
-        f64_rows(&store, id, i64::MIN, i64::MAX),
-        vec![(T0 - DAY, 1.0), (T0 + 4 * HOUR, 2.0)]
-    );
+    assert_eq!(store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap(), old_aggs);
+    assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), vec![(T0 - DAY, 1.0), (T0 + 4 * HOUR, 2.0)]);
 
     // Beyond rollup retention too.
     clock.set(T0 + 60 * DAY);
     store.apply_retention().unwrap();
     assert_eq!((store.stats().blocks, store.stats().rollups), (0, 0));
-    assert!(store
-        .aggregate(id, T0, T0 + 10 * MIN, MIN)
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        f64_rows(&store, id, i64::MIN, i64::MAX).len(),
-        2,
-        "head data is never dropped"
-    );
+    assert!(store.aggregate(id, T0, T0 + 10 * MIN, MIN).unwrap().is_empty());
+    assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX).len(), 2, "head data is never dropped");
     store.close();
     drop(store);
     let store = open(dir.path(), &clock);
@@ -901,9 +694,7 @@ fn disk_budget_drops_oldest_blocks_first_and_never_the_head() {
         // Blocks sealed out of time order: block 1 holds the newest data,
         // so "oldest" must mean oldest data, not lowest id.
         for start in [T0 + 2 * HOUR, T0, T0 + HOUR] {
-            let pts: Vec<(Timestamp, f64)> = (0..300)
-                .map(|i| (start + i * SEC, (i * 7 % 13) as f64))
-                .collect();
+            let pts: Vec<(Timestamp, f64)> = (0..300).map(|i| (start + i * SEC, (i * 7 % 13) as f64)).collect();
             store.write(f64s(id, &pts)).unwrap();
             store.flush().unwrap();
             spans.push(pts);
@@ -924,10 +715,7 @@ fn disk_budget_drops_oldest_blocks_first_and_never_the_head() {
         store.apply_retention().unwrap();
         assert_eq!(
             files_in(&dir.path().join("blocks")),
-            vec![
-                "0000000000000001.blk".to_string(),
-                "0000000000000003.blk".to_string()
-            ],
+            vec!["0000000000000001.blk".to_string(), "0000000000000003.blk".to_string()],
             "the block with the oldest data goes first"
         );
         assert_eq!(store.stats().rollups, 3);
@@ -941,10 +729,7 @@ fn disk_budget_drops_oldest_blocks_first_and_never_the_head() {
     let store = open_with(cfg, clock.clone());
     store.apply_retention().unwrap();
     assert_eq!((store.stats().blocks, store.stats().rollups), (0, 0));
-    assert_eq!(
-        f64_rows(&store, id, i64::MIN, i64::MAX),
-        vec![(T0 - HOUR, 42.0)]
-    );
+    assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), vec![(T0 - HOUR, 42.0)]);
 }
 
 // ------------------------------------------------------------------ 7. corruption
@@ -991,10 +776,7 @@ fn corrupt_chunk_is_quarantined_and_the_rest_is_served() {
     assert!(store.stats().quarantined >= 1);
     assert!(!blk1.exists());
     let q = files_in(&dir.path().join("quarantine"));
-    assert!(
-        q.iter().any(|n| n.starts_with("0000000000000001.blk")),
-        "quarantine holds block 1: {q:?}"
-    );
+    assert!(q.iter().any(|n| n.starts_with("0000000000000001.blk")), "quarantine holds block 1: {q:?}");
     // Series in the other block and in the head still answer.
     assert_eq!(
         f64_rows(&store, c, i64::MIN, i64::MAX),
@@ -1004,10 +786,7 @@ fn corrupt_chunk_is_quarantined_and_the_rest_is_served() {
         f64_rows(&store, b, T0 + MIN, i64::MAX),
         [pts(T0 + MIN, 60, 200.0), pts(T0 + 2 * MIN, 10, 500.0)].concat()
     );
-    assert_eq!(
-        store.latest(&[a])[0].clone().unwrap().ts,
-        T0 + 2 * MIN + 9 * SEC
-    );
+    assert_eq!(store.latest(&[a])[0].clone().unwrap().ts, T0 + 2 * MIN + 9 * SEC);
     assert!(store.aggregate(a, T0, T0 + 10 * MIN, 90 * SEC).is_ok());
     assert!(store.aggregate(a, T0, T0 + 10 * MIN, MIN).is_ok());
     // The store keeps working: new data seals into a fresh block.
@@ -1015,11 +794,7 @@ fn corrupt_chunk_is_quarantined_and_the_rest_is_served() {
     assert!(store.flush().unwrap());
     drop(store);
     let store = open(dir.path(), &clock);
-    assert_eq!(
-        store.stats().quarantined,
-        0,
-        "quarantine happened once, not on every open"
-    );
+    assert_eq!(store.stats().quarantined, 0, "quarantine happened once, not on every open");
     assert_eq!(
         f64_rows(&store, a, i64::MIN, i64::MAX),
         [pts(T0 + 2 * MIN, 10, 400.0), pts(T0 + 3 * MIN, 5, 700.0)].concat()
@@ -1052,14 +827,8 @@ fn block_with_corrupt_footer_is_quarantined_at_open() {
     assert_eq!(store.stats().blocks, 1);
     assert_eq!(store.stats().quarantined, 1);
     let q = files_in(&dir.path().join("quarantine"));
-    assert!(
-        q.iter().any(|n| n.starts_with("0000000000000002.blk")),
-        "{q:?}"
-    );
-    assert_eq!(
-        f64_rows(&store, a, i64::MIN, i64::MAX),
-        vec![(T0, 1.0), (T0 + SEC, 2.0), (T0 + MIN, 4.0)]
-    );
+    assert!(q.iter().any(|n| n.starts_with("0000000000000002.blk")), "{q:?}");
+    assert_eq!(f64_rows(&store, a, i64::MIN, i64::MAX), vec![(T0, 1.0), (T0 + SEC, 2.0), (T0 + MIN, 4.0)]);
     assert!(f64_rows(&store, b, i64::MIN, i64::MAX).is_empty());
     // A new seal must not reuse the quarantined block's id or clobber anything.
     store.write(f64s(b, &[(T0 + 2 * MIN, 5.0)])).unwrap();
@@ -1068,10 +837,7 @@ fn block_with_corrupt_footer_is_quarantined_at_open() {
     let store = open(dir.path(), &clock);
     assert_eq!(store.stats().quarantined, 0);
     assert_eq!(store.stats().blocks, 2);
-    assert_eq!(
-        f64_rows(&store, b, i64::MIN, i64::MAX),
-        vec![(T0 + 2 * MIN, 5.0)]
-    );
+    assert_eq!(f64_rows(&store, b, i64::MIN, i64::MAX), vec![(T0 + 2 * MIN, 5.0)]);
     assert_eq!(f64_rows(&store, a, i64::MIN, i64::MAX).len(), 3);
 }
 
@@ -1091,10 +857,7 @@ fn kind_conflict_rejects_the_whole_batch() {
     ];
     let err = store.write(batch).unwrap_err();
     assert!(matches!(err, StoreError::KindMismatch { .. }), "{err}");
-    assert!(
-        all(&store, p).is_empty() && all(&store, c).is_empty(),
-        "nothing of the batch is written"
-    );
+    assert!(all(&store, p).is_empty() && all(&store, c).is_empty(), "nothing of the batch is written");
     assert_eq!(store.latest(&[p, c]), vec![None, None]);
     assert_eq!(store.stats().samples_written, 0);
     // An unknown series id is refused as well.
@@ -1117,10 +880,7 @@ fn kind_conflict_rejects_the_whole_batch() {
     store.close();
     drop(store);
     let store = open(dir.path(), &clock);
-    assert!(
-        all(&store, p).is_empty() && all(&store, c).is_empty(),
-        "nothing in the WAL either"
-    );
+    assert!(all(&store, p).is_empty() && all(&store, c).is_empty(), "nothing in the WAL either");
     assert_eq!(store.series().len(), 2);
 }
 
@@ -1131,9 +891,7 @@ fn concurrent_writers_and_readers_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 + DAY);
     let store = Arc::new(open(dir.path(), &clock));
-    let ids: Vec<SeriesId> = (0..4)
-        .map(|w| series(&store, &format!("line{w}.speed"), ValueKind::F64))
-        .collect();
+    let ids: Vec<SeriesId> = (0..4).map(|w| series(&store, &format!("line{w}.speed"), ValueKind::F64)).collect();
     const BATCHES: i64 = 150;
     const PER_BATCH: i64 = 20;
     let done = Arc::new(AtomicBool::new(false));
@@ -1149,10 +907,7 @@ fn concurrent_writers_and_readers_lose_nothing() {
                     let pts: Vec<(Timestamp, f64)> = (0..PER_BATCH)
                         .rev()
                         .map(|i| {
-                            (
-                                T0 + (bn * PER_BATCH + i) * SEC,
-                                (w * 1_000_000) as f64 + (bn * PER_BATCH + i) as f64,
-                            )
+                            (T0 + (bn * PER_BATCH + i) * SEC, (w * 1_000_000) as f64 + (bn * PER_BATCH + i) as f64)
                         })
                         .collect();
                     store.write(f64s(id, &pts)).unwrap();
@@ -1171,22 +926,10 @@ fn concurrent_writers_and_readers_lose_nothing() {
             while !done.load(Ordering::SeqCst) {
                 for (k, &id) in ids.iter().enumerate() {
                     let p = store.range(id, i64::MIN, i64::MAX).unwrap();
-                    assert!(
-                        p.ts.windows(2).all(|w| w[0] < w[1]),
-                        "sorted and unique while writing"
-                    );
-                    assert!(
-                        p.len() >= seen[k],
-                        "series {k} lost samples: {} after {}",
-                        p.len(),
-                        seen[k]
-                    );
+                    assert!(p.ts.windows(2).all(|w| w[0] < w[1]), "sorted and unique while writing");
+                    assert!(p.len() >= seen[k], "series {k} lost samples: {} after {}", p.len(), seen[k]);
                     // Whole batches are visible, never half of one.
-                    assert_eq!(
-                        p.len() % PER_BATCH as usize,
-                        0,
-                        "a batch is visible all at once"
-                    );
+                    assert_eq!(p.len() % PER_BATCH as usize, 0, "a batch is visible all at once");
                     seen[k] = p.len();
                     let _ = store.latest(&[id]);
                     let _ = store.aggregate(id, T0, T0 + HOUR, MIN).unwrap();
@@ -1204,33 +947,21 @@ fn concurrent_writers_and_readers_lose_nothing() {
             seals += 1;
         }
     }
-    let acked: Vec<Vec<(Timestamp, f64)>> =
-        writers.into_iter().map(|h| h.join().unwrap()).collect();
+    let acked: Vec<Vec<(Timestamp, f64)>> = writers.into_iter().map(|h| h.join().unwrap()).collect();
     done.store(true, Ordering::SeqCst);
     let rounds = reader.join().unwrap();
     assert!(rounds > 0);
     eprintln!("concurrency: {seals} seals during writes, {rounds} reader rounds");
     for (k, &id) in ids.iter().enumerate() {
         assert_eq!(acked[k].len(), (BATCHES * PER_BATCH) as usize);
-        assert_eq!(
-            f64_rows(&store, id, i64::MIN, i64::MAX),
-            acked[k],
-            "series {k} before reopen"
-        );
+        assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), acked[k], "series {k} before reopen");
     }
-    assert_eq!(
-        store.stats().samples_written,
-        (4 * BATCHES * PER_BATCH) as u64
-    );
+    assert_eq!(store.stats().samples_written, (4 * BATCHES * PER_BATCH) as u64);
     store.close();
     drop(store);
     let store = open(dir.path(), &clock);
     for (k, &id) in ids.iter().enumerate() {
-        assert_eq!(
-            f64_rows(&store, id, i64::MIN, i64::MAX),
-            acked[k],
-            "series {k} after reopen"
-        );
+        assert_eq!(f64_rows(&store, id, i64::MIN, i64::MAX), acked[k], "series {k} after reopen");
     }
 }
 
@@ -1238,9 +969,7 @@ fn concurrent_writers_and_readers_lose_nothing() {
 
 fn vm_hwm_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[test]
@@ -1256,9 +985,8 @@ fn head_memory_stays_bounded_under_sustained_ingest() {
     const SERIES: usize = 1000;
     const SECONDS: i64 = 3600;
     const TS_PER_BATCH: i64 = 10;
-    let keys: Vec<(SeriesKey, ValueKind)> = (0..SERIES)
-        .map(|i| (SeriesKey::new(format!("line.tag{i:04}")), ValueKind::F64))
-        .collect();
+    let keys: Vec<(SeriesKey, ValueKind)> =
+        (0..SERIES).map(|i| (SeriesKey::new(format!("line.tag{i:04}")), ValueKind::F64)).collect();
     let ids = store.resolve(&keys).unwrap();
     let started = Instant::now();
     let mut max_head = 0u64;
@@ -1269,12 +997,7 @@ fn head_memory_stays_bounded_under_sustained_ingest() {
         for s in s0..s0 + TS_PER_BATCH {
             for (i, &id) in ids.iter().enumerate() {
                 level[i] += r.f64() - 0.5;
-                batch.push(sample(
-                    id,
-                    T0 + s * SEC,
-                    Value::F64((level[i] * 100.0).round() / 100.0),
-                    Quality::GOOD,
-                ));
+                batch.push(sample(id, T0 + s * SEC, Value::F64((level[i] * 100.0).round() / 100.0), Quality::GOOD));
             }
         }
         store.write(batch).unwrap();
@@ -1299,10 +1022,7 @@ fn head_memory_stays_bounded_under_sustained_ingest() {
     // grows by doubling, hence the slack. Without that backpressure the head
     // simply holds whatever the sealer has not caught up with (all 3.6 M
     // samples, ~94 MiB, in a debug build).
-    assert!(
-        max_head <= 5 * HEAD_MAX / 2,
-        "head grew to {max_head} bytes with a limit of {HEAD_MAX}"
-    );
+    assert!(max_head <= 5 * HEAD_MAX / 2, "head grew to {max_head} bytes with a limit of {HEAD_MAX}");
     // Spot check: one series is complete.
     let p = store.range(ids[123], i64::MIN, i64::MAX).unwrap();
     assert_eq!(p.len(), SECONDS as usize);

@@ -24,11 +24,7 @@ pub const MEASUREMENT: &str = "line1";
 
 /// Hours of synthetic data: `LP_BENCH_HOURS` (fractions allowed), default 8.
 pub fn hours() -> f64 {
-    std::env::var("LP_BENCH_HOURS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|h| *h > 0.0)
-        .unwrap_or(8.0)
+    std::env::var("LP_BENCH_HOURS").ok().and_then(|s| s.parse::<f64>().ok()).filter(|h| *h > 0.0).unwrap_or(8.0)
 }
 
 /// Seconds of synthetic data.
@@ -52,10 +48,8 @@ pub fn series_key(t: &SynthTag) -> (SeriesKey, ValueKind) {
         SynthKind::State => ValueKind::Str,
         SynthKind::Flag => ValueKind::Bool,
     };
-    let key = SeriesKey::with_labels(
-        format!("{MEASUREMENT}.{}", t.field),
-        vec![("asset".to_string(), t.asset.clone())],
-    );
+    let key =
+        SeriesKey::with_labels(format!("{MEASUREMENT}.{}", t.field), vec![("asset".to_string(), t.asset.clone())]);
     (key, kind)
 }
 
@@ -91,12 +85,7 @@ pub fn synth_batches(store: &Store, seconds: usize, start: i64, batch: usize) ->
         line.step(&mut row);
         let ts = start + s as i64 * 1_000_000_000;
         for (id, v) in ids.iter().zip(&row) {
-            cur.push(Sample {
-                series: *id,
-                ts,
-                value: to_value(v),
-                quality: Quality::GOOD,
-            });
+            cur.push(Sample { series: *id, ts, value: to_value(v), quality: Quality::GOOD });
             if cur.len() == batch {
                 out.push(std::mem::replace(&mut cur, Vec::with_capacity(batch)));
             }
@@ -166,10 +155,8 @@ pub fn post_all(url: &str, bodies: &[String], clients: usize) -> Duration {
     std::thread::scope(|s| {
         for _ in 0..clients {
             s.spawn(|| {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(120)))
-                    .build()
-                    .into();
+                let agent: ureq::Agent =
+                    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).build().into();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(b) = bodies.get(i) else { break };
@@ -187,26 +174,15 @@ pub fn post_all(url: &str, bodies: &[String], clients: usize) -> Duration {
 
 /// GET `url`, the body as text.
 pub fn get_text(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
-    let mut r = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    r.body_mut()
-        .read_to_string()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).build().into();
+    let mut r = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    r.body_mut().read_to_string().unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A VictoriaMetrics single-node server in a directory, on loopback.
@@ -221,13 +197,7 @@ pub struct Vm {
 /// The VictoriaMetrics binary: `LP_VM_BIN` or `victoria-metrics` on PATH.
 pub fn vm_bin() -> Option<String> {
     let bin = std::env::var("LP_VM_BIN").unwrap_or_else(|_| "victoria-metrics".to_string());
-    Command::new(&bin)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()
-        .map(|_| bin)
+    Command::new(&bin).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().ok().map(|_| bin)
 }
 
 impl Vm {
@@ -242,33 +212,20 @@ impl Vm {
         let child = Command::new(bin)
             .arg(format!("-storageDataPath={}", data.display()))
             .arg(format!("-httpListenAddr={addr}"))
-            .args([
-                "-retentionPeriod=100y",
-                "-search.latencyOffset=0s",
-                "-loggerLevel=ERROR",
-            ])
+            .args(["-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=ERROR"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning victoria-metrics");
-        let vm = Vm {
-            child,
-            addr,
-            data: data.to_path_buf(),
-        };
+        let vm = Vm { child, addr, data: data.to_path_buf() };
         let started = Instant::now();
         loop {
-            let ok = ureq::get(&format!("http://{}/health", vm.addr))
-                .call()
-                .is_ok_and(|r| r.status().is_success());
+            let ok = ureq::get(&format!("http://{}/health", vm.addr)).call().is_ok_and(|r| r.status().is_success());
             if ok {
                 break;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "victoria-metrics did not become healthy"
-            );
+            assert!(started.elapsed() < Duration::from_secs(30), "victoria-metrics did not become healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
         vm
@@ -292,9 +249,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -336,15 +291,10 @@ impl Daemon {
             .spawn()
             .expect("spawning linepilot");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("reading announcement");
-        let v: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("announcement `{line}`: {e}"));
-        Daemon {
-            addr: v["listen"].as_str().expect("listen").to_string(),
-            child,
-        }
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("reading announcement");
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("announcement `{line}`: {e}"));
+        Daemon { addr: v["listen"].as_str().expect("listen").to_string(), child }
     }
 
     /// Its write endpoint (ns precision).
@@ -359,9 +309,7 @@ impl Daemon {
 
     /// SIGTERM and wait.
     pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
@@ -432,18 +380,8 @@ pub fn urlencode(s: &str) -> String {
 
 /// Samples VictoriaMetrics holds for metrics matching `selector` in the `hours` before `end_s`.
 pub fn vm_sample_count(vm: &Vm, selector: &str, hours: f64, end_s: i64) -> u64 {
-    let q = format!(
-        "sum(count_over_time({selector}[{}s]))",
-        (hours * 3600.0).ceil() as i64 + 7200
-    );
-    let url = format!(
-        "http://{}/api/v1/query?query={}&time={end_s}",
-        vm.addr,
-        urlencode(&q)
-    );
+    let q = format!("sum(count_over_time({selector}[{}s]))", (hours * 3600.0).ceil() as i64 + 7200);
+    let url = format!("http://{}/api/v1/query?query={}&time={end_s}", vm.addr, urlencode(&q));
     let v: serde_json::Value = serde_json::from_str(&get_text(&url)).expect("VM answer");
-    v["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64
 }

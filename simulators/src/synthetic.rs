@@ -91,66 +91,12 @@ struct Family {
 }
 
 const FAMILIES: [Family; 6] = [
-    Family {
-        name: "temp",
-        unit: "°C",
-        decimals: 1,
-        lo: 20.0,
-        hi: 90.0,
-        stopped: 0.6,
-        tau: 120.0,
-        noise: 0.08,
-    },
-    Family {
-        name: "pressure",
-        unit: "bar",
-        decimals: 2,
-        lo: 1.0,
-        hi: 6.0,
-        stopped: 0.3,
-        tau: 10.0,
-        noise: 0.015,
-    },
-    Family {
-        name: "vibration",
-        unit: "mm/s",
-        decimals: 3,
-        lo: 0.5,
-        hi: 6.0,
-        stopped: 0.05,
-        tau: 5.0,
-        noise: 0.04,
-    },
-    Family {
-        name: "current",
-        unit: "A",
-        decimals: 2,
-        lo: 2.0,
-        hi: 40.0,
-        stopped: 0.02,
-        tau: 3.0,
-        noise: 0.12,
-    },
-    Family {
-        name: "flow",
-        unit: "l/min",
-        decimals: 1,
-        lo: 50.0,
-        hi: 400.0,
-        stopped: 0.0,
-        tau: 8.0,
-        noise: 1.2,
-    },
-    Family {
-        name: "level",
-        unit: "%",
-        decimals: 1,
-        lo: 30.0,
-        hi: 80.0,
-        stopped: 1.0,
-        tau: 30.0,
-        noise: 0.25,
-    },
+    Family { name: "temp", unit: "°C", decimals: 1, lo: 20.0, hi: 90.0, stopped: 0.6, tau: 120.0, noise: 0.08 },
+    Family { name: "pressure", unit: "bar", decimals: 2, lo: 1.0, hi: 6.0, stopped: 0.3, tau: 10.0, noise: 0.015 },
+    Family { name: "vibration", unit: "mm/s", decimals: 3, lo: 0.5, hi: 6.0, stopped: 0.05, tau: 5.0, noise: 0.04 },
+    Family { name: "current", unit: "A", decimals: 2, lo: 2.0, hi: 40.0, stopped: 0.02, tau: 3.0, noise: 0.12 },
+    Family { name: "flow", unit: "l/min", decimals: 1, lo: 50.0, hi: 400.0, stopped: 0.0, tau: 8.0, noise: 1.2 },
+    Family { name: "level", unit: "%", decimals: 1, lo: 30.0, hi: 80.0, stopped: 1.0, tau: 30.0, noise: 0.25 },
 ];
 
 /// Position of a tag inside its group of 20: 12 analog, 1 setpoint,
@@ -174,29 +120,16 @@ pub fn line_tags(n: usize) -> Vec<SynthTag> {
             let (field, unit, decimals) = match kind {
                 SynthKind::Analog => {
                     let f = FAMILIES[k % FAMILIES.len()];
-                    (
-                        format!("{}_{}", f.name, k / FAMILIES.len() + 1),
-                        f.unit,
-                        f.decimals,
-                    )
+                    (format!("{}_{}", f.name, k / FAMILIES.len() + 1), f.unit, f.decimals)
                 }
                 SynthKind::Setpoint => ("speed_sp".to_string(), "%", 1),
-                SynthKind::Counter => (
-                    ["good_count", "reject_count", "energy_wh"][k].to_string(),
-                    if k == 2 { "Wh" } else { "" },
-                    0,
-                ),
+                SynthKind::Counter => {
+                    (["good_count", "reject_count", "energy_wh"][k].to_string(), if k == 2 { "Wh" } else { "" }, 0)
+                }
                 SynthKind::State => (["state", "infeed_state"][k].to_string(), "", 0),
                 SynthKind::Flag => (["running", "door_open"][k].to_string(), "", 0),
             };
-            SynthTag {
-                name: format!("{asset}.{field}"),
-                asset,
-                field,
-                kind,
-                unit,
-                decimals,
-            }
+            SynthTag { name: format!("{asset}.{field}"), asset, field, kind, unit, decimals }
         })
         .collect()
 }
@@ -304,11 +237,7 @@ impl Line {
                 (SynthKind::Analog, k) => {
                     let fam = FAMILIES[k % FAMILIES.len()];
                     let target = fam.lo + (fam.hi - fam.lo) * (0.3 + 0.5 * rng.f64());
-                    TagState::Analog {
-                        fam,
-                        target,
-                        x: target,
-                    }
+                    TagState::Analog { fam, target, x: target }
                 }
                 (SynthKind::Setpoint, _) => TagState::Setpoint,
                 (SynthKind::Counter, k) => TagState::Counter {
@@ -320,12 +249,7 @@ impl Line {
                 (SynthKind::Flag, k) => TagState::Flag(k),
             })
             .collect();
-        Line {
-            rng,
-            tags,
-            machines,
-            state,
-        }
+        Line { rng, tags, machines, state }
     }
 
     /// The tags, in the order of the values [`Line::step`] produces.
@@ -350,8 +274,7 @@ impl Line {
             }
             // A setpoint step about once an hour, by a few percent.
             if rng.chance(1.0 / 3600.0) {
-                m.setpoint =
-                    ((m.setpoint + (rng.gauss() * 4.0)).clamp(60.0, 100.0) * 10.0).round() / 10.0;
+                m.setpoint = ((m.setpoint + (rng.gauss() * 4.0)).clamp(60.0, 100.0) * 10.0).round() / 10.0;
             }
             // The door opens now and then while the machine stands in setup or fault.
             if m.state[0] >= 4 && rng.chance(0.02) {
@@ -364,8 +287,7 @@ impl Line {
             let m = &self.machines[i / 20];
             let v = match st {
                 TagState::Analog { fam, target, x } => {
-                    let goal =
-                        *target * (m.setpoint / 90.0) * if m.running() { 1.0 } else { fam.stopped };
+                    let goal = *target * (m.setpoint / 90.0) * if m.running() { 1.0 } else { fam.stopped };
                     *x += (goal - *x) / fam.tau + fam.noise * rng.gauss();
                     let scale = 10f64.powi(fam.decimals as i32);
                     // What the PLC holds: a scaled integer register.
@@ -423,12 +345,7 @@ mod tests {
                 match v {
                     SynthValue::F64(x) => {
                         let s = 10f64.powi(a.tags()[i].decimals as i32);
-                        assert_eq!(
-                            (*x * s).round() / s,
-                            *x,
-                            "{} not quantized",
-                            a.tags()[i].name
-                        );
+                        assert_eq!((*x * s).round() / s, *x, "{} not quantized", a.tags()[i].name);
                     }
                     SynthValue::I64(n) => {
                         assert!(*n >= last[i]);

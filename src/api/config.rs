@@ -17,10 +17,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            listen: default_listen(),
-            max_body_bytes: default_max_body_bytes(),
-        }
+        ApiConfig { listen: default_listen(), max_body_bytes: default_max_body_bytes() }
     }
 }
 

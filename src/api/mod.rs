@@ -80,10 +80,11 @@ async fn write(State(st): State<ApiState>, Query(p): Query<WriteParams>, headers
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|e| influx_error(StatusCode::BAD_REQUEST, "invalid", format!("body is not UTF-8: {e}")))?;
-        let resolved = import::line_protocol(&store, text, precision, crate::domain::now_ns()).map_err(|e| match e {
-            ImportError::Line(l) => influx_error(StatusCode::BAD_REQUEST, "invalid", l.to_string()),
-            ImportError::Store(s) => store_error(s),
-        })?;
+        let resolved =
+            import::line_protocol(&store, text, precision, crate::domain::now_ns()).map_err(|e| match e {
+                ImportError::Line(l) => influx_error(StatusCode::BAD_REQUEST, "invalid", l.to_string()),
+                ImportError::Store(s) => store_error(s),
+            })?;
         store.write(resolved.samples).map_err(store_error)
     })
     .await;
@@ -113,8 +114,12 @@ async fn query_handler(State(st): State<ApiState>, Query(q): Query<query::QueryP
     let res = tokio::task::spawn_blocking(move || query::run(&store, &q)).await;
     match res {
         Ok(Ok(r)) => Json(json!({ "results": r })).into_response(),
-        Ok(Err(query::QueryError::BadRequest(m))) => (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response(),
-        Ok(Err(e @ query::QueryError::NotFound(_))) => (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response(),
+        Ok(Err(query::QueryError::BadRequest(m))) => {
+            (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response()
+        }
+        Ok(Err(e @ query::QueryError::NotFound(_))) => {
+            (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response()
+        }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
     }
@@ -124,10 +129,6 @@ async fn query_handler(State(st): State<ApiState>, Query(q): Query<query::QueryP
 async fn healthz(State(st): State<ApiState>) -> Response {
     let stats = st.store.stats();
     let status = if stats.last_error.is_some() { "degraded" } else { "ok" };
-    let code = if stats.last_error.is_some() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let code = if stats.last_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(json!({ "status": status, "store": stats }))).into_response()
 }

@@ -98,7 +98,8 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
         }
         return Ok((secs * NANOS_PER_SEC as f64).round() as i64);
     }
-    let st = humantime::parse_rfc3339_weak(t).map_err(|e| format!("bad time `{s}`: {e} (use RFC 3339 or Unix seconds)"))?;
+    let st =
+        humantime::parse_rfc3339_weak(t).map_err(|e| format!("bad time `{s}`: {e} (use RFC 3339 or Unix seconds)"))?;
     match st.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).map_err(|_| format!("time `{s}` is out of range")),
         Err(e) => Ok(-(i64::try_from(e.duration().as_nanos()).map_err(|_| format!("time `{s}` is out of range"))?)),
@@ -123,21 +124,16 @@ pub fn run(store: &Store, q: &QueryParams) -> Result<Vec<SeriesResult>, QueryErr
     }
     let mut wanted = Vec::new();
     for pair in q.labels.as_deref().unwrap_or("").split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| QueryError::BadRequest(format!("label filter `{pair}` is not k=v")))?;
+        let (k, v) =
+            pair.split_once('=').ok_or_else(|| QueryError::BadRequest(format!("label filter `{pair}` is not k=v")))?;
         wanted.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let agg = q
-        .agg
-        .as_deref()
-        .map(|a| a.parse::<Agg>())
-        .transpose()
-        .map_err(QueryError::BadRequest)?;
+    let agg = q.agg.as_deref().map(|a| a.parse::<Agg>()).transpose().map_err(QueryError::BadRequest)?;
     let window = match (&agg, q.window.as_deref()) {
         (None, Some(_)) => return Err(QueryError::BadRequest("`window` needs `agg`".into())),
         (_, Some(w)) => {
-            let d = humantime::parse_duration(w).map_err(|e| QueryError::BadRequest(format!("bad window `{w}`: {e}")))?;
+            let d =
+                humantime::parse_duration(w).map_err(|e| QueryError::BadRequest(format!("bad window `{w}`: {e}")))?;
             let ns = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
             if ns <= 0 {
                 return Err(QueryError::BadRequest("window must be positive".into()));
@@ -146,11 +142,8 @@ pub fn run(store: &Store, q: &QueryParams) -> Result<Vec<SeriesResult>, QueryErr
         }
         _ => 60 * NANOS_PER_SEC,
     };
-    let matches: Vec<_> = store
-        .series()
-        .into_iter()
-        .filter(|m| m.key.name == q.series && m.key.matches_labels(&wanted))
-        .collect();
+    let matches: Vec<_> =
+        store.series().into_iter().filter(|m| m.key.name == q.series && m.key.matches_labels(&wanted)).collect();
     if matches.is_empty() {
         return Err(QueryError::NotFound(SeriesKey::with_labels(q.series.clone(), wanted).to_string()));
     }
@@ -199,11 +192,7 @@ pub fn to_csv(results: &[SeriesResult]) -> String {
     for r in results {
         for row in &r.rows {
             let v = row.value.as_ref().map(csv_value).unwrap_or_default();
-            let last = if agg {
-                row.count.unwrap_or(0).to_string()
-            } else {
-                row.quality.clone().unwrap_or_default()
-            };
+            let last = if agg { row.count.unwrap_or(0).to_string() } else { row.quality.clone().unwrap_or_default() };
             s.push_str(&format!("{},{},{},{}\n", csv_field(&r.series), row.time, v, last));
         }
     }

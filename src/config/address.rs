@@ -50,27 +50,21 @@ impl FromStr for OpcUaNodeId {
         let mut rest = s;
         let mut namespace = 0u16;
         if rest.starts_with("nsu=") {
-            return Err(format!(
-                "bad NodeId `{s}`: namespace URIs (`nsu=`) are not supported, use `ns=<index>;`"
-            ));
+            return Err(format!("bad NodeId `{s}`: namespace URIs (`nsu=`) are not supported, use `ns=<index>;`"));
         }
         if let Some(after) = rest.strip_prefix("ns=") {
-            let (ns, tail) = after.split_once(';').ok_or_else(|| {
-                format!("bad NodeId `{s}`: `ns=<index>` must be followed by `;` and an identifier")
-            })?;
-            namespace = ns.parse().map_err(|_| {
-                format!("bad NodeId `{s}`: namespace index `{ns}` is not a number 0..=65535")
-            })?;
+            let (ns, tail) = after
+                .split_once(';')
+                .ok_or_else(|| format!("bad NodeId `{s}`: `ns=<index>` must be followed by `;` and an identifier"))?;
+            namespace = ns
+                .parse()
+                .map_err(|_| format!("bad NodeId `{s}`: namespace index `{ns}` is not a number 0..=65535"))?;
             rest = tail;
         }
         let expected = || {
             format!(
                 "bad NodeId `{s}`: expected `i=<number>`, `s=<string>`, `g=<guid>` or `b=<base64>`{}",
-                if namespace == 0 && !s.starts_with("ns=") {
-                    ", optionally after `ns=<index>;`"
-                } else {
-                    ""
-                }
+                if namespace == 0 && !s.starts_with("ns=") { ", optionally after `ns=<index>;`" } else { "" }
             )
         };
         let (kind, value) = rest.split_once('=').ok_or_else(expected)?;
@@ -78,27 +72,20 @@ impl FromStr for OpcUaNodeId {
             "i" => NodeIdentifier::Numeric(value.parse().map_err(|_| {
                 format!("bad NodeId `{s}`: numeric identifier `{value}` is not a number 0..=4294967295")
             })?),
-            "s" if value.is_empty() => {
-                return Err(format!("bad NodeId `{s}`: string identifier is empty"))
-            }
+            "s" if value.is_empty() => return Err(format!("bad NodeId `{s}`: string identifier is empty")),
             "s" => NodeIdentifier::String(value.to_string()),
             "g" => NodeIdentifier::Guid(parse_guid(value).ok_or_else(|| {
-                format!("bad NodeId `{s}`: GUID `{value}` is not of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex)")
+                format!(
+                    "bad NodeId `{s}`: GUID `{value}` is not of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex)"
+                )
             })?),
             "b" => match decode_base64(value) {
                 Some(bytes) if !bytes.is_empty() => NodeIdentifier::Opaque(bytes),
-                _ => {
-                    return Err(format!(
-                        "bad NodeId `{s}`: opaque identifier `{value}` is not non-empty base64"
-                    ))
-                }
+                _ => return Err(format!("bad NodeId `{s}`: opaque identifier `{value}` is not non-empty base64")),
             },
             _ => return Err(expected()),
         };
-        Ok(OpcUaNodeId {
-            namespace,
-            identifier,
-        })
+        Ok(OpcUaNodeId { namespace, identifier })
     }
 }
 
@@ -144,7 +131,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 || (s.len() != body.len() && s.len() % 4 != 0) {
+    if s.len() - body.len() > 2 || (s.len() != body.len() && !s.len().is_multiple_of(4)) {
         return None;
     }
     if body.len() % 4 == 1 {
@@ -169,10 +156,7 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 fn encode_base64(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -366,10 +350,7 @@ const MAX_READ_REGISTERS: u32 = 125;
 
 impl ModbusAddressFields {
     /// Checks the address; problems come back as (key within the address, message).
-    pub(crate) fn check(
-        self,
-        default_unit: u8,
-    ) -> Result<ModbusAddress, Vec<(&'static str, String)>> {
+    pub(crate) fn check(self, default_unit: u8) -> Result<ModbusAddress, Vec<(&'static str, String)>> {
         let mut errs: Vec<(&'static str, String)> = Vec::new();
         let unit = match self.unit {
             None => default_unit,
@@ -379,20 +360,15 @@ impl ModbusAddressFields {
             }),
         };
         let register = u16::try_from(self.register).unwrap_or_else(|_| {
-            errs.push((
-                "register",
-                format!("register {} is out of range 0..=65535", self.register),
-            ));
+            errs.push(("register", format!("register {} is out of range 0..=65535", self.register)));
             0
         });
         let table = self.table;
-        let data_type = self
-            .data_type
-            .unwrap_or(if table.is_bits() || self.bit.is_some() {
-                ModbusDataType::Bool
-            } else {
-                ModbusDataType::U16
-            });
+        let data_type = self.data_type.unwrap_or(if table.is_bits() || self.bit.is_some() {
+            ModbusDataType::Bool
+        } else {
+            ModbusDataType::U16
+        });
         let table_name = match table {
             ModbusTable::Holding => "holding",
             ModbusTable::Input => "input",
@@ -415,34 +391,27 @@ impl ModbusAddressFields {
                 ("offset", self.offset.is_some()),
             ] {
                 if present {
-                    errs.push((
-                        key,
-                        format!("`{key}` does not apply to the `{table_name}` table"),
-                    ));
+                    errs.push((key, format!("`{key}` does not apply to the `{table_name}` table")));
                 }
             }
         } else {
             match (data_type, self.bit) {
-                (ModbusDataType::Bool, None) => errs.push((
-                    "bit",
-                    format!("type \"bool\" on the `{table_name}` table needs `bit` (0..=15)"),
-                )),
+                (ModbusDataType::Bool, None) => {
+                    errs.push(("bit", format!("type \"bool\" on the `{table_name}` table needs `bit` (0..=15)")))
+                }
                 (ModbusDataType::Bool, Some(b)) => match u8::try_from(b) {
                     Ok(b) if b <= 15 => bit = Some(b),
                     _ => errs.push(("bit", format!("bit {b} is out of range 0..=15"))),
                 },
-                (t, Some(_)) => {
-                    errs.push(("bit", format!("`bit` needs type \"bool\", not \"{t}\"")))
-                }
+                (t, Some(_)) => errs.push(("bit", format!("`bit` needs type \"bool\", not \"{t}\""))),
                 (_, None) => {}
             }
         }
         let mut length = None;
         match (data_type, self.length) {
-            (ModbusDataType::String, None) => errs.push((
-                "length",
-                "type \"string\" needs `length` (bytes)".to_string(),
-            )),
+            (ModbusDataType::String, None) => {
+                errs.push(("length", "type \"string\" needs `length` (bytes)".to_string()))
+            }
             (ModbusDataType::String, Some(n)) => {
                 let max = MAX_READ_REGISTERS * 2;
                 match u16::try_from(n) {
@@ -450,31 +419,21 @@ impl ModbusAddressFields {
                     _ => errs.push(("length", format!("length {n} is out of range 1..={max}"))),
                 }
             }
-            (t, Some(_)) if !table.is_bits() => errs.push((
-                "length",
-                format!("`length` needs type \"string\", not \"{t}\""),
-            )),
+            (t, Some(_)) if !table.is_bits() => {
+                errs.push(("length", format!("`length` needs type \"string\", not \"{t}\"")))
+            }
             _ => {}
         }
         if !data_type.is_number() && !table.is_bits() {
-            for (key, present) in [
-                ("scale", self.scale.is_some()),
-                ("offset", self.offset.is_some()),
-            ] {
+            for (key, present) in [("scale", self.scale.is_some()), ("offset", self.offset.is_some())] {
                 if present {
-                    errs.push((
-                        key,
-                        format!("`{key}` needs a number type, not \"{data_type}\""),
-                    ));
+                    errs.push((key, format!("`{key}` needs a number type, not \"{data_type}\"")));
                 }
             }
         }
         if let Some(s) = self.scale {
             if s == 0.0 || !s.is_finite() {
-                errs.push((
-                    "scale",
-                    format!("scale {s} must be a finite, non-zero number"),
-                ));
+                errs.push(("scale", format!("scale {s} must be a finite, non-zero number")));
             }
         }
         if let Some(o) = self.offset {
@@ -484,10 +443,7 @@ impl ModbusAddressFields {
         }
         let order = self.order.unwrap_or_default();
         if matches!(order, WordOrder::Cdab | WordOrder::Dcba) && data_type.fixed_words() < 2 {
-            errs.push((
-                "order",
-                format!("word order swaps need a 32- or 64-bit type, not \"{data_type}\""),
-            ));
+            errs.push(("order", format!("word order swaps need a 32- or 64-bit type, not \"{data_type}\"")));
         }
         let addr = ModbusAddress {
             unit,
@@ -568,11 +524,7 @@ impl MqttAddressFields {
         let json_path = path("json_path", self.json_path);
         let ts_path = path("ts_path", self.ts_path);
         if errs.is_empty() {
-            Ok(MqttAddress {
-                topic: self.topic,
-                json_path,
-                ts_path,
-            })
+            Ok(MqttAddress { topic: self.topic, json_path, ts_path })
         } else {
             Err(errs)
         }
@@ -593,14 +545,10 @@ pub(crate) fn check_topic_filter(topic: &str) -> Result<(), String> {
     let levels: Vec<&str> = topic.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err(format!(
-                "bad topic filter `{topic}`: `#` must be a whole level and the last one"
-            ));
+            return Err(format!("bad topic filter `{topic}`: `#` must be a whole level and the last one"));
         }
         if level.contains('+') && *level != "+" {
-            return Err(format!(
-                "bad topic filter `{topic}`: `+` must be a whole level"
-            ));
+            return Err(format!("bad topic filter `{topic}`: `+` must be a whole level"));
         }
     }
     Ok(())
@@ -651,9 +599,7 @@ impl FromStr for JsonPath {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("bad JSON path `{s}`: {why}");
-        let mut rest = s
-            .strip_prefix('$')
-            .ok_or_else(|| bad("must start with `$`"))?;
+        let mut rest = s.strip_prefix('$').ok_or_else(|| bad("must start with `$`"))?;
         let mut segments = Vec::new();
         while !rest.is_empty() {
             if let Some(after) = rest.strip_prefix('.') {
@@ -663,9 +609,7 @@ impl FromStr for JsonPath {
                     return Err(bad("empty key after `.`"));
                 }
                 if key.contains(['*', ']', '\'', '"', ' ']) {
-                    return Err(bad(&format!(
-                        "unsupported characters in key `{key}` (use ['...'])"
-                    )));
+                    return Err(bad(&format!("unsupported characters in key `{key}` (use ['...'])")));
                 }
                 segments.push(JsonPathSegment::Key(key.to_string()));
                 rest = &after[end..];
@@ -679,9 +623,8 @@ impl FromStr for JsonPath {
                 if let Some(key) = quoted {
                     segments.push(JsonPathSegment::Key(key.to_string()));
                 } else {
-                    let i = inner.parse().map_err(|_| {
-                        bad(&format!("`[{inner}]` is neither an index nor a quoted key"))
-                    })?;
+                    let i =
+                        inner.parse().map_err(|_| bad(&format!("`[{inner}]` is neither an index nor a quoted key")))?;
                     segments.push(JsonPathSegment::Index(i));
                 }
                 rest = &after[close + 1..];
@@ -689,10 +632,7 @@ impl FromStr for JsonPath {
                 return Err(bad("expected `.key`, `['key']` or `[index]`"));
             }
         }
-        Ok(JsonPath {
-            text: s.to_string(),
-            segments,
-        })
+        Ok(JsonPath { text: s.to_string(), segments })
     }
 }
 

@@ -23,11 +23,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.key, self.message
-        )
+        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.key, self.message)
     }
 }
 
@@ -87,12 +83,7 @@ impl<'a> Sink<'a> {
     pub(crate) fn new(file: &str, text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Sink {
-            file: file.to_string(),
-            text,
-            line_starts,
-            found: Vec::new(),
-        }
+        Sink { file: file.to_string(), text, line_starts, found: Vec::new() }
     }
 
     /// 1-based line and column of a byte offset.
@@ -103,12 +94,7 @@ impl<'a> Sink<'a> {
             Err(i) => i.saturating_sub(1),
         };
         let line_start = self.line_starts.get(line_idx).copied().unwrap_or(0);
-        let column = self
-            .text
-            .get(line_start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let column = self.text.get(line_start..offset).map(|s| s.chars().count()).unwrap_or(0) + 1;
         (line_idx + 1, column)
     }
 
@@ -118,22 +104,11 @@ impl<'a> Sink<'a> {
     }
 
     /// Records a problem at the start of `span`.
-    pub(crate) fn push(
-        &mut self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) {
+    pub(crate) fn push(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let (line, column) = self.position(span.start);
         self.found.push((
             span.start,
-            Diagnostic {
-                file: self.file.clone(),
-                line,
-                column,
-                key: key.into(),
-                message: message.into(),
-            },
+            Diagnostic { file: self.file.clone(), line, column, key: key.into(), message: message.into() },
         ));
     }
 

@@ -11,25 +11,17 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::address::{
-    ModbusAddressFields, ModbusDataType, MqttAddressFields, OpcUaNodeId, TagAddress,
-};
+use super::address::{ModbusAddressFields, ModbusDataType, MqttAddressFields, OpcUaNodeId, TagAddress};
 use super::diagnostic::{ConfigErrors, Sink};
-use super::plant::{
-    check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig,
-};
-use super::source::{
-    ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind,
-};
+use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
+use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
 use super::Config;
 use crate::domain::ValueKind;
 
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 8] = [
-    "site", "store", "api", "area", "line", "asset", "source", "tag",
-];
+const SECTIONS: [&str; 8] = ["site", "store", "api", "area", "line", "asset", "source", "tag"];
 
 /// One step of a key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,10 +190,7 @@ impl<T> Parsed<T> {
     /// everything under it is as written.
     fn ok(&self, k: &str) -> bool {
         let top = k.split('.').next().unwrap_or(k);
-        !self
-            .bad
-            .iter()
-            .any(|b| matches!(b.first(), Some(Seg::Key(x)) if x == top))
+        !self.bad.iter().any(|b| matches!(b.first(), Some(Seg::Key(x)) if x == top))
     }
 
     fn clean(&self) -> bool {
@@ -212,9 +201,7 @@ impl<T> Parsed<T> {
 /// The string value at `key` of a table value, with its span.
 fn str_at<'a>(v: &'a Val<'_>, k: &str) -> Option<(&'a str, Range<usize>)> {
     match v.get_ref() {
-        DeValue::Table(t) => t
-            .get(k)
-            .and_then(|x| x.get_ref().as_str().map(|s| (s, x.span()))),
+        DeValue::Table(t) => t.get(k).and_then(|x| x.get_ref().as_str().map(|s| (s, x.span()))),
         _ => None,
     }
 }
@@ -344,11 +331,7 @@ impl<'t, 'r> Loader<'t, 'r> {
             }
             if let Some((_, first)) = seen.get(name) {
                 let line = self.sink.line_of(first.start);
-                self.report(
-                    span,
-                    &path,
-                    format!("duplicate {what} `{name}` (first defined on line {line})"),
-                );
+                self.report(span, &path, format!("duplicate {what} `{name}` (first defined on line {line})"));
             } else {
                 seen.insert(name.to_string(), (*i, span));
             }
@@ -420,14 +403,8 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let table = match DeTable::parse(text) {
         Ok(t) => t,
         Err(e) => {
-            sink.push(
-                e.span().unwrap_or(0..0),
-                "(syntax)",
-                e.message().to_string(),
-            );
-            return Err(ConfigErrors::Invalid {
-                diagnostics: sink.finish(),
-            });
+            sink.push(e.span().unwrap_or(0..0), "(syntax)", e.message().to_string());
+            return Err(ConfigErrors::Invalid { diagnostics: sink.finish() });
         }
     };
     let span = table.span();
@@ -440,11 +417,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
                 l.report(
                     k.span(),
                     &[key(k.get_ref())],
-                    format!(
-                        "unknown section `{}`, expected one of {}",
-                        k.get_ref(),
-                        SECTIONS.join(", ")
-                    ),
+                    format!("unknown section `{}`, expected one of {}", k.get_ref(), SECTIONS.join(", ")),
                 );
             }
         }
@@ -453,11 +426,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let site = match get(&root, &[key("site")]) {
         Some(v) => l.de::<SiteConfig>(v, &[key("site")]),
         None => {
-            l.report(
-                0..0,
-                &[key("site")],
-                "missing section `[site]` (name, time_zone)",
-            );
+            l.report(0..0, &[key("site")], "missing section `[site]` (name, time_zone)");
             None
         }
     };
@@ -483,14 +452,10 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let source_entries = l.entries("source");
     let tag_entries = l.entries("tag");
 
-    let areas: Vec<AreaConfig> = area_entries
-        .iter()
-        .filter_map(|(i, v)| l.de(v, &[key("area"), Seg::Index(*i)]).map(|p| p.value))
-        .collect();
-    let lines: Vec<LineConfig> = line_entries
-        .iter()
-        .filter_map(|(i, v)| l.de(v, &[key("line"), Seg::Index(*i)]).map(|p| p.value))
-        .collect();
+    let areas: Vec<AreaConfig> =
+        area_entries.iter().filter_map(|(i, v)| l.de(v, &[key("area"), Seg::Index(*i)]).map(|p| p.value)).collect();
+    let lines: Vec<LineConfig> =
+        line_entries.iter().filter_map(|(i, v)| l.de(v, &[key("line"), Seg::Index(*i)]).map(|p| p.value)).collect();
     let mut assets: Vec<AssetConfig> = Vec::new();
     for (i, v) in &asset_entries {
         let base = [key("asset"), Seg::Index(*i)];
@@ -542,10 +507,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
                     l.report(
                         k.span(),
                         &join(&base, &[key("kind")]),
-                        format!(
-                            "unknown source kind, expected one of {}",
-                            SourceKind::NAMES.join(", ")
-                        ),
+                        format!("unknown source kind, expected one of {}", SourceKind::NAMES.join(", ")),
                     );
                     None
                 }
@@ -560,12 +522,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         remove_key(&mut settings, &[], "kind");
         let source = match kind {
             SourceKind::OpcUa => l.de::<OpcUaSourceConfig>(&settings, &base).map(|p| {
-                let errs = p
-                    .value
-                    .check()
-                    .into_iter()
-                    .filter(|(k, _)| p.ok(k))
-                    .collect();
+                let errs = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
                 l.report_all(&base, errs);
                 SourceConfig::OpcUa(p.value)
             }),
@@ -574,12 +531,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
                 SourceConfig::Modbus(p.value)
             }),
             SourceKind::Mqtt => l.de::<MqttSourceConfig>(&settings, &base).map(|p| {
-                let errs = p
-                    .value
-                    .check()
-                    .into_iter()
-                    .filter(|(k, _)| p.ok(k))
-                    .collect();
+                let errs = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
                 l.report_all(&base, errs);
                 SourceConfig::Mqtt(p.value)
             }),
@@ -611,11 +563,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
                 None
             }
             (Some(a), None) if !has_source_key => {
-                l.report(
-                    a.span(),
-                    &addr_path,
-                    "`address` needs `source` (the [[source]] it is read from)",
-                );
+                l.report(a.span(), &addr_path, "`address` needs `source` (the [[source]] it is read from)");
                 None
             }
             (Some(a), Some(s)) => {
@@ -640,19 +588,10 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
 
     let Loader { sink, .. } = l;
     match (site, store, api) {
-        (Some(site), Some(store), Some(api)) if sink.is_empty() => Ok(Config {
-            site: site.value,
-            store,
-            api,
-            areas,
-            lines,
-            assets,
-            sources,
-            tags,
-        }),
-        _ => Err(ConfigErrors::Invalid {
-            diagnostics: sink.finish(),
-        }),
+        (Some(site), Some(store), Some(api)) if sink.is_empty() => {
+            Ok(Config { site: site.value, store, api, areas, lines, assets, sources, tags })
+        }
+        _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }
 }
 
@@ -697,26 +636,24 @@ fn address_for<'t>(
             match fields.value.check(default_unit) {
                 Ok(m) => clean.then_some(TagAddress::Modbus(m)),
                 Err(errs) => {
-                    let errs = errs
-                        .into_iter()
-                        .filter(|(k, _)| !bad.iter().any(|b| b == k))
-                        .collect();
+                    let errs = errs.into_iter().filter(|(k, _)| !bad.iter().any(|b| b == k)).collect();
                     l.report_all(path, errs);
                     None
                 }
             }
         }
         (SourceKind::Modbus, _) => {
-            l.report(a.span(), path, "a Modbus address is a table such as { table = \"holding\", register = 100, type = \"f32\" }");
+            l.report(
+                a.span(),
+                path,
+                "a Modbus address is a table such as { table = \"holding\", register = 100, type = \"f32\" }",
+            );
             None
         }
         (SourceKind::Mqtt, DeValue::Table(_)) => {
             let fields = l.de::<MqttAddressFields>(a, path)?;
             let clean = fields.clean();
-            let ok: Vec<bool> = ["topic", "json_path", "ts_path"]
-                .iter()
-                .map(|k| fields.ok(k))
-                .collect();
+            let ok: Vec<bool> = ["topic", "json_path", "ts_path"].iter().map(|k| fields.ok(k)).collect();
             match fields.value.check() {
                 Ok(m) => clean.then_some(TagAddress::Mqtt(m)),
                 Err(errs) => {
@@ -734,7 +671,11 @@ fn address_for<'t>(
             }
         }
         (SourceKind::Mqtt, _) => {
-            l.report(a.span(), path, "an MQTT address is a table such as { topic = \"plant/line1/filler/vib\", json_path = \"$.rms\" }");
+            l.report(
+                a.span(),
+                path,
+                "an MQTT address is a table such as { topic = \"plant/line1/filler/vib\", json_path = \"$.rms\" }",
+            );
             None
         }
     }
@@ -743,12 +684,7 @@ fn address_for<'t>(
 /// Checks a tag's limits, states, and that its value type fits its address.
 ///
 /// Checks that depend on a key that was bad (and already reported) are skipped.
-fn check_tag(
-    l: &mut Loader<'_, '_>,
-    base: &[Seg],
-    parsed: &Parsed<TagConfig>,
-    address: Option<&TagAddress>,
-) {
+fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], parsed: &Parsed<TagConfig>, address: Option<&TagAddress>) {
     let tag = &parsed.value;
     let kind = tag.value_type;
     if !parsed.ok("value_type") {
@@ -758,28 +694,19 @@ fn check_tag(
         if kind.is_numeric() && kind != ValueKind::Bool {
             l.report_all(&join(base, &[key("limits")]), limits.check());
         } else {
-            l.report_at(
-                &join(base, &[key("limits")]),
-                format!("limits apply to f64 and i64 tags, not {kind}"),
-            );
+            l.report_at(&join(base, &[key("limits")]), format!("limits apply to f64 and i64 tags, not {kind}"));
         }
     }
     if let Some(states) = tag.states.as_ref().filter(|_| parsed.ok("states")) {
         let path = join(base, &[key("states")]);
         if kind != ValueKind::Str {
-            l.report_at(
-                &path,
-                format!("states apply to string tags, not {kind}; set value_type = \"string\""),
-            );
+            l.report_at(&path, format!("states apply to string tags, not {kind}; set value_type = \"string\""));
         } else if states.is_empty() {
             l.report_at(&path, "states must list at least one state");
         } else {
             for (j, s) in states.iter().enumerate() {
                 if states[..j].contains(s) {
-                    l.report_at(
-                        &join(&path, &[Seg::Index(j)]),
-                        format!("state `{s}` is listed twice"),
-                    );
+                    l.report_at(&join(&path, &[Seg::Index(j)]), format!("state `{s}` is listed twice"));
                 }
             }
         }
@@ -790,27 +717,18 @@ fn check_tag(
             ModbusDataType::String => kind == ValueKind::Str,
             t => {
                 kind == ValueKind::F64
-                    || (kind == ValueKind::I64
-                        && t.is_integer()
-                        && m.scale.is_none()
-                        && m.offset.is_none())
+                    || (kind == ValueKind::I64 && t.is_integer() && m.scale.is_none() && m.offset.is_none())
             }
         };
         if !fits {
             let want = match m.data_type {
                 ModbusDataType::Bool => "\"bool\"",
                 ModbusDataType::String => "\"string\"",
-                t if t.is_integer() && m.scale.is_none() && m.offset.is_none() => {
-                    "\"f64\" or \"i64\""
-                }
+                t if t.is_integer() && m.scale.is_none() && m.offset.is_none() => "\"f64\" or \"i64\"",
                 _ => "\"f64\"",
             };
             let on_value_type = get(l.root, &join(base, &[key("value_type")])).is_some();
-            let path = if on_value_type {
-                join(base, &[key("value_type")])
-            } else {
-                join(base, &[key("address")])
-            };
+            let path = if on_value_type { join(base, &[key("value_type")]) } else { join(base, &[key("address")]) };
             l.report_at(
                 &path,
                 format!(

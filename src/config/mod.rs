@@ -26,14 +26,14 @@ use crate::api::config::ApiConfig;
 use crate::store::config::StoreConfig;
 
 pub use address::{
-    JsonPath, JsonPathSegment, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress,
-    NodeIdentifier, OpcUaNodeId, TagAddress, WordOrder,
+    JsonPath, JsonPathSegment, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier, OpcUaNodeId,
+    TagAddress, WordOrder,
 };
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
 pub use source::{
-    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaSecurity, OpcUaSourceConfig, Parity,
-    SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
+    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaSecurity, OpcUaSourceConfig, Parity, SecurityMode,
+    SecurityPolicy, SourceConfig, SourceKind,
 };
 
 /// The documented example config (`linepilot generate-config` prints it).
@@ -64,10 +64,8 @@ pub struct Config {
 impl Config {
     /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigErrors::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigErrors::Read { path: path.to_path_buf(), source })?;
         Config::from_str_named(&text, &path.display().to_string())
     }
 

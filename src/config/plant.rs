@@ -26,9 +26,7 @@ fn de_time_zone<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if is_time_zone_name(&s) {
         Ok(s)
     } else {
-        Err(serde::de::Error::custom(format!(
-            "`{s}` is not an IANA time zone name such as `Europe/Berlin` or `UTC`"
-        )))
+        Err(serde::de::Error::custom(format!("`{s}` is not an IANA time zone name such as `Europe/Berlin` or `UTC`")))
     }
 }
 
@@ -42,8 +40,7 @@ fn is_time_zone_name(s: &str) -> bool {
     parts.len() >= 2
         && parts.iter().all(|p| {
             p.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'))
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'))
         })
 }
 
@@ -165,12 +162,7 @@ impl TagLimits {
     /// lower-ranked limit of each pair out of order.
     pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
         let mut errs = Vec::new();
-        let ranked = [
-            ("hh", self.hh),
-            ("h", self.h),
-            ("l", self.l),
-            ("ll", self.ll),
-        ];
+        let ranked = [("hh", self.hh), ("h", self.h), ("l", self.l), ("ll", self.ll)];
         for (key, v) in ranked.iter().chain([("deadband", self.deadband)].iter()) {
             if let Some(v) = v {
                 if !v.is_finite() {
@@ -178,19 +170,12 @@ impl TagLimits {
                 }
             }
         }
-        let present: Vec<(&'static str, f64)> = ranked
-            .iter()
-            .filter_map(|(k, v)| v.filter(|v| v.is_finite()).map(|v| (*k, v)))
-            .collect();
+        let present: Vec<(&'static str, f64)> =
+            ranked.iter().filter_map(|(k, v)| v.filter(|v| v.is_finite()).map(|v| (*k, v))).collect();
         for pair in present.windows(2) {
             let ((hk, hv), (lk, lv)) = (pair[0], pair[1]);
             if lv > hv {
-                errs.push((
-                    lk,
-                    format!(
-                        "{lk} ({lv}) is above {hk} ({hv}); limits must satisfy hh >= h >= l >= ll"
-                    ),
-                ));
+                errs.push((lk, format!("{lk} ({lv}) is above {hk} ({hv}); limits must satisfy hh >= h >= l >= ll")));
             }
         }
         if let Some(d) = self.deadband {
@@ -207,13 +192,8 @@ pub(crate) fn check_id(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".to_string());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "`{s}` contains {c:?}; use letters, digits, `_`, `-` and `.`"
-        ));
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+        return Err(format!("`{s}` contains {c:?}; use letters, digits, `_`, `-` and `.`"));
     }
     Ok(())
 }
@@ -223,13 +203,8 @@ pub(crate) fn check_tag_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".to_string());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')))
-    {
-        return Err(format!(
-            "`{s}` contains {c:?}; use letters, digits, `_`, `-`, `.`, `:` and `/`"
-        ));
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))) {
+        return Err(format!("`{s}` contains {c:?}; use letters, digits, `_`, `-`, `.`, `:` and `/`"));
     }
     Ok(())
 }
@@ -240,52 +215,21 @@ mod tests {
 
     #[test]
     fn time_zones() {
-        for ok in [
-            "UTC",
-            "Asia/Shanghai",
-            "America/Argentina/Buenos_Aires",
-            "Etc/GMT+8",
-            "America/Port-au-Prince",
-        ] {
+        for ok in ["UTC", "Asia/Shanghai", "America/Argentina/Buenos_Aires", "Etc/GMT+8", "America/Port-au-Prince"] {
             assert!(is_time_zone_name(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "utc",
-            "Shanghai",
-            "asia/shanghai",
-            "Asia/",
-            "Asia Shanghai",
-            "+08:00",
-            "CET",
-        ] {
+        for bad in ["", "utc", "Shanghai", "asia/shanghai", "Asia/", "Asia Shanghai", "+08:00", "CET"] {
             assert!(!is_time_zone_name(bad), "{bad}");
         }
     }
 
     #[test]
     fn limits_order() {
-        let ok = TagLimits {
-            hh: Some(4.5),
-            h: Some(4.0),
-            l: Some(2.5),
-            ll: Some(2.0),
-            deadband: Some(0.05),
-        };
+        let ok = TagLimits { hh: Some(4.5), h: Some(4.0), l: Some(2.5), ll: Some(2.0), deadband: Some(0.05) };
         assert!(ok.check().is_empty());
-        let gap = TagLimits {
-            hh: Some(4.5),
-            ll: Some(2.0),
-            ..Default::default()
-        };
+        let gap = TagLimits { hh: Some(4.5), ll: Some(2.0), ..Default::default() };
         assert!(gap.check().is_empty());
-        let bad = TagLimits {
-            hh: Some(4.0),
-            h: Some(4.5),
-            l: Some(1.0),
-            ll: Some(2.0),
-            deadband: Some(-1.0),
-        };
+        let bad = TagLimits { hh: Some(4.0), h: Some(4.5), l: Some(1.0), ll: Some(2.0), deadband: Some(-1.0) };
         let keys: Vec<&str> = bad.check().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["h", "ll", "deadband"]);
     }

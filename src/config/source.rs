@@ -157,42 +157,26 @@ impl OpcUaSecurity {
         let mut errs = Vec::new();
         match (self.policy, self.mode) {
             (SecurityPolicy::None, SecurityMode::None) => {}
-            (SecurityPolicy::None, m) => errs.push((
-                "security.mode",
-                format!("mode `{m:?}` needs a security policy other than `None`"),
-            )),
-            (p, SecurityMode::None) => errs.push((
-                "security.mode",
-                format!("policy `{p:?}` needs mode `Sign` or `SignAndEncrypt`"),
-            )),
+            (SecurityPolicy::None, m) => {
+                errs.push(("security.mode", format!("mode `{m:?}` needs a security policy other than `None`")))
+            }
+            (p, SecurityMode::None) => {
+                errs.push(("security.mode", format!("policy `{p:?}` needs mode `Sign` or `SignAndEncrypt`")))
+            }
             _ => {}
         }
         errs.extend(
-            check_secret(self.password_env.as_deref(), self.password_file.is_some())
-                .into_iter()
-                .map(|(k, m)| {
-                    (
-                        if k == "password_env" {
-                            "security.password_env"
-                        } else {
-                            "security.password_file"
-                        },
-                        m,
-                    )
-                }),
+            check_secret(self.password_env.as_deref(), self.password_file.is_some()).into_iter().map(|(k, m)| {
+                (if k == "password_env" { "security.password_env" } else { "security.password_file" }, m)
+            }),
         );
         let has_password = self.password_env.is_some() || self.password_file.is_some();
         match (&self.user, has_password) {
-            (Some(_), false) => errs.push((
-                "security.user",
-                "`user` needs `password_env` or `password_file`".to_string(),
-            )),
+            (Some(_), false) => {
+                errs.push(("security.user", "`user` needs `password_env` or `password_file`".to_string()))
+            }
             (None, true) => errs.push((
-                if self.password_env.is_some() {
-                    "security.password_env"
-                } else {
-                    "security.password_file"
-                },
+                if self.password_env.is_some() { "security.password_env" } else { "security.password_file" },
                 "a password needs `user`".to_string(),
             )),
             _ => {}
@@ -267,29 +251,24 @@ impl FromStr for ModbusEndpoint {
         if let Some(rest) = s.strip_prefix("rtu://") {
             let (device, query) = rest.split_once('?').unwrap_or((rest, ""));
             if !device.starts_with('/') || device.len() < 2 {
-                return Err(format!(
-                    "bad Modbus endpoint `{s}`: expected `rtu:///dev/<serial device>`"
-                ));
+                return Err(format!("bad Modbus endpoint `{s}`: expected `rtu:///dev/<serial device>`"));
             }
             let mut baud = 19_200;
             let mut parity = Parity::Even;
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("baud", v)) => {
-                        baud = v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
-                            format!("bad Modbus endpoint `{s}`: baud `{v}` is not a positive number")
-                        })?
+                        baud =
+                            v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
+                                format!("bad Modbus endpoint `{s}`: baud `{v}` is not a positive number")
+                            })?
                     }
                     Some(("parity", v)) => {
                         parity = match v {
                             "N" | "n" => Parity::None,
                             "E" | "e" => Parity::Even,
                             "O" | "o" => Parity::Odd,
-                            _ => {
-                                return Err(format!(
-                                    "bad Modbus endpoint `{s}`: parity `{v}` is not N, E or O"
-                                ))
-                            }
+                            _ => return Err(format!("bad Modbus endpoint `{s}`: parity `{v}` is not N, E or O")),
                         }
                     }
                     _ => {
@@ -299,14 +278,10 @@ impl FromStr for ModbusEndpoint {
                     }
                 }
             }
-            return Ok(ModbusEndpoint::Rtu {
-                device: PathBuf::from(device),
-                baud,
-                parity,
-            });
+            return Ok(ModbusEndpoint::Rtu { device: PathBuf::from(device), baud, parity });
         }
-        let (host, port) = check_url(s, &[("tcp", 502)], false)
-            .map_err(|e| format!("{e} (or `rtu:///dev/ttyUSB0?baud=19200`)"))?;
+        let (host, port) =
+            check_url(s, &[("tcp", 502)], false).map_err(|e| format!("{e} (or `rtu:///dev/ttyUSB0?baud=19200`)"))?;
         Ok(ModbusEndpoint::Tcp { host, port })
     }
 }
@@ -322,11 +297,7 @@ impl fmt::Display for ModbusEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModbusEndpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-            ModbusEndpoint::Rtu {
-                device,
-                baud,
-                parity,
-            } => {
+            ModbusEndpoint::Rtu { device, baud, parity } => {
                 let p = match parity {
                     Parity::None => "N",
                     Parity::Even => "E",
@@ -384,27 +355,16 @@ impl MqttSourceConfig {
 // shared checks
 
 /// Checks `scheme://host[:port][/path]` for one of `schemes` and returns host and port.
-fn check_url(
-    s: &str,
-    schemes: &[(&str, u16)],
-    path_allowed: bool,
-) -> Result<(String, u16), String> {
+fn check_url(s: &str, schemes: &[(&str, u16)], path_allowed: bool) -> Result<(String, u16), String> {
     let names: Vec<String> = schemes.iter().map(|(n, _)| format!("{n}://")).collect();
-    let expected = format!(
-        "expected {}host:port{}",
-        names.join("host:port or "),
-        if path_allowed { "[/path]" } else { "" }
-    );
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("bad endpoint `{s}`: {expected}"))?;
+    let expected =
+        format!("expected {}host:port{}", names.join("host:port or "), if path_allowed { "[/path]" } else { "" });
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("bad endpoint `{s}`: {expected}"))?;
     let default_port = schemes
         .iter()
         .find(|(n, _)| *n == scheme)
         .map(|(_, p)| *p)
-        .ok_or_else(|| {
-            format!("bad endpoint `{s}`: scheme `{scheme}` is not supported, {expected}")
-        })?;
+        .ok_or_else(|| format!("bad endpoint `{s}`: scheme `{scheme}` is not supported, {expected}"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -413,15 +373,11 @@ fn check_url(
         return Err(format!("bad endpoint `{s}`: no path allowed, {expected}"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, tail) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("bad endpoint `{s}`: `[` without `]` in IPv6 address"))?;
+        let (h, tail) =
+            v6.split_once(']').ok_or_else(|| format!("bad endpoint `{s}`: `[` without `]` in IPv6 address"))?;
         let port = match tail {
             "" => None,
-            t => Some(
-                t.strip_prefix(':')
-                    .ok_or_else(|| format!("bad endpoint `{s}`: expected `:port` after `]`"))?,
-            ),
+            t => Some(t.strip_prefix(':').ok_or_else(|| format!("bad endpoint `{s}`: expected `:port` after `]`"))?),
         };
         (h, port)
     } else {
@@ -431,17 +387,16 @@ fn check_url(
         }
     };
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
-        return Err(format!(
-            "bad endpoint `{s}`: missing or bad host, {expected}"
-        ));
+        return Err(format!("bad endpoint `{s}`: missing or bad host, {expected}"));
     }
-    let port =
-        match port {
-            None => default_port,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                format!("bad endpoint `{s}`: port `{p}` is not a number 1..=65535")
-            })?,
-        };
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("bad endpoint `{s}`: port `{p}` is not a number 1..=65535"))?,
+    };
     Ok((host.to_string(), port))
 }
 
@@ -457,10 +412,7 @@ fn check_secret(env: Option<&str>, has_file: bool) -> Vec<(&'static str, String)
             ));
         }
         if has_file {
-            errs.push((
-                "password_file",
-                "give either `password_env` or `password_file`, not both".to_string(),
-            ));
+            errs.push(("password_file", "give either `password_env` or `password_file`, not both".to_string()));
         }
     }
     errs
@@ -479,18 +431,9 @@ mod tests {
     #[test]
     fn urls() {
         let opc = [("opc.tcp", 4840)];
-        assert_eq!(
-            check_url("opc.tcp://127.0.0.1:4840", &opc, true).unwrap(),
-            ("127.0.0.1".to_string(), 4840)
-        );
-        assert_eq!(
-            check_url("opc.tcp://plc/UA/Server", &opc, true).unwrap().1,
-            4840
-        );
-        assert_eq!(
-            check_url("opc.tcp://[::1]:4841", &opc, true).unwrap().0,
-            "::1"
-        );
+        assert_eq!(check_url("opc.tcp://127.0.0.1:4840", &opc, true).unwrap(), ("127.0.0.1".to_string(), 4840));
+        assert_eq!(check_url("opc.tcp://plc/UA/Server", &opc, true).unwrap().1, 4840);
+        assert_eq!(check_url("opc.tcp://[::1]:4841", &opc, true).unwrap().0, "::1");
         for bad in [
             "127.0.0.1:4840",
             "http://x:1",
@@ -511,18 +454,12 @@ mod tests {
     fn modbus_endpoints() {
         assert_eq!(
             "tcp://127.0.0.1:5020".parse::<ModbusEndpoint>().unwrap(),
-            ModbusEndpoint::Tcp {
-                host: "127.0.0.1".into(),
-                port: 5020
-            }
+            ModbusEndpoint::Tcp { host: "127.0.0.1".into(), port: 5020 }
         );
         let rtu: ModbusEndpoint = "rtu:///dev/ttyUSB0?baud=9600&parity=N".parse().unwrap();
         assert_eq!(rtu.to_string(), "rtu:///dev/ttyUSB0?baud=9600&parity=N");
         assert_eq!(
-            "rtu:///dev/ttyS1"
-                .parse::<ModbusEndpoint>()
-                .unwrap()
-                .to_string(),
+            "rtu:///dev/ttyS1".parse::<ModbusEndpoint>().unwrap().to_string(),
             "rtu:///dev/ttyS1?baud=19200&parity=E"
         );
         for bad in [

@@ -54,22 +54,13 @@ fn errors_of(text: &str) -> Vec<Diagnostic> {
 #[track_caller]
 fn one(d: &[Diagnostic], line: usize, col: usize, key: &str, msg: &str) {
     let listing: Vec<String> = d.iter().map(|d| d.to_string()).collect();
-    assert_eq!(
-        d.len(),
-        1,
-        "expected one diagnostic, got:\n{}",
-        listing.join("\n")
-    );
+    assert_eq!(d.len(), 1, "expected one diagnostic, got:\n{}", listing.join("\n"));
     is(&d[0], line, col, key, msg);
 }
 
 #[track_caller]
 fn is(d: &Diagnostic, line: usize, col: usize, key: &str, msg: &str) {
-    assert_eq!(
-        (d.line, d.column, d.key.as_str()),
-        (line, col, key),
-        "diagnostic: {d}"
-    );
+    assert_eq!((d.line, d.column, d.key.as_str()), (line, col, key), "diagnostic: {d}");
     assert!(d.message.contains(msg), "`{}` lacks `{msg}`", d.message);
     assert_eq!(d.file, "plant.toml");
 }
@@ -90,24 +81,12 @@ fn base_and_example_load() {
     assert_eq!(c.assets.len(), 3);
     assert_eq!(c.tags.len(), 11);
     let kinds: Vec<SourceKind> = c.sources.iter().map(|s| s.kind()).collect();
-    assert_eq!(
-        kinds,
-        [SourceKind::OpcUa, SourceKind::Modbus, SourceKind::Mqtt]
-    );
-    let count = |f: fn(&TagAddress) -> bool| {
-        c.tags
-            .iter()
-            .filter(|t| t.address.as_ref().is_some_and(f))
-            .count()
-    };
+    assert_eq!(kinds, [SourceKind::OpcUa, SourceKind::Modbus, SourceKind::Mqtt]);
+    let count = |f: fn(&TagAddress) -> bool| c.tags.iter().filter(|t| t.address.as_ref().is_some_and(f)).count();
     assert_eq!(count(|a| matches!(a, TagAddress::OpcUa(_))), 5);
     assert_eq!(count(|a| matches!(a, TagAddress::Modbus(_))), 4);
     assert_eq!(count(|a| matches!(a, TagAddress::Mqtt(_))), 2);
-    let fault = c
-        .tags
-        .iter()
-        .find(|t| t.name == "capper.torque_fault")
-        .and_then(|t| t.address.clone());
+    let fault = c.tags.iter().find(|t| t.name == "capper.torque_fault").and_then(|t| t.address.clone());
     match fault {
         Some(TagAddress::Modbus(m)) => {
             assert_eq!((m.unit, m.register, m.bit), (2, 20, Some(3)));
@@ -137,13 +116,7 @@ fn syntax_error_is_reported_alone() {
 fn unknown_keys() {
     let d = errors_of("[site]\nname = \"x\"\ncolour = \"red\"\n[sight]\n");
     assert_eq!(d.len(), 2);
-    is(
-        &d[0],
-        3,
-        1,
-        "site.colour",
-        "unknown key `colour`, expected `name` or `time_zone`",
-    );
+    is(&d[0], 3, 1, "site.colour", "unknown key `colour`, expected `name` or `time_zone`");
     is(&d[1], 4, 2, "sight", "unknown section `sight`");
 
     let d = errors(
@@ -168,13 +141,7 @@ fn inline_secret_gets_a_hint() {
         "endpoint = \"opc.tcp://127.0.0.1:4840\"\nsecurity = { user = \"gw\", password = \"hunter2\" }",
     );
     let d = errors_of(&text);
-    one(
-        &d,
-        19,
-        27,
-        "source[0].security.password",
-        "name an environment variable with `password_env`",
-    );
+    one(&d, 19, 27, "source[0].security.password", "name an environment variable with `password_env`");
 }
 
 #[test]
@@ -190,32 +157,12 @@ states = ["a", 3]
 "#,
     );
     assert_eq!(d.len(), 4, "{d:?}");
-    is(
-        &d[0],
-        B + 4,
-        15,
-        "tag[0].description",
-        "invalid type: integer `42`, expected a string",
-    );
-    is(
-        &d[1],
-        B + 5,
-        14,
-        "tag[0].value_type",
-        "unknown value `float`, expected one of `f64`, `i64`, `bool`, `string`",
-    );
-    is(
-        &d[2],
-        B + 6,
-        17,
-        "tag[0].limits.hh",
-        "invalid type: string \"high\", expected f64",
-    );
+    is(&d[0], B + 4, 15, "tag[0].description", "invalid type: integer `42`, expected a string");
+    is(&d[1], B + 5, 14, "tag[0].value_type", "unknown value `float`, expected one of `f64`, `i64`, `bool`, `string`");
+    is(&d[2], B + 6, 17, "tag[0].limits.hh", "invalid type: string \"high\", expected f64");
     is(&d[3], B + 7, 16, "tag[0].states[1]", "expected a string");
 
-    let d = errors_of(
-        "[site]\nname = \"x\"\n[store]\nfsync_interval = \"fast\"\n[api]\nlisten = 7878\n",
-    );
+    let d = errors_of("[site]\nname = \"x\"\n[store]\nfsync_interval = \"fast\"\n[api]\nlisten = 7878\n");
     assert_eq!(d.len(), 2);
     is(&d[0], 4, 18, "store.fsync_interval", "bad duration `fast`");
     is(&d[1], 6, 10, "api.listen", "invalid type: integer `7878`");
@@ -239,20 +186,8 @@ fn missing_keys() {
     // A tag read from a source needs an address; an address needs a source.
     let d = errors("[[tag]]\nname = \"t\"\nasset = \"filler\"\ndescription = \"d\"\nsource = \"plc\"\n[[tag]]\nname = \"u\"\nasset = \"filler\"\ndescription = \"d\"\naddress = \"i=1\"\n");
     assert_eq!(d.len(), 2, "{d:?}");
-    is(
-        &d[0],
-        B + 1,
-        1,
-        "tag[0].address",
-        "a tag read from source `plc` needs one",
-    );
-    is(
-        &d[1],
-        B + 10,
-        11,
-        "tag[1].address",
-        "`address` needs `source`",
-    );
+    is(&d[0], B + 1, 1, "tag[0].address", "a tag read from source `plc` needs one");
+    is(&d[1], B + 10, 11, "tag[1].address", "`address` needs `source`");
 }
 
 #[test]
@@ -278,27 +213,9 @@ description = "d"
 "#,
     );
     assert_eq!(d.len(), 3, "{d:?}");
-    is(
-        &d[0],
-        B + 2,
-        6,
-        "asset[1].id",
-        "duplicate asset id `filler` (first defined on line 11)",
-    );
-    is(
-        &d[1],
-        B + 7,
-        6,
-        "source[3].id",
-        "duplicate source id `plc` (first defined on line 16)",
-    );
-    is(
-        &d[2],
-        B + 15,
-        8,
-        "tag[1].name",
-        "duplicate tag name `t` (first defined on line 37)",
-    );
+    is(&d[0], B + 2, 6, "asset[1].id", "duplicate asset id `filler` (first defined on line 11)");
+    is(&d[1], B + 7, 6, "source[3].id", "duplicate source id `plc` (first defined on line 16)");
+    is(&d[2], B + 15, 8, "tag[1].name", "duplicate tag name `t` (first defined on line 37)");
 }
 
 #[test]
@@ -324,43 +241,24 @@ address = "ns=2;s=X"
     assert_eq!(d.len(), 4, "{d:?}");
     is(&d[0], B + 4, 8, "line[1].area", "unknown area `nowhere`");
     is(&d[1], B + 8, 8, "asset[1].line", "unknown line `l3`");
-    is(
-        &d[2],
-        B + 12,
-        9,
-        "tag[0].asset",
-        "unknown asset `filer`; did you mean `filler`?",
-    );
-    is(
-        &d[3],
-        B + 14,
-        10,
-        "tag[0].source",
-        "unknown source `plcc`; did you mean `plc`?",
-    );
+    is(&d[2], B + 12, 9, "tag[0].asset", "unknown asset `filer`; did you mean `filler`?");
+    is(&d[3], B + 14, 10, "tag[0].source", "unknown source `plcc`; did you mean `plc`?");
 }
 
 #[test]
 fn bad_names() {
-    let d = errors(
-        "[[tag]]\nname = \"filler bowl pressure\"\nasset = \"filler\"\ndescription = \"d\"\n",
+    let d = errors("[[tag]]\nname = \"filler bowl pressure\"\nasset = \"filler\"\ndescription = \"d\"\n");
+    one(&d, B + 2, 8, "tag[0].name", "bad tag name: `filler bowl pressure` contains ' '");
+    let d = errors_of(
+        &BASE.replace("time_zone", "x").replace("name = \"Plant\"", "name = \"Plant\"\ntime_zone = \"Berlin\""),
     );
-    one(
-        &d,
-        B + 2,
-        8,
-        "tag[0].name",
-        "bad tag name: `filler bowl pressure` contains ' '",
-    );
-    let d = errors_of(&BASE.replace("time_zone", "x").replace(
-        "name = \"Plant\"",
-        "name = \"Plant\"\ntime_zone = \"Berlin\"",
-    ));
     one(&d, 3, 13, "site.time_zone", "not an IANA time zone name");
 }
 
 fn tag(source: &str, address: &str) -> String {
-    format!("[[tag]]\nname = \"t\"\nasset = \"filler\"\ndescription = \"d\"\nsource = \"{source}\"\naddress = {address}\n")
+    format!(
+        "[[tag]]\nname = \"t\"\nasset = \"filler\"\ndescription = \"d\"\nsource = \"{source}\"\naddress = {address}\n"
+    )
 }
 
 /// The address is on line B + 6, its value starting at column 11.
@@ -379,62 +277,28 @@ fn opcua_addresses() {
         assert!(matches!(c.tags[0].address, Some(TagAddress::OpcUa(_))));
     }
     let d = errors(&tag("plc", "\"ns=2;Line1/Filler\""));
-    one(
-        &d,
-        ADDR,
-        11,
-        "tag[0].address",
-        "bad NodeId `ns=2;Line1/Filler`: expected `i=<number>`",
-    );
+    one(&d, ADDR, 11, "tag[0].address", "bad NodeId `ns=2;Line1/Filler`: expected `i=<number>`");
     let d = errors(&tag("plc", "\"ns=99999;i=1\""));
-    one(
-        &d,
-        ADDR,
-        11,
-        "tag[0].address",
-        "namespace index `99999` is not a number 0..=65535",
-    );
+    one(&d, ADDR, 11, "tag[0].address", "namespace index `99999` is not a number 0..=65535");
     let d = errors(&tag("plc", "{ table = \"holding\", register = 1 }"));
-    one(
-        &d,
-        ADDR,
-        11,
-        "tag[0].address",
-        "an OPC UA address is a NodeId string",
-    );
+    one(&d, ADDR, 11, "tag[0].address", "an OPC UA address is a NodeId string");
 }
 
 #[test]
 fn modbus_addresses() {
-    let a =
-        "{ table = \"holding\", register = 100, type = \"f32\", order = \"CDAB\", scale = 0.1 }";
+    let a = "{ table = \"holding\", register = 100, type = \"f32\", order = \"CDAB\", scale = 0.1 }";
     let c = load(&format!("{BASE}{}", tag("io", a))).expect(a);
     match &c.tags[0].address {
         Some(TagAddress::Modbus(m)) => {
-            assert_eq!(
-                (m.unit, m.table, m.register),
-                (1, ModbusTable::Holding, 100)
-            );
-            assert_eq!(
-                (m.data_type, m.order, m.word_count()),
-                (ModbusDataType::F32, WordOrder::Cdab, 2)
-            );
+            assert_eq!((m.unit, m.table, m.register), (1, ModbusTable::Holding, 100));
+            assert_eq!((m.data_type, m.order, m.word_count()), (ModbusDataType::F32, WordOrder::Cdab, 2));
         }
         other => panic!("{other:?}"),
     }
 
     let d = errors(&tag("io", "{ table = \"holding\", register = 70000 }"));
-    one(
-        &d,
-        ADDR,
-        43,
-        "tag[0].address.register",
-        "register 70000 is out of range 0..=65535",
-    );
-    let d = errors(&tag(
-        "io",
-        "{ table = \"holding\", register = 65535, type = \"f32\" }",
-    ));
+    one(&d, ADDR, 43, "tag[0].address.register", "register 70000 is out of range 0..=65535");
+    let d = errors(&tag("io", "{ table = \"holding\", register = 65535, type = \"f32\" }"));
     one(
         &d,
         ADDR,
@@ -442,17 +306,8 @@ fn modbus_addresses() {
         "tag[0].address.register",
         "f32 starting at register 65535 spans 2 registers and runs past 65535",
     );
-    let d = errors(&tag(
-        "io",
-        "{ table = \"coil\", register = 5, type = \"u16\" }",
-    ));
-    one(
-        &d,
-        ADDR,
-        50,
-        "tag[0].address.type",
-        "`coil` table holds single bits: type must be \"bool\"",
-    );
+    let d = errors(&tag("io", "{ table = \"coil\", register = 5, type = \"u16\" }"));
+    one(&d, ADDR, 50, "tag[0].address.type", "`coil` table holds single bits: type must be \"bool\"");
     let d = errors(&tag("io", "{ table = \"holdin\", register = 5 }"));
     one(
         &d,
@@ -461,75 +316,22 @@ fn modbus_addresses() {
         "tag[0].address.table",
         "unknown value `holdin`, expected one of `holding`, `input`, `coil`, `discrete`",
     );
-    let d = errors(&tag(
-        "io",
-        "{ table = \"input\", register = 5, type = \"bool\", bit = 16 }",
-    ));
-    one(
-        &d,
-        ADDR,
-        65,
-        "tag[0].address.bit",
-        "bit 16 is out of range 0..=15",
-    );
-    let d = errors(&tag(
-        "io",
-        "{ table = \"input\", register = 5, type = \"string\" }",
-    ));
-    one(
-        &d,
-        ADDR,
-        11,
-        "tag[0].address.length",
-        "type \"string\" needs `length`",
-    );
-    let d = errors(&tag(
-        "io",
-        "{ table = \"input\", register = 5, order = \"DCBA\" }",
-    ));
-    one(
-        &d,
-        ADDR,
-        52,
-        "tag[0].address.order",
-        "word order swaps need a 32- or 64-bit type",
-    );
+    let d = errors(&tag("io", "{ table = \"input\", register = 5, type = \"bool\", bit = 16 }"));
+    one(&d, ADDR, 65, "tag[0].address.bit", "bit 16 is out of range 0..=15");
+    let d = errors(&tag("io", "{ table = \"input\", register = 5, type = \"string\" }"));
+    one(&d, ADDR, 11, "tag[0].address.length", "type \"string\" needs `length`");
+    let d = errors(&tag("io", "{ table = \"input\", register = 5, order = \"DCBA\" }"));
+    one(&d, ADDR, 52, "tag[0].address.order", "word order swaps need a 32- or 64-bit type");
     let d = errors(&tag("io", "\"ns=2;s=X\""));
-    one(
-        &d,
-        ADDR,
-        11,
-        "tag[0].address",
-        "a Modbus address is a table",
-    );
+    one(&d, ADDR, 11, "tag[0].address", "a Modbus address is a table");
 
     // Several problems in one address are all reported.
-    let d = errors(&tag(
-        "io",
-        "{ unit = 300, table = \"holding\", register = 1, type = \"f32\", bit = 2, colour = 1 }",
-    ));
+    let d =
+        errors(&tag("io", "{ unit = 300, table = \"holding\", register = 1, type = \"f32\", bit = 2, colour = 1 }"));
     assert_eq!(d.len(), 3, "{d:?}");
-    is(
-        &d[0],
-        ADDR,
-        20,
-        "tag[0].address.unit",
-        "unit id 300 is out of range 0..=255",
-    );
-    is(
-        &d[1],
-        ADDR,
-        78,
-        "tag[0].address.bit",
-        "`bit` needs type \"bool\", not \"f32\"",
-    );
-    is(
-        &d[2],
-        ADDR,
-        81,
-        "tag[0].address.colour",
-        "unknown key `colour`",
-    );
+    is(&d[0], ADDR, 20, "tag[0].address.unit", "unit id 300 is out of range 0..=255");
+    is(&d[1], ADDR, 78, "tag[0].address.bit", "`bit` needs type \"bool\", not \"f32\"");
+    is(&d[2], ADDR, 81, "tag[0].address.colour", "unknown key `colour`");
 }
 
 #[test]
@@ -542,17 +344,9 @@ fn modbus_type_must_fit_value_type() {
         "tag[0].address",
         "value_type f64 (the default) does not fit Modbus type bool; use value_type = \"bool\"",
     );
-    let d = errors(&format!(
-        "{}value_type = \"i64\"\n",
-        tag("io", "{ table = \"input\", register = 1, type = \"f32\" }")
-    ));
-    one(
-        &d,
-        B + 7,
-        14,
-        "tag[0].value_type",
-        "value_type i64 does not fit Modbus type f32",
-    );
+    let d =
+        errors(&format!("{}value_type = \"i64\"\n", tag("io", "{ table = \"input\", register = 1, type = \"f32\" }")));
+    one(&d, B + 7, 14, "tag[0].value_type", "value_type i64 does not fit Modbus type f32");
 }
 
 #[test]
@@ -562,40 +356,16 @@ fn mqtt_addresses() {
     match &c.tags[0].address {
         Some(TagAddress::Mqtt(m)) => {
             assert_eq!(m.topic, "plant/line1/+/vib");
-            assert_eq!(
-                m.json_path.as_ref().map(|p| p.to_string()).as_deref(),
-                Some("$.rms")
-            );
+            assert_eq!(m.json_path.as_ref().map(|p| p.to_string()).as_deref(), Some("$.rms"));
         }
         other => panic!("{other:?}"),
     }
-    let d = errors(&tag(
-        "broker",
-        "{ topic = \"plant/#/vib\", json_path = \"rms\" }",
-    ));
+    let d = errors(&tag("broker", "{ topic = \"plant/#/vib\", json_path = \"rms\" }"));
     assert_eq!(d.len(), 2, "{d:?}");
-    is(
-        &d[0],
-        ADDR,
-        21,
-        "tag[0].address.topic",
-        "`#` must be a whole level and the last one",
-    );
-    is(
-        &d[1],
-        ADDR,
-        48,
-        "tag[0].address.json_path",
-        "bad JSON path `rms`: must start with `$`",
-    );
+    is(&d[0], ADDR, 21, "tag[0].address.topic", "`#` must be a whole level and the last one");
+    is(&d[1], ADDR, 48, "tag[0].address.json_path", "bad JSON path `rms`: must start with `$`");
     let d = errors(&tag("broker", "{ topic = \"plant/line+/vib\" }"));
-    one(
-        &d,
-        ADDR,
-        21,
-        "tag[0].address.topic",
-        "`+` must be a whole level",
-    );
+    one(&d, ADDR, 21, "tag[0].address.topic", "`+` must be a whole level");
 }
 
 #[test]
@@ -622,41 +392,11 @@ states = ["run", "stop", "run"]
 "#,
     );
     assert_eq!(d.len(), 5, "{d:?}");
-    is(
-        &d[0],
-        B + 5,
-        26,
-        "tag[0].limits.h",
-        "h (4.5) is above hh (4); limits must satisfy hh >= h >= l >= ll",
-    );
-    is(
-        &d[1],
-        B + 5,
-        61,
-        "tag[0].limits.deadband",
-        "deadband (-0.1) must not be negative",
-    );
-    is(
-        &d[2],
-        B + 11,
-        10,
-        "tag[1].limits",
-        "limits apply to f64 and i64 tags, not bool",
-    );
-    is(
-        &d[3],
-        B + 12,
-        10,
-        "tag[1].states",
-        "states apply to string tags, not bool",
-    );
-    is(
-        &d[4],
-        B + 18,
-        26,
-        "tag[2].states[2]",
-        "state `run` is listed twice",
-    );
+    is(&d[0], B + 5, 26, "tag[0].limits.h", "h (4.5) is above hh (4); limits must satisfy hh >= h >= l >= ll");
+    is(&d[1], B + 5, 61, "tag[0].limits.deadband", "deadband (-0.1) must not be negative");
+    is(&d[2], B + 11, 10, "tag[1].limits", "limits apply to f64 and i64 tags, not bool");
+    is(&d[3], B + 12, 10, "tag[1].states", "states apply to string tags, not bool");
+    is(&d[4], B + 18, 26, "tag[2].states[2]", "state `run` is listed twice");
 }
 
 #[test]
@@ -704,20 +444,8 @@ password_env = "my secret"
 fn sections_must_have_the_right_shape() {
     let d = errors_of("site = \"Plant\"\n[tag]\nname = \"t\"\n");
     assert_eq!(d.len(), 2, "{d:?}");
-    is(
-        &d[0],
-        1,
-        8,
-        "site",
-        "invalid type: string \"Plant\", expected a table",
-    );
-    is(
-        &d[1],
-        2,
-        1,
-        "tag",
-        "`tag` must be an array of tables, written `[[tag]]`",
-    );
+    is(&d[0], 1, 8, "site", "invalid type: string \"Plant\", expected a table");
+    is(&d[1], 2, 1, "tag", "`tag` must be an array of tables, written `[[tag]]`");
 }
 
 #[test]
@@ -767,15 +495,9 @@ description = "d"
     assert_eq!(lines.len(), 5);
     assert_eq!(
         lines[0],
-        format!(
-            "plant.toml:{}:43: tag[0].address.register: register 70000 is out of range 0..=65535",
-            B + 6
-        )
+        format!("plant.toml:{}:43: tag[0].address.register: register 70000 is out of range 0..=65535", B + 6)
     );
-    assert!(lines[1].starts_with(&format!(
-        "plant.toml:{}:9: tag[1].asset: unknown asset `washer`",
-        B + 9
-    )));
+    assert!(lines[1].starts_with(&format!("plant.toml:{}:9: tag[1].asset: unknown asset `washer`", B + 9)));
 }
 
 #[test]
@@ -787,10 +509,7 @@ fn load_reads_files_and_names_them() {
     let d = err.diagnostics();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].file, path.display().to_string());
-    assert_eq!(
-        (d[0].line, d[0].column, d[0].key.as_str()),
-        (2, 8, "site.name")
-    );
+    assert_eq!((d[0].line, d[0].column, d[0].key.as_str()), (2, 8, "site.name"));
 
     let missing = dir.path().join("nope.toml");
     let err = Config::load(&missing).expect_err("no file");

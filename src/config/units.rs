@@ -32,13 +32,9 @@ impl ByteSize {
     /// Parses `20GB`, `256MiB`, `1.5 GB`, `4096`.
     pub fn parse(s: &str) -> Result<ByteSize, String> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let num: f64 = num
-            .parse()
-            .map_err(|_| format!("bad size `{s}`: expected a number then a unit such as MB"))?;
+        let num: f64 = num.parse().map_err(|_| format!("bad size `{s}`: expected a number then a unit such as MB"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1_000,

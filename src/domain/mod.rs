@@ -22,8 +22,6 @@ pub const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 /// The current wall-clock time as a [`Timestamp`].
 pub fn now_ns() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }

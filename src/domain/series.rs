@@ -30,10 +30,7 @@ pub struct SeriesKey {
 impl SeriesKey {
     /// A key without labels.
     pub fn new(name: impl Into<String>) -> Self {
-        SeriesKey {
-            name: name.into(),
-            labels: Vec::new(),
-        }
+        SeriesKey { name: name.into(), labels: Vec::new() }
     }
 
     /// A key with labels; they are sorted and a repeated key keeps its last value.
@@ -47,19 +44,13 @@ impl SeriesKey {
                 false
             }
         });
-        SeriesKey {
-            name: name.into(),
-            labels,
-        }
+        SeriesKey { name: name.into(), labels }
     }
 
     /// True when every `(k, v)` in `wanted` is among this key's labels.
     pub fn matches_labels(&self, wanted: &[(String, String)]) -> bool {
         wanted.iter().all(|(k, v)| {
-            self.labels
-                .binary_search_by(|(lk, _)| lk.as_str().cmp(k))
-                .map(|i| &self.labels[i].1 == v)
-                .unwrap_or(false)
+            self.labels.binary_search_by(|(lk, _)| lk.as_str().cmp(k)).map(|i| &self.labels[i].1 == v).unwrap_or(false)
         })
     }
 }
@@ -89,11 +80,7 @@ mod tests {
     fn labels_are_sorted_and_last_repeat_wins() {
         let k = SeriesKey::with_labels(
             "m.f",
-            vec![
-                ("z".into(), "1".into()),
-                ("a".into(), "2".into()),
-                ("z".into(), "3".into()),
-            ],
+            vec![("z".into(), "1".into()), ("a".into(), "2".into()), ("z".into(), "3".into())],
         );
         assert_eq!(k.to_string(), "m.f{a=2,z=3}");
         assert!(k.matches_labels(&[("z".into(), "3".into())]));

@@ -61,27 +61,21 @@ pub fn open_store(config: &Config, data_dir: Option<PathBuf>, background: bool) 
 pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let store = Arc::new(tokio::task::block_in_place(|| open_store(&config, opts.data_dir.clone(), true))?);
     let addr = opts.listen.clone().unwrap_or_else(|| config.api.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServiceError::Listen {
-        addr: addr.clone(),
-        source,
-    })?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServiceError::Listen { addr: addr.clone(), source })?;
     let local: SocketAddr = listener.local_addr().map_err(ServiceError::Serve)?;
     // One JSON line on stdout so that scripts and tests can find the port,
     // and the same in the data dir so that `linepilot query` finds the daemon.
-    let announce = serde_json::json!({ "listen": local.to_string(), "data_dir": store.paths().root(), "pid": std::process::id() });
+    let announce =
+        serde_json::json!({ "listen": local.to_string(), "data_dir": store.paths().root(), "pid": std::process::id() });
     println!("{announce}");
     if let Err(e) = std::fs::write(store.paths().root().join("daemon.json"), announce.to_string()) {
         warn!(error = %e, "Could not write daemon.json; `linepilot query` will use [api] listen");
     }
     info!(listen = %local, tags = config.tags.len(), "linepilot running");
-    let app = crate::api::router(
-        crate::api::ApiState { store: store.clone() },
-        config.api.max_body_bytes.0 as usize,
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServiceError::Serve)?;
+    let app = crate::api::router(crate::api::ApiState { store: store.clone() }, config.api.max_body_bytes.0 as usize);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
     info!("Shutting down");
     let s = store.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || s.close()).await {

@@ -165,10 +165,7 @@ pub struct ChunkIn {
 }
 
 fn ioe(path: &Path) -> impl FnOnce(io::Error) -> BlockError + '_ {
-    move |source| BlockError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| BlockError::Io { path: path.display().to_string(), source }
 }
 
 /// A sealed file written under a temp name, ready to be renamed into place.
@@ -188,12 +185,14 @@ impl SealedFile {
 }
 
 /// Writes a container file to `dest` + `.tmp` and fsyncs it.
-pub fn write_file(dest: &Path, magic: &[u8; 6], wal_through: u64, chunks: &[ChunkIn]) -> Result<SealedFile, BlockError> {
+pub fn write_file(
+    dest: &Path,
+    magic: &[u8; 6],
+    wal_through: u64,
+    chunks: &[ChunkIn],
+) -> Result<SealedFile, BlockError> {
     let tmp = dest.with_extension("tmp");
-    let mut f = Counted {
-        w: io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(ioe(&tmp))?),
-        off: 0,
-    };
+    let mut f = Counted { w: io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(ioe(&tmp))?), off: 0 };
     let put = |f: &mut Counted, b: &[u8]| -> Result<(), BlockError> { f.put(b).map_err(ioe(&tmp)) };
     put(&mut f, magic)?;
     put(&mut f, &VERSION.to_le_bytes())?;
@@ -238,11 +237,7 @@ pub fn write_file(dest: &Path, magic: &[u8; 6], wal_through: u64, chunks: &[Chun
     let bytes = f.off;
     let file = f.w.into_inner().map_err(|e| ioe(&tmp)(e.into_error()))?;
     file.sync_all().map_err(ioe(&tmp))?;
-    Ok(SealedFile {
-        tmp,
-        dest: dest.to_path_buf(),
-        bytes,
-    })
+    Ok(SealedFile { tmp, dest: dest.to_path_buf(), bytes })
 }
 
 struct Counted {
@@ -278,18 +273,11 @@ impl SealedReader {
     /// Opens `path`, checking magic, footer and the index CRC.
     pub fn open(path: &Path, magic: &[u8; 6]) -> Result<SealedReader, BlockError> {
         let p = path.display().to_string();
-        let bad = |why: &str| BlockError::BadFormat {
-            path: p.clone(),
-            why: why.to_string(),
-        };
+        let bad = |why: &str| BlockError::BadFormat { path: p.clone(), why: why.to_string() };
         let file = File::open(path).map_err(ioe(path))?;
         let len = file.metadata().map_err(ioe(path))?.len();
         if len < 8 + FOOTER_LEN {
-            return Err(BlockError::Truncated {
-                path: p,
-                expected: 8 + FOOTER_LEN,
-                actual: len,
-            });
+            return Err(BlockError::Truncated { path: p, expected: 8 + FOOTER_LEN, actual: len });
         }
         let mut head = [0u8; 8];
         file.read_exact_at(&mut head, 0).map_err(ioe(path))?;
@@ -317,12 +305,7 @@ impl SealedReader {
         file.read_exact_at(&mut index, index_offset).map_err(ioe(path))?;
         let computed = crc32c::crc32c(&index);
         if computed != index_crc {
-            return Err(BlockError::CrcMismatch {
-                path: p,
-                what: "index".into(),
-                stored: index_crc,
-                computed,
-            });
+            return Err(BlockError::CrcMismatch { path: p, what: "index".into(), stored: index_crc, computed });
         }
         let n = u32at(&ft, 40) as usize;
         let mut entries = Vec::with_capacity(n);
@@ -353,17 +336,7 @@ impl SealedReader {
             if offset + clen as u64 > index_offset || cols.iter().map(|c| c.1 as u64).sum::<u64>() != clen as u64 {
                 return Err(bad("chunk bounds"));
             }
-            entries.push(Entry {
-                series,
-                kind,
-                rows,
-                min_ts,
-                max_ts,
-                offset,
-                len: clen,
-                crc,
-                cols,
-            });
+            entries.push(Entry { series, kind, rows, min_ts, max_ts, offset, len: clen, crc, cols });
         }
         entries.sort_by_key(|e| e.series);
         Ok(SealedReader {
@@ -384,10 +357,7 @@ impl SealedReader {
 
     /// The entry of `series`, if the file holds it.
     pub fn entry(&self, series: SeriesId) -> Option<&Entry> {
-        self.entries
-            .binary_search_by_key(&series, |e| e.series)
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by_key(&series, |e| e.series).ok().map(|i| &self.entries[i])
     }
 
     /// All entries.
@@ -418,11 +388,7 @@ impl SealedReader {
     }
 
     fn codec_err(&self, series: SeriesId) -> impl FnOnce(CodecError) -> BlockError + '_ {
-        move |source| BlockError::Codec {
-            path: self.path.display().to_string(),
-            series: series.0,
-            source,
-        }
+        move |source| BlockError::Codec { path: self.path.display().to_string(), series: series.0, source }
     }
 
     /// Reads the raw points of `series` (a `.blk` file).
@@ -533,11 +499,7 @@ pub fn encode_f64(vals: &[f64], policy: FloatCodec) -> Result<(ColCodec, Vec<u8>
         FloatCodec::Smaller => {
             let g = codec::encode_gorilla(vals);
             let p = codec::encode_pco(vals)?;
-            Ok(if p.len() < g.len() {
-                (ColCodec::PcoF64, p)
-            } else {
-                (ColCodec::Gorilla, g)
-            })
+            Ok(if p.len() < g.len() { (ColCodec::PcoF64, p) } else { (ColCodec::Gorilla, g) })
         }
     }
 }
@@ -566,7 +528,12 @@ pub fn raw_chunk(series: SeriesId, p: &Points, policy: FloatCodec) -> Result<Chu
 }
 
 /// Encodes rollup rows of one series as a chunk.
-pub fn rollup_chunk(series: SeriesId, kind: ValueKind, r: &RollupRows, policy: FloatCodec) -> Result<ChunkIn, CodecError> {
+pub fn rollup_chunk(
+    series: SeriesId,
+    kind: ValueKind,
+    r: &RollupRows,
+    policy: FloatCodec,
+) -> Result<ChunkIn, CodecError> {
     let col = |f: fn(&Partial) -> f64| -> Vec<f64> { r.parts.iter().map(f).collect() };
     let count: Vec<i64> = r.parts.iter().map(|p| p.count as i64).collect();
     let first_off: Vec<i64> = r.parts.iter().zip(&r.minute).map(|(p, m)| p.first.0 - m).collect();
@@ -622,10 +589,15 @@ mod tests {
 
         let rows = RollupRows::from_points(&f);
         let rdest = dir.path().join("1.rlp");
-        write_file(&rdest, ROLLUP_MAGIC, 9, &[rollup_chunk(SeriesId(1), ValueKind::F64, &rows, FloatCodec::Smaller).unwrap()])
-            .unwrap()
-            .publish()
-            .unwrap();
+        write_file(
+            &rdest,
+            ROLLUP_MAGIC,
+            9,
+            &[rollup_chunk(SeriesId(1), ValueKind::F64, &rows, FloatCodec::Smaller).unwrap()],
+        )
+        .unwrap()
+        .publish()
+        .unwrap();
         let rr = SealedReader::open(&rdest, ROLLUP_MAGIC).unwrap();
         assert_eq!(rr.read_rollups(SeriesId(1)).unwrap().unwrap(), rows);
         assert!(SealedReader::open(&rdest, BLOCK_MAGIC).is_err(), "magic is checked");

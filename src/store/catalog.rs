@@ -100,16 +100,8 @@ impl Catalog {
     pub fn open(paths: &DataPaths) -> Result<Catalog, CatalogError> {
         let p = paths.catalog();
         let path = p.display().to_string();
-        let ioe = |source| CatalogError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&p)
-            .map_err(ioe)?;
+        let ioe = |source| CatalogError::Io { path: path.clone(), source };
+        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&p).map_err(ioe)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(ioe)?;
         let mut index = Index::default();
@@ -147,19 +139,13 @@ impl Catalog {
                 file.sync_all().map_err(ioe)?;
             }
         }
-        Ok(Catalog {
-            index: RwLock::new(index),
-            file: Mutex::new(file),
-            path,
-        })
+        Ok(Catalog { index: RwLock::new(index), file: Mutex::new(file), path })
     }
 
     /// Looks a series up by its canonical text (see [`canonical`]).
     pub fn lookup_canonical(&self, canonical: &str) -> Option<(SeriesId, ValueKind)> {
         let idx = self.index.read();
-        idx.by_canonical
-            .get(canonical)
-            .map(|id| (*id, idx.all[id.0 as usize].kind))
+        idx.by_canonical.get(canonical).map(|id| (*id, idx.all[id.0 as usize].kind))
     }
 
     /// Looks a series up by key.
@@ -249,11 +235,7 @@ impl Catalog {
                 continue;
             }
             let id = SeriesId(u32::try_from(idx.all.len() + created.len()).map_err(|_| CatalogError::Full)?);
-            let meta = SeriesMeta {
-                id,
-                key: k.clone(),
-                kind: *kind,
-            };
+            let meta = SeriesMeta { id, key: k.clone(), kind: *kind };
             let payload = serde_json::to_vec(&meta)?;
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
@@ -261,10 +243,7 @@ impl Catalog {
             out[i] = id;
             created.push((c, meta));
         }
-        let ioe = |source| CatalogError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let ioe = |source| CatalogError::Io { path: self.path.clone(), source };
         file.write_all(&buf).map_err(ioe)?;
         file.sync_data().map_err(ioe)?;
         for (c, meta) in created {
@@ -279,11 +258,7 @@ fn check_kind(meta: &SeriesMeta, kind: ValueKind) -> Result<(), CatalogError> {
     if meta.kind == kind {
         Ok(())
     } else {
-        Err(CatalogError::KindConflict {
-            key: meta.key.to_string(),
-            existing: meta.kind,
-            attempted: kind,
-        })
+        Err(CatalogError::KindConflict { key: meta.key.to_string(), existing: meta.kind, attempted: kind })
     }
 }
 

@@ -43,11 +43,7 @@ impl BitWriter {
             self.nbits += n;
         } else {
             let hi = n - free;
-            self.acc = if free == 0 {
-                self.acc
-            } else {
-                (self.acc << free) | (v >> hi)
-            };
+            self.acc = if free == 0 { self.acc } else { (self.acc << free) | (v >> hi) };
             self.nbits = 64;
             self.flush_full();
             self.acc = v & ((1u64 << hi) - 1);
@@ -172,7 +168,8 @@ fn unzigzag(v: u64) -> i64 {
 /// Delta-of-delta timestamp buckets: (prefix bits, prefix value, payload bits).
 /// Regular sampling costs one bit per sample; nanosecond jitter of a few
 /// microseconds fits the 14- and 20-bit buckets.
-const DOD_BUCKETS: [(u32, u64, u32); 5] = [(2, 0b10, 7), (3, 0b110, 14), (4, 0b1110, 20), (5, 0b11110, 32), (5, 0b11111, 64)];
+const DOD_BUCKETS: [(u32, u64, u32); 5] =
+    [(2, 0b10, 7), (3, 0b110, 14), (4, 0b1110, 20), (5, 0b11110, 32), (5, 0b11111, 64)];
 
 /// Encodes timestamps (any order) with delta-of-delta.
 pub fn encode_timestamps(ts: &[i64]) -> Vec<u8> {
@@ -304,8 +301,7 @@ pub fn decode_gorilla(buf: &[u8], n: usize, out: &mut Vec<f64>) -> Result<(), Co
 
 /// Compresses numbers with pcodec (default level).
 pub fn encode_pco<T: pco::data_types::Number>(vals: &[T]) -> Result<Vec<u8>, CodecError> {
-    pco::standalone::simple_compress(vals, &pco::ChunkConfig::default())
-        .map_err(|e| CodecError::Pco(e.to_string()))
+    pco::standalone::simple_compress(vals, &pco::ChunkConfig::default()).map_err(|e| CodecError::Pco(e.to_string()))
 }
 
 /// Decompresses pcodec numbers, checking the count.
@@ -432,7 +428,19 @@ mod tests {
     #[test]
     fn gorilla_round_trips_special_values() {
         let vals = vec![
-            1.0, 1.0, 1.5, -2.25, f64::NAN, f64::INFINITY, 0.0, -0.0, 1e-300, 2.718, 2.718, 42.0, f64::MIN_POSITIVE,
+            1.0,
+            1.0,
+            1.5,
+            -2.25,
+            f64::NAN,
+            f64::INFINITY,
+            0.0,
+            -0.0,
+            1e-300,
+            1.234,
+            1.234,
+            42.0,
+            f64::MIN_POSITIVE,
         ];
         let enc = encode_gorilla(&vals);
         let mut out = Vec::new();

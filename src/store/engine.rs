@@ -211,15 +211,12 @@ struct Inner {
     _lock: std::fs::File,
 }
 
+/// Where the WAL thread reports a write's outcome.
+type WriteAck = SyncSender<Result<(), StoreError>>;
+
 enum WalMsg {
-    Write {
-        payload: Vec<u8>,
-        samples: Vec<Sample>,
-        ack: SyncSender<Result<(), StoreError>>,
-    },
-    Rotate {
-        ack: SyncSender<Result<WalSeq, StoreError>>,
-    },
+    Write { payload: Vec<u8>, samples: Vec<Sample>, ack: SyncSender<Result<(), StoreError>> },
+    Rotate { ack: SyncSender<Result<WalSeq, StoreError>> },
 }
 
 /// The embedded time-series store. Cheap to share behind an `Arc`; every
@@ -240,7 +237,10 @@ fn read_checkpoint(paths: &DataPaths) -> Result<(WalSeq, BlockId), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((WalSeq(0), BlockId(0))),
         Err(e) => return Err(io_err(format!("reading {}", p.display()))(e)),
     };
-    if b.len() != 28 || &b[..8] != CHECKPOINT_MAGIC || crc32c::crc32c(&b[..24]) != u32::from_le_bytes([b[24], b[25], b[26], b[27]]) {
+    if b.len() != 28
+        || &b[..8] != CHECKPOINT_MAGIC
+        || crc32c::crc32c(&b[..24]) != u32::from_le_bytes([b[24], b[25], b[26], b[27]])
+    {
         // The checkpoint is written atomically, so this is real damage. The
         // blocks also record what they cover, so recovery can go on without it.
         error!(path = %p.display(), "Checkpoint file is corrupt; recovering from block footers");
@@ -289,8 +289,12 @@ impl Inner {
         let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         let dest = qdir.join(format!("{}.{}", name.to_string_lossy(), crate::domain::now_ns()));
         match std::fs::rename(path, &dest) {
-            Ok(()) => error!(file = %path.display(), moved_to = %dest.display(), reason = why, "Quarantined corrupt file; the rest of the store stays served"),
-            Err(e) => error!(file = %path.display(), error = %e, reason = why, "Corrupt file could not be moved to quarantine"),
+            Ok(()) => {
+                error!(file = %path.display(), moved_to = %dest.display(), reason = why, "Quarantined corrupt file; the rest of the store stays served")
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, reason = why, "Corrupt file could not be moved to quarantine")
+            }
         }
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.write();
@@ -375,10 +379,7 @@ impl Store {
                 Ok(r) => {
                     replay_from = replay_from.max(WalSeq(r.wal_through + 1));
                     max_block = max_block.max(id);
-                    blocks.push(Sealed {
-                        id: BlockId(id),
-                        reader: Arc::new(r),
-                    });
+                    blocks.push(Sealed { id: BlockId(id), reader: Arc::new(r) });
                 }
                 Err(e) => inner.quarantine(&p, &e.to_string()),
             }
@@ -393,10 +394,7 @@ impl Store {
                 continue;
             }
             match SealedReader::open(&p, ROLLUP_MAGIC) {
-                Ok(r) => rollups.push(Sealed {
-                    id: BlockId(id),
-                    reader: Arc::new(r),
-                }),
+                Ok(r) => rollups.push(Sealed { id: BlockId(id), reader: Arc::new(r) }),
                 Err(e) => inner.quarantine(&p, &e.to_string()),
             }
         }
@@ -413,11 +411,8 @@ impl Store {
         if skipped > 0 {
             warn!(skipped, "WAL samples of unknown series or kind were skipped");
         }
-        let next_seq = wal::list_segments(&paths)?
-            .last()
-            .map(|s| WalSeq(s.0 + 1))
-            .unwrap_or(WalSeq(1))
-            .max(replay_from);
+        let next_seq =
+            wal::list_segments(&paths)?.last().map(|s| WalSeq(s.0 + 1)).unwrap_or(WalSeq(1)).max(replay_from);
         let writer = WalWriter::create(paths.clone(), next_seq, args.wal_segment_bytes)?;
         info!(data_dir = %paths.root().display(), series = inner.catalog.len(), blocks = blocks.len(), rollups = rollups.len(),
               wal_records = stats.records, head_samples = head.samples(), "Store opened");
@@ -495,11 +490,7 @@ impl Store {
                 Ok(Some(mut p)) => {
                     p.normalize();
                     if let Some(j) = p.len().checked_sub(1) {
-                        latest[i] = Some(Latest {
-                            ts: p.ts[j],
-                            value: p.values.get(j),
-                            quality: p.quality_at(j),
-                        });
+                        latest[i] = Some(Latest { ts: p.ts[j], value: p.values.get(j), quality: p.quality_at(j) });
                     }
                 }
                 Ok(None) => {}
@@ -511,11 +502,7 @@ impl Store {
             let i = id.0 as usize;
             if let Some(j) = (0..p.len()).max_by_key(|&j| (p.ts[j], j)) {
                 if i < n && latest[i].as_ref().is_none_or(|l| p.ts[j] >= l.ts) {
-                    latest[i] = Some(Latest {
-                        ts: p.ts[j],
-                        value: p.values.get(j),
-                        quality: p.quality_at(j),
-                    });
+                    latest[i] = Some(Latest { ts: p.ts[j], value: p.values.get(j), quality: p.quality_at(j) });
                 }
             }
         }
@@ -554,11 +541,7 @@ impl Store {
             if let Err((id, expected, got)) = self.inner.catalog.check_kinds(&samples) {
                 return Err(match self.inner.catalog.meta(id) {
                     None => StoreError::UnknownSeries(id.0),
-                    Some(m) => StoreError::KindMismatch {
-                        series: m.key.to_string(),
-                        expected,
-                        got,
-                    },
+                    Some(m) => StoreError::KindMismatch { series: m.key.to_string(), expected, got },
                 });
             }
         }
@@ -571,14 +554,10 @@ impl Store {
         let mut payload = Vec::new();
         wal::encode_batch(&samples, &mut payload);
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let sent = self.tx.lock().clone().ok_or(StoreError::Closed).and_then(|tx| {
-            tx.send(WalMsg::Write {
-                payload,
-                samples,
-                ack: ack_tx,
-            })
-            .map_err(|_| StoreError::Closed)
-        });
+        let sent =
+            self.tx.lock().clone().ok_or(StoreError::Closed).and_then(|tx| {
+                tx.send(WalMsg::Write { payload, samples, ack: ack_tx }).map_err(|_| StoreError::Closed)
+            });
         if let Err(e) = sent {
             coming.fetch_sub(1, Ordering::SeqCst);
             return Err(e);
@@ -589,17 +568,13 @@ impl Store {
     /// [`Store::write`] from async code (runs on the blocking pool).
     pub async fn write_async(self: &Arc<Self>, samples: Vec<Sample>) -> Result<(), StoreError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.write(samples))
-            .await
-            .map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || me.write(samples)).await.map_err(|_| StoreError::Closed)?
     }
 
     /// The latest sample of each of `ids`.
     pub fn latest(&self, ids: &[SeriesId]) -> Vec<Option<Latest>> {
         let st = self.inner.state.read();
-        ids.iter()
-            .map(|id| st.latest.get(id.0 as usize).cloned().flatten())
-            .collect()
+        ids.iter().map(|id| st.latest.get(id.0 as usize).cloned().flatten()).collect()
     }
 
     /// Raw samples of `id` with `from <= ts < to`, sorted, one per timestamp
@@ -624,7 +599,13 @@ impl Store {
     /// [from, to), taken under one lock: a seal that publishes a block and
     /// drops the frozen head it came from can never fall between the two,
     /// so a query never misses (or double-reads) the samples being sealed.
-    fn snapshot(&self, id: SeriesId, from: Timestamp, to: Timestamp, rollups: bool) -> (Vec<Arc<SealedReader>>, Vec<Points>) {
+    fn snapshot(
+        &self,
+        id: SeriesId,
+        from: Timestamp,
+        to: Timestamp,
+        rollups: bool,
+    ) -> (Vec<Arc<SealedReader>>, Vec<Points>) {
         let st = self.inner.state.read();
         let files = if rollups { &st.rollups } else { &st.blocks };
         let files = files
@@ -651,7 +632,13 @@ impl Store {
     /// Windowed aggregates of `id` over [from, to): one partial per window
     /// (windows aligned to the epoch). Answered from the per-minute rollups
     /// where the window and the range are whole minutes, else from raw data.
-    pub fn aggregate(&self, id: SeriesId, from: Timestamp, to: Timestamp, window: i64) -> Result<Vec<(Timestamp, Partial)>, StoreError> {
+    pub fn aggregate(
+        &self,
+        id: SeriesId,
+        from: Timestamp,
+        to: Timestamp,
+        window: i64,
+    ) -> Result<Vec<(Timestamp, Partial)>, StoreError> {
         let kind = self.inner.kind_of(id).ok_or(StoreError::UnknownSeries(id.0))?;
         if !kind.is_numeric() || window <= 0 {
             return Ok(Vec::new());
@@ -675,15 +662,20 @@ impl Store {
     /// recomputed from raw data with the same last-write-wins rule as
     /// [`Store::range`] -- unless retention already removed a raw block
     /// behind it, in which case the rollups are all there is and are merged.
-    fn aggregate_rollups(&self, id: SeriesId, kind: ValueKind, from: Timestamp, to: Timestamp, window: i64, w: &mut Windows) {
+    fn aggregate_rollups(
+        &self,
+        id: SeriesId,
+        kind: ValueKind,
+        from: Timestamp,
+        to: Timestamp,
+        window: i64,
+        w: &mut Windows,
+    ) {
         // One consistent view of rollups, raw blocks and the head.
         let (rollup_files, block_files, block_ids, head) = {
             let st = self.inner.state.read();
             let overlapping = |v: &Vec<Sealed>| -> Vec<Arc<SealedReader>> {
-                v.iter()
-                    .filter(|b| b.reader.max_ts >= from && b.reader.min_ts < to)
-                    .map(|b| b.reader.clone())
-                    .collect()
+                v.iter().filter(|b| b.reader.max_ts >= from && b.reader.min_ts < to).map(|b| b.reader.clone()).collect()
             };
             let rollups: Vec<(BlockId, Arc<SealedReader>)> = st
                 .rollups
@@ -821,7 +813,13 @@ impl Drop for Store {
     }
 }
 
-fn wal_loop(inner: Arc<Inner>, mut writer: WalWriter, rx: Receiver<WalMsg>, seal_tx: SyncSender<()>, interval: Duration) {
+fn wal_loop(
+    inner: Arc<Inner>,
+    mut writer: WalWriter,
+    rx: Receiver<WalMsg>,
+    seal_tx: SyncSender<()>,
+    interval: Duration,
+) {
     let mut last_sync = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
     let max_group_bytes: usize = 64 << 20;
     let mut pending_ctrl: Option<WalMsg> = None;
@@ -833,7 +831,7 @@ fn wal_loop(inner: Arc<Inner>, mut writer: WalWriter, rx: Receiver<WalMsg>, seal
                 Err(_) => break,
             },
         };
-        let mut group: Vec<(Vec<Sample>, SyncSender<Result<(), StoreError>>)> = Vec::new();
+        let mut group: Vec<(Vec<Sample>, WriteAck)> = Vec::new();
         match first {
             WalMsg::Rotate { ack } => {
                 let _ = ack.send(rotate(&inner, &mut writer));
@@ -896,11 +894,7 @@ fn wal_loop(inner: Arc<Inner>, mut writer: WalWriter, rx: Receiver<WalMsg>, seal
                                 latest.resize(i + 1, None);
                             }
                             if latest[i].as_ref().is_none_or(|l| s.ts >= l.ts) {
-                                latest[i] = Some(Latest {
-                                    ts: s.ts,
-                                    value: s.value.clone(),
-                                    quality: s.quality,
-                                });
+                                latest[i] = Some(Latest { ts: s.ts, value: s.value.clone(), quality: s.quality });
                             }
                         }
                         n += samples.len() as u64;
@@ -996,9 +990,15 @@ fn seal(inner: &Inner, tx: &SyncSender<WalMsg>) -> Result<bool, StoreError> {
         }
         inner.next_block.store(id.0 + 1, Ordering::SeqCst);
         inner.counters.seals.fetch_add(1, Ordering::Relaxed);
-        info!(block = id.0, samples, block_bytes = bbytes, rollup_bytes = rbytes,
-              bytes_per_sample = format!("{:.3}", bbytes as f64 / samples.max(1) as f64),
-              elapsed_ms = started.elapsed().as_millis() as u64, "Sealed head into block");
+        info!(
+            block = id.0,
+            samples,
+            block_bytes = bbytes,
+            rollup_bytes = rbytes,
+            bytes_per_sample = format!("{:.3}", bbytes as f64 / samples.max(1) as f64),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Sealed head into block"
+        );
         wrote = true;
     }
     let last = BlockId(inner.next_block.load(Ordering::SeqCst).saturating_sub(1));
@@ -1016,13 +1016,7 @@ fn apply_retention(inner: &Inner) -> Result<(), StoreError> {
         disk_budget: inner.config.disk_budget.0,
     };
     let info = |v: &Vec<Sealed>| -> Vec<FileInfo> {
-        v.iter()
-            .map(|s| FileInfo {
-                id: s.id,
-                max_ts: s.reader.max_ts,
-                bytes: s.reader.bytes,
-            })
-            .collect()
+        v.iter().map(|s| FileInfo { id: s.id, max_ts: s.reader.max_ts, bytes: s.reader.bytes }).collect()
     };
     let plan = {
         let st = inner.state.read();

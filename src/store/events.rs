@@ -132,8 +132,7 @@ impl EventLog {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         if on_disk {
             // `journal_mode` answers with the mode now in force.
-            let mode: String =
-                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(mode = %mode, "Event log could not switch to WAL mode");
             }
@@ -141,9 +140,7 @@ impl EventLog {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.set_prepared_statement_cache_capacity(64);
         migrate(&mut conn)?;
-        Ok(EventLog {
-            conn: Mutex::new(conn),
-        })
+        Ok(EventLog { conn: Mutex::new(conn) })
     }
 
     /// The schema version of the open file.
@@ -178,9 +175,7 @@ impl EventLog {
     pub fn query(&self, q: &EventQuery) -> Result<Vec<Event>, EventLogError> {
         let (where_sql, mut args) = where_clause(q);
         let order = if q.newest_first { "DESC" } else { "ASC" };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events{where_sql} ORDER BY ts {order}, id {order} LIMIT ?"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM events{where_sql} ORDER BY ts {order}, id {order} LIMIT ?");
         let limit = q.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         args.push(rusqlite::types::Value::Integer(limit));
 
@@ -207,8 +202,7 @@ impl EventLog {
     /// The event with this id, if there is one.
     pub fn get(&self, id: i64) -> Result<Option<Event>, EventLogError> {
         let conn = self.conn.lock();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))?;
         let mut rows = stmt.query([id])?;
         match rows.next()? {
             Some(row) => Ok(Some(decode(row)?)),
@@ -229,18 +223,10 @@ fn migrate(conn: &mut Connection) -> Result<(), EventLogError> {
         // A newer linepilot wrote this file. Its columns are a superset of
         // ours (migrations only add), so keep going; rows we cannot decode
         // are reported one by one.
-        tracing::warn!(
-            found,
-            supported = SCHEMA_VERSION,
-            "Event log was written by a newer version"
-        );
+        tracing::warn!(found, supported = SCHEMA_VERSION, "Event log was written by a newer version");
         return Ok(());
     }
-    for (i, step) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(found).unwrap_or(0))
-    {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(step)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
@@ -254,14 +240,7 @@ fn insert(conn: &Connection, ev: &Event) -> Result<(), EventLogError> {
     let mut stmt = conn.prepare_cached(INSERT_SQL)?;
     // `Value`'s Display is its compact JSON text and cannot fail.
     let details = ev.details.to_string();
-    stmt.execute(params![
-        ev.ts,
-        ev.asset,
-        ev.kind.as_str(),
-        i64::from(ev.severity),
-        ev.message,
-        details
-    ])?;
+    stmt.execute(params![ev.ts, ev.asset, ev.kind.as_str(), i64::from(ev.severity), ev.message, details])?;
     Ok(())
 }
 
@@ -284,10 +263,7 @@ fn where_clause(q: &EventQuery) -> (String, Vec<rusqlite::types::Value>) {
         conds.push("asset = ?".into());
         args.push(V::Text(asset.clone()));
     }
-    let kinds: Vec<EventKind> = EventKind::ALL
-        .into_iter()
-        .filter(|k| q.kinds.contains(k))
-        .collect();
+    let kinds: Vec<EventKind> = EventKind::ALL.into_iter().filter(|k| q.kinds.contains(k)).collect();
     if !kinds.is_empty() {
         let marks = vec!["?"; kinds.len()].join(", ");
         conds.push(format!("kind IN ({marks})"));
@@ -303,29 +279,14 @@ fn where_clause(q: &EventQuery) -> (String, Vec<rusqlite::types::Value>) {
 fn decode(row: &Row<'_>) -> Result<Event, EventLogError> {
     let id: i64 = row.get(0)?;
     let kind_text: String = row.get(3)?;
-    let kind = kind_text
-        .parse::<EventKind>()
-        .map_err(|_| EventLogError::UnknownKind {
-            id,
-            kind: kind_text.clone(),
-        })?;
+    let kind =
+        kind_text.parse::<EventKind>().map_err(|_| EventLogError::UnknownKind { id, kind: kind_text.clone() })?;
     let severity_raw: i64 = row.get(4)?;
-    let severity = u16::try_from(severity_raw).map_err(|_| EventLogError::BadSeverity {
-        id,
-        severity: severity_raw,
-    })?;
+    let severity =
+        u16::try_from(severity_raw).map_err(|_| EventLogError::BadSeverity { id, severity: severity_raw })?;
     let details_text: String = row.get(6)?;
-    let details =
-        serde_json::from_str(&details_text).map_err(|source| EventLogError::Json { id, source })?;
-    Ok(Event {
-        id,
-        ts: row.get(1)?,
-        asset: row.get(2)?,
-        kind,
-        severity,
-        message: row.get(5)?,
-        details,
-    })
+    let details = serde_json::from_str(&details_text).map_err(|source| EventLogError::Json { id, source })?;
+    Ok(Event { id, ts: row.get(1)?, asset: row.get(2)?, kind, severity, message: row.get(5)?, details })
 }
 
 #[cfg(test)]
@@ -363,22 +324,16 @@ mod tests {
         let (_dir, _path, log) = temp_log();
         assert_eq!(log.schema_version().unwrap(), SCHEMA_VERSION);
         let conn = log.conn.lock();
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
+        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL");
     }
 
     #[test]
     fn append_returns_increasing_ids_and_get_reads_back() {
         let (_dir, _path, log) = temp_log();
-        let a = log
-            .append(&ev(10, Some("filler"), EventKind::Alarm, "a"))
-            .unwrap();
+        let a = log.append(&ev(10, Some("filler"), EventKind::Alarm, "a")).unwrap();
         let b = log.append(&ev(20, None, EventKind::Audit, "b")).unwrap();
         assert!(b > a);
         let got = log.get(b).unwrap().unwrap();
@@ -400,35 +355,20 @@ mod tests {
             ev(500, None, EventKind::Comms, "x"),
         ])
         .unwrap();
-        let msgs = |q: &EventQuery| -> Vec<String> {
-            log.query(q)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.message)
-                .collect()
-        };
+        let msgs = |q: &EventQuery| -> Vec<String> { log.query(q).unwrap().into_iter().map(|e| e.message).collect() };
 
         // Everything, oldest first.
         assert_eq!(msgs(&EventQuery::default()), ["f1", "c1", "f2", "f3", "x"]);
         // `to` is exclusive, `from` inclusive.
-        let q = EventQuery {
-            from: Some(200),
-            to: Some(400),
-            ..Default::default()
-        };
+        let q = EventQuery { from: Some(200), to: Some(400), ..Default::default() };
         assert_eq!(msgs(&q), ["c1", "f2"]);
         assert_eq!(log.count(&q).unwrap(), 2);
         // By asset.
-        let q = EventQuery {
-            asset: Some("filler".into()),
-            ..Default::default()
-        };
+        let q = EventQuery { asset: Some("filler".into()), ..Default::default() };
         assert_eq!(msgs(&q), ["f1", "f2", "f3"]);
         // By kinds (duplicates and order do not matter).
-        let q = EventQuery {
-            kinds: vec![EventKind::Anomaly, EventKind::Alarm, EventKind::Anomaly],
-            ..Default::default()
-        };
+        let q =
+            EventQuery { kinds: vec![EventKind::Anomaly, EventKind::Alarm, EventKind::Anomaly], ..Default::default() };
         assert_eq!(msgs(&q), ["f1", "c1", "f3"]);
         // Combined, newest first, limited.
         let q = EventQuery {
@@ -442,10 +382,7 @@ mod tests {
         assert_eq!(msgs(&q), ["f3", "f2"]);
         assert_eq!(log.count(&q).unwrap(), 3, "count ignores limit");
         // Limit zero.
-        let q = EventQuery {
-            limit: Some(0),
-            ..Default::default()
-        };
+        let q = EventQuery { limit: Some(0), ..Default::default() };
         assert!(msgs(&q).is_empty());
     }
 
@@ -455,18 +392,10 @@ mod tests {
         for m in ["a", "b", "c"] {
             log.append(&ev(7, None, EventKind::Audit, m)).unwrap();
         }
-        let asc: Vec<_> = log
-            .query(&EventQuery::default())
-            .unwrap()
-            .into_iter()
-            .map(|e| e.message)
-            .collect();
+        let asc: Vec<_> = log.query(&EventQuery::default()).unwrap().into_iter().map(|e| e.message).collect();
         assert_eq!(asc, ["a", "b", "c"]);
         let desc: Vec<_> = log
-            .query(&EventQuery {
-                newest_first: true,
-                ..Default::default()
-            })
+            .query(&EventQuery { newest_first: true, ..Default::default() })
             .unwrap()
             .into_iter()
             .map(|e| e.message)
@@ -480,8 +409,7 @@ mod tests {
         let path = dir.path().join("events.sqlite");
         let id = {
             let log = EventLog::open(&path).unwrap();
-            log.append(&ev(42, Some("labeller"), EventKind::Acknowledgement, "ack"))
-                .unwrap()
+            log.append(&ev(42, Some("labeller"), EventKind::Acknowledgement, "ack")).unwrap()
         };
         let log = EventLog::open(&path).unwrap();
         let all = log.query(&EventQuery::default()).unwrap();
@@ -495,8 +423,7 @@ mod tests {
     #[test]
     fn append_many_is_atomic() {
         let (_dir, _path, log) = temp_log();
-        log.append(&ev(1, None, EventKind::Audit, "before"))
-            .unwrap();
+        log.append(&ev(1, None, EventKind::Audit, "before")).unwrap();
         // Make the third insert fail: a trigger rejects one message.
         log.conn
             .lock()
@@ -548,10 +475,7 @@ mod tests {
         let mut n = ev(10, None, EventKind::Report, "shift report");
         n.details = serde_json::Value::Null;
         let id = log.append(&n).unwrap();
-        assert_eq!(
-            log.get(id).unwrap().unwrap().details,
-            serde_json::Value::Null
-        );
+        assert_eq!(log.get(id).unwrap().unwrap().details, serde_json::Value::Null);
     }
 
     #[test]
@@ -576,10 +500,7 @@ mod tests {
             other => panic!("expected UnknownKind, got {other:?}"),
         }
         // Queries that filter by known kinds skip the row and still work.
-        let q = EventQuery {
-            kinds: vec![EventKind::Alarm],
-            ..Default::default()
-        };
+        let q = EventQuery { kinds: vec![EventKind::Alarm], ..Default::default() };
         assert_eq!(log.query(&q).unwrap().len(), 1);
     }
 
@@ -587,10 +508,7 @@ mod tests {
     fn broken_details_json_names_the_row() {
         let (_dir, _path, log) = temp_log();
         let id = log.append(&ev(1, None, EventKind::Alarm, "x")).unwrap();
-        log.conn
-            .lock()
-            .execute("UPDATE events SET details = '{oops' WHERE id = ?1", [id])
-            .unwrap();
+        log.conn.lock().execute("UPDATE events SET details = '{oops' WHERE id = ?1", [id]).unwrap();
         match log.get(id) {
             Err(EventLogError::Json { id: bad, .. }) => assert_eq!(bad, id),
             other => panic!("expected Json error, got {other:?}"),
@@ -605,13 +523,11 @@ mod tests {
         // Pretend a newer linepilot bumped the version.
         {
             let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 3)
-                .unwrap();
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 3).unwrap();
         }
         let log = EventLog::open(&path).unwrap();
         assert_eq!(log.schema_version().unwrap(), SCHEMA_VERSION + 3);
-        log.append(&ev(1, None, EventKind::Audit, "still works"))
-            .unwrap();
+        log.append(&ev(1, None, EventKind::Audit, "still works")).unwrap();
         assert_eq!(log.count(&EventQuery::default()).unwrap(), 1);
     }
 

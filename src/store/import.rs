@@ -96,12 +96,7 @@ impl<'s> Builder<'s> {
                 }
             },
         };
-        self.samples.push(Sample {
-            series: id,
-            ts,
-            value,
-            quality: Quality::GOOD,
-        });
+        self.samples.push(Sample { series: id, ts, value, quality: Quality::GOOD });
         Ok(())
     }
 
@@ -113,10 +108,7 @@ impl<'s> Builder<'s> {
                 self.samples[si].series = ids[pi];
             }
         }
-        Ok(Resolved {
-            samples: self.samples,
-            new_series,
-        })
+        Ok(Resolved { samples: self.samples, new_series })
     }
 }
 
@@ -154,7 +146,9 @@ pub fn line_protocol(store: &Store, body: &str, precision: Precision, now: Times
             let value = match fv {
                 FieldValue::F64(v) => Value::F64(*v),
                 FieldValue::I64(v) => Value::I64(*v),
-                FieldValue::U64(v) => Value::I64(i64::try_from(*v).map_err(|_| format!("unsigned value {v} is out of range"))?),
+                FieldValue::U64(v) => {
+                    Value::I64(i64::try_from(*v).map_err(|_| format!("unsigned value {v} is out of range"))?)
+                }
                 FieldValue::Bool(v) => Value::Bool(*v),
                 FieldValue::Str(s) => Value::Str(s.to_string()),
             };
@@ -176,11 +170,7 @@ pub fn line_protocol(store: &Store, body: &str, precision: Precision, now: Times
 pub fn csv(store: &Store, rows: &str, first_line: usize) -> Result<Resolved, ImportError> {
     let mut b = Builder::new(store);
     for (i, line) in rows.lines().enumerate() {
-        let at = |column: usize, message: String| LineError {
-            line: first_line + i,
-            column,
-            message,
-        };
+        let at = |column: usize, message: String| LineError { line: first_line + i, column, message };
         let Some(row) = line_protocol::parse_csv_row(line).map_err(|(c, m)| at(c, m))? else { continue };
         let empty: [(&str, &str); 0] = [];
         canonical(&row.series, &empty, &mut b.key);

@@ -142,12 +142,7 @@ pub struct Points {
 impl Points {
     /// Empty points of `kind`.
     pub fn new(kind: ValueKind) -> Points {
-        Points {
-            ts: Vec::new(),
-            values: Column::new(kind),
-            quality: Vec::new(),
-            sorted: true,
-        }
+        Points { ts: Vec::new(), values: Column::new(kind), quality: Vec::new(), sorted: true }
     }
 
     /// Number of samples.
@@ -251,11 +246,7 @@ impl Points {
         let mut p = Points {
             ts: self.ts[a..b].to_vec(),
             values: self.values.slice(a..b),
-            quality: if self.quality.is_empty() {
-                Vec::new()
-            } else {
-                self.quality[a..b].to_vec()
-            },
+            quality: if self.quality.is_empty() { Vec::new() } else { self.quality[a..b].to_vec() },
             sorted: true,
         };
         p.normalize();

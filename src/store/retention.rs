@@ -93,20 +93,12 @@ mod tests {
     use super::*;
 
     fn f(id: u64, max_ts: i64, bytes: u64) -> FileInfo {
-        FileInfo {
-            id: BlockId(id),
-            max_ts,
-            bytes,
-        }
+        FileInfo { id: BlockId(id), max_ts, bytes }
     }
 
     #[test]
     fn age_then_budget_oldest_first_rollups_last() {
-        let p = Policy {
-            raw_max_age: 100,
-            rollup_max_age: 1000,
-            disk_budget: 250,
-        };
+        let p = Policy { raw_max_age: 100, rollup_max_age: 1000, disk_budget: 250 };
         let blocks = [f(1, 10, 100), f(2, 950, 100), f(3, 990, 100)];
         let rollups = [f(1, 10, 10), f(2, 950, 10), f(3, 990, 10)];
         let plan = plan(1000, &p, &blocks, &rollups);

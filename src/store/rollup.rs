@@ -40,7 +40,9 @@ impl std::str::FromStr for Agg {
             "first" => Agg::First,
             "last" => Agg::Last,
             "stddev" => Agg::Stddev,
-            other => return Err(format!("unknown aggregate `{other}` (avg, min, max, sum, count, first, last, stddev)")),
+            other => {
+                return Err(format!("unknown aggregate `{other}` (avg, min, max, sum, count, first, last, stddev)"))
+            }
         })
     }
 }
@@ -86,15 +88,7 @@ impl Partial {
     /// The state of one sample.
     #[inline]
     pub fn one(ts: Timestamp, v: f64) -> Partial {
-        Partial {
-            count: 1,
-            sum: v,
-            m2: 0.0,
-            min: v,
-            max: v,
-            first: (ts, v),
-            last: (ts, v),
-        }
+        Partial { count: 1, sum: v, m2: 0.0, min: v, max: v, first: (ts, v), last: (ts, v) }
     }
 
     /// Adds one sample (Welford).

@@ -59,10 +59,7 @@ pub enum WalError {
 }
 
 fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| WalError::Io { path: path.display().to_string(), source }
 }
 
 /// Appends records to the current segment.
@@ -81,14 +78,7 @@ impl WalWriter {
         let dir = paths.wal_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let file = new_segment(&paths, seq)?;
-        Ok(WalWriter {
-            paths,
-            seq,
-            file,
-            len: HEADER_LEN,
-            segment_max_bytes,
-            buf: Vec::with_capacity(1 << 20),
-        })
+        Ok(WalWriter { paths, seq, file, len: HEADER_LEN, segment_max_bytes, buf: Vec::with_capacity(1 << 20) })
     }
 
     /// The segment being written.
@@ -142,12 +132,7 @@ impl WalWriter {
 
 fn new_segment(paths: &DataPaths, seq: WalSeq) -> Result<File, WalError> {
     let path = paths.wal_segment(seq);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path).map_err(io_err(&path))?;
     let mut h = Vec::with_capacity(HEADER_LEN as usize);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
@@ -200,9 +185,7 @@ pub fn replay(
     for seq in list_segments(paths)?.into_iter().filter(|s| *s >= from) {
         let path = paths.wal_segment(seq);
         let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io_err(&path))?;
+        File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(&path))?;
         stats.segments += 1;
         if bytes.len() < HEADER_LEN as usize {
             warn!(path = %path.display(), len = bytes.len(), "WAL segment shorter than its header; removing it");
@@ -212,10 +195,7 @@ pub fn replay(
         }
         let version = u16::from_le_bytes([bytes[6], bytes[7]]);
         if &bytes[..6] != MAGIC || version != VERSION {
-            return Err(WalError::BadHeader {
-                path: path.display().to_string(),
-                version,
-            });
+            return Err(WalError::BadHeader { path: path.display().to_string(), version });
         }
         let mut off = HEADER_LEN as usize;
         let mut cut: Option<(usize, String)> = None;
@@ -241,13 +221,8 @@ pub fn replay(
             if computed != stored {
                 cut = Some((
                     off,
-                    WalError::CrcMismatch {
-                        path: path.display().to_string(),
-                        offset: off as u64,
-                        stored,
-                        computed,
-                    }
-                    .to_string(),
+                    WalError::CrcMismatch { path: path.display().to_string(), offset: off as u64, stored, computed }
+                        .to_string(),
                 ));
                 break;
             }
@@ -347,12 +322,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Sample>, WalError> {
             }
             _ => return Err(WalError::Decode("unknown value tag")),
         };
-        out.push(Sample {
-            series,
-            ts,
-            value,
-            quality,
-        });
+        out.push(Sample { series, ts, value, quality });
     }
     if r.pos != buf.len() {
         return Err(WalError::Decode("trailing bytes after batch"));
@@ -405,18 +375,8 @@ mod tests {
                 value: Value::Str(format!("state-{i}")),
                 quality: Quality::BAD_COMMS,
             },
-            Sample {
-                series: SeriesId(7),
-                ts: 9,
-                value: Value::Bool(i % 2 == 0),
-                quality: Quality::GOOD,
-            },
-            Sample {
-                series: SeriesId(8),
-                ts: 10,
-                value: Value::I64(-(i as i64)),
-                quality: Quality::UNCERTAIN,
-            },
+            Sample { series: SeriesId(7), ts: 9, value: Value::Bool(i.is_multiple_of(2)), quality: Quality::GOOD },
+            Sample { series: SeriesId(8), ts: 10, value: Value::I64(-(i as i64)), quality: Quality::UNCERTAIN },
         ]
     }
 
