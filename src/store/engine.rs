@@ -981,6 +981,16 @@ fn seal(inner: &Inner, tx: &SyncSender<WalMsg>) -> Result<bool, StoreError> {
         sync_dir(&inner.paths.block_dir()).map_err(io_err("syncing block dir"))?;
         let breader = Arc::new(SealedReader::open(&bpath, BLOCK_MAGIC)?);
         let rreader = Arc::new(SealedReader::open(&rpath, ROLLUP_MAGIC)?);
+        let raw_age_limit = inner.config.retention_raw.0.as_nanos().min(i64::MAX as u128) as i64;
+        if breader.max_ts < inner.clock.now().saturating_sub(raw_age_limit) {
+            // Typically an import of old history: say so before retention removes it.
+            warn!(
+                block = id.0,
+                newest_sample = %crate::api::query::format_time(breader.max_ts),
+                retention_raw = %inner.config.retention_raw,
+                "Sealed block is already older than retention_raw; retention removes its raw data now (rollups stay for retention_rollup). Raise retention_raw to keep imported history"
+            );
+        }
         {
             let mut st = inner.state.write();
             st.blocks.push(Sealed { id, reader: breader });
