@@ -32,6 +32,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/v2/write", post(write))
         .route("/api/v1/query", get(query_handler))
+        .route("/api/v1/events", get(events_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -120,6 +121,55 @@ async fn query_handler(State(st): State<ApiState>, Query(q): Query<query::QueryP
         Ok(Err(e @ query::QueryError::NotFound(_))) => {
             (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response()
         }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventParams {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    asset: Option<String>,
+    /// Comma-separated kinds (`alarm,anomaly`).
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/events?from&to&asset&kind&limit`: the event log, newest first.
+async fn events_handler(State(st): State<ApiState>, Query(p): Query<EventParams>) -> Response {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response();
+    let from = match p.from.as_deref().map(query::parse_time).transpose() {
+        Ok(t) => t,
+        Err(m) => return bad(m),
+    };
+    let to = match p.to.as_deref().map(query::parse_time).transpose() {
+        Ok(t) => t,
+        Err(m) => return bad(m),
+    };
+    let mut kinds = Vec::new();
+    for k in p.kind.as_deref().unwrap_or("").split(',').filter(|k| !k.is_empty()) {
+        match k.trim().parse() {
+            Ok(k) => kinds.push(k),
+            Err(m) => return bad(m),
+        }
+    }
+    let q = crate::store::events::EventQuery {
+        from,
+        to,
+        asset: p.asset,
+        kinds,
+        limit: Some(p.limit.unwrap_or(1000).min(100_000)),
+        newest_first: true,
+    };
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.events().query(&q)).await {
+        Ok(Ok(events)) => Json(json!({ "events": events })).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
     }

@@ -74,9 +74,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
         warn!(error = %e, "Could not write daemon.json; `linepilot query` will use [api] listen");
     }
     info!(listen = %local, tags = config.tags.len(), "linepilot running");
+    audit(
+        &store,
+        format!("linepilot {} started, API on {local}", env!("CARGO_PKG_VERSION")),
+        serde_json::json!({ "listen": local.to_string(), "tags": config.tags.len(), "pid": std::process::id() }),
+    );
     let app = crate::api::router(crate::api::ApiState { store: store.clone() }, config.api.max_body_bytes.0 as usize);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
     info!("Shutting down");
+    audit(&store, "linepilot stopped cleanly".to_string(), serde_json::json!({}));
     let s = store.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || s.close()).await {
         warn!(error = %e, "Store close did not finish cleanly");
@@ -102,5 +108,21 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Writes an audit line to the event log (failures are logged, never fatal).
+fn audit(store: &Store, message: String, details: serde_json::Value) {
+    let ev = crate::domain::Event {
+        id: 0,
+        ts: crate::domain::now_ns(),
+        asset: None,
+        kind: crate::domain::EventKind::Audit,
+        severity: 0,
+        message,
+        details,
+    };
+    if let Err(e) = store.events().append(&ev) {
+        warn!(error = %e, "Could not write audit event");
     }
 }
