@@ -977,7 +977,7 @@ fn head_memory_stays_bounded_under_sustained_ingest() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     const HEAD_MAX: u64 = 32 << 20;
-    cfg.head_max_bytes = ByteSize(HEAD_MAX);
+    cfg.head_max_bytes = Some(ByteSize(HEAD_MAX));
     let mut args = StoreArgs::new(cfg);
     args.clock = TestClock::new(T0 + 2 * HOUR);
     args.background = true;

@@ -23,9 +23,16 @@ pub struct StoreConfig {
     /// when its data spans this much.
     #[serde(default = "default_block_duration")]
     pub block_duration: HumanDuration,
-    /// Memory the in-memory head may use before it is sealed into a block early.
-    #[serde(default = "default_head_max_bytes")]
-    pub head_max_bytes: ByteSize,
+    /// The memory the store may use (resident set of the whole store: head,
+    /// sealing buffers, catalog). Writers are held back rather than exceed it.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// Memory the in-memory head may use before it is sealed into a block
+    /// early; by default derived from `memory_limit` (half of what is left
+    /// after a 64 MiB allowance for the rest of the process, since a head
+    /// being sealed and a new one coexist).
+    #[serde(default)]
+    pub head_max_bytes: Option<ByteSize>,
     /// How long raw samples are kept.
     #[serde(default = "default_retention_raw")]
     pub retention_raw: HumanDuration,
@@ -43,7 +50,8 @@ impl Default for StoreConfig {
             data_dir: default_data_dir(),
             fsync_interval: default_fsync_interval(),
             block_duration: default_block_duration(),
-            head_max_bytes: default_head_max_bytes(),
+            memory_limit: default_memory_limit(),
+            head_max_bytes: None,
             retention_raw: default_retention_raw(),
             retention_rollup: default_retention_rollup(),
             disk_budget: default_disk_budget(),
@@ -60,8 +68,19 @@ fn default_fsync_interval() -> HumanDuration {
 fn default_block_duration() -> HumanDuration {
     HumanDuration(Duration::from_secs(3600))
 }
-fn default_head_max_bytes() -> ByteSize {
-    ByteSize(96 * 1024 * 1024)
+fn default_memory_limit() -> ByteSize {
+    ByteSize(256 * 1000 * 1000)
+}
+
+impl StoreConfig {
+    /// The head size that triggers a seal: `head_max_bytes` if given, else
+    /// derived from `memory_limit`.
+    pub fn head_limit_bytes(&self) -> u64 {
+        self.head_max_bytes
+            .map(|b| b.0)
+            .unwrap_or_else(|| self.memory_limit.0.saturating_sub(64 << 20) / 2)
+            .max(1 << 20)
+    }
 }
 fn default_retention_raw() -> HumanDuration {
     HumanDuration(Duration::from_secs(14 * 86_400))

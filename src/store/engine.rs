@@ -320,7 +320,7 @@ impl Inner {
         if !self.background {
             return;
         }
-        let limit = self.config.head_max_bytes.0.saturating_mul(2);
+        let limit = self.config.head_limit_bytes().saturating_mul(2);
         let (lock, cv) = &self.head_room;
         let mut g = lock.lock();
         while self.head_bytes() >= limit && !self.closing.load(Ordering::SeqCst) {
@@ -899,7 +899,7 @@ fn wal_loop(
                         }
                         n += samples.len() as u64;
                     }
-                    active.bytes() as u64 >= inner.config.head_max_bytes.0
+                    active.bytes() as u64 >= inner.config.head_limit_bytes()
                         || active.span() >= inner.config.block_duration.0.as_nanos() as i64
                 };
                 inner.counters.samples.fetch_add(n, Ordering::Relaxed);
