@@ -97,6 +97,8 @@ pub enum ColCodec {
     Runs = 4,
     /// Dictionary + run-length strings.
     Dict = 5,
+    /// Timestamps at a constant step: first and step only.
+    ConstStep = 6,
 }
 
 impl ColCodec {
@@ -108,6 +110,7 @@ impl ColCodec {
             3 => ColCodec::PcoI64,
             4 => ColCodec::Runs,
             5 => ColCodec::Dict,
+            6 => ColCodec::ConstStep,
             _ => return None,
         })
     }
@@ -402,7 +405,7 @@ impl SealedReader {
                 return Err(CodecError::Corrupt("raw chunk needs 3 columns"));
             }
             let mut p = Points::new(e.kind);
-            codec::decode_timestamps(&cols[0].1, n, &mut p.ts)?;
+            decode_ts(cols[0].0, &cols[0].1, n, &mut p.ts)?;
             p.values = decode_values(e.kind, cols[1].0, &cols[1].1, n)?;
             let mut q = Vec::new();
             codec::decode_runs(&cols[2].1, n, &mut q)?;
@@ -426,7 +429,7 @@ impl SealedReader {
                 return Err(CodecError::Corrupt("rollup chunk needs 10 columns"));
             }
             let mut minute = Vec::new();
-            codec::decode_timestamps(&cols[0].1, n, &mut minute)?;
+            decode_ts(cols[0].0, &cols[0].1, n, &mut minute)?;
             let mut count = Vec::new();
             codec::decode_pco::<i64>(&cols[1].1, n, &mut count)?;
             let f = |i: usize| decode_f64(cols[i].0, &cols[i].1, n);
@@ -457,6 +460,40 @@ impl SealedReader {
             self.read_cols(e)?;
         }
         Ok(())
+    }
+}
+
+/// Encodes a timestamp column: constant step when every delta is the same
+/// (regular sampling from a PLC clock costs 16 bytes per chunk), else delta-of-delta.
+fn encode_ts(ts: &[i64]) -> (ColCodec, Vec<u8>) {
+    if let Some(step) = codec::constant_step(ts) {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&ts[0].to_le_bytes());
+        b.extend_from_slice(&step.to_le_bytes());
+        (ColCodec::ConstStep, b)
+    } else {
+        (ColCodec::DeltaOfDelta, codec::encode_timestamps(ts))
+    }
+}
+
+fn decode_ts(codec: ColCodec, b: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), CodecError> {
+    match codec {
+        ColCodec::DeltaOfDelta => codec::decode_timestamps(b, n, out),
+        ColCodec::ConstStep => {
+            if b.len() != 16 {
+                return Err(CodecError::Corrupt("constant-step column"));
+            }
+            let first = i64::from_le_bytes(b[..8].try_into().map_err(|_| CodecError::Truncated)?);
+            let step = i64::from_le_bytes(b[8..].try_into().map_err(|_| CodecError::Truncated)?);
+            out.reserve(n);
+            let mut t = first;
+            for _ in 0..n {
+                out.push(t);
+                t = t.wrapping_add(step);
+            }
+            Ok(())
+        }
+        _ => Err(CodecError::Corrupt("timestamp codec")),
     }
 }
 
@@ -523,7 +560,7 @@ pub fn raw_chunk(series: SeriesId, p: &Points, policy: FloatCodec) -> Result<Chu
         rows: p.len() as u32,
         min_ts: p.ts.first().copied().unwrap_or(0),
         max_ts: p.ts.last().copied().unwrap_or(0),
-        cols: vec![(ColCodec::DeltaOfDelta, codec::encode_timestamps(&p.ts)), vals, (ColCodec::Runs, q)],
+        cols: vec![encode_ts(&p.ts), vals, (ColCodec::Runs, q)],
     })
 }
 
@@ -539,7 +576,7 @@ pub fn rollup_chunk(
     let first_off: Vec<i64> = r.parts.iter().zip(&r.minute).map(|(p, m)| p.first.0 - m).collect();
     let last_off: Vec<i64> = r.parts.iter().zip(&r.minute).map(|(p, m)| p.last.0 - m).collect();
     let cols = vec![
-        (ColCodec::DeltaOfDelta, codec::encode_timestamps(&r.minute)),
+        encode_ts(&r.minute),
         (ColCodec::PcoI64, codec::encode_pco(&count)?),
         encode_f64(&col(|p| p.sum), policy)?,
         encode_f64(&col(|p| p.m2), policy)?,
@@ -564,6 +601,25 @@ pub fn rollup_chunk(
 mod tests {
     use super::*;
     use crate::domain::{Quality, Value};
+
+    #[test]
+    fn timestamps_use_constant_step_only_when_exact() {
+        let regular: Vec<i64> = (0..3600).map(|i| 1_800_000_000_000_000_000 + i * 1_000_000_000).collect();
+        let (c, b) = encode_ts(&regular);
+        assert_eq!((c, b.len()), (ColCodec::ConstStep, 16));
+        let mut out = Vec::new();
+        decode_ts(c, &b, regular.len(), &mut out).unwrap();
+        assert_eq!(out, regular);
+        let mut jittered = regular.clone();
+        jittered[1800] += 1; // one nanosecond off
+        let (c, b) = encode_ts(&jittered);
+        assert_eq!(c, ColCodec::DeltaOfDelta);
+        let mut out = Vec::new();
+        decode_ts(c, &b, jittered.len(), &mut out).unwrap();
+        assert_eq!(out, jittered);
+        assert_eq!(encode_ts(&regular[..1]).0, ColCodec::DeltaOfDelta, "one sample has no step");
+        assert!(decode_ts(ColCodec::ConstStep, &b[..15], 3, &mut Vec::new()).is_err());
+    }
 
     #[test]
     fn raw_and_rollup_round_trip_and_crc_catches_a_flipped_byte() {

@@ -201,6 +201,16 @@ pub fn encode_timestamps(ts: &[i64]) -> Vec<u8> {
     w.finish()
 }
 
+/// The step when `ts` has at least two values and every delta is the same
+/// (and positive), as with regular sampling.
+pub fn constant_step(ts: &[i64]) -> Option<i64> {
+    let step = ts.get(1)?.checked_sub(ts[0])?;
+    if step <= 0 {
+        return None;
+    }
+    ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step).then_some(step)
+}
+
 /// Decodes `n` timestamps.
 pub fn decode_timestamps(buf: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), CodecError> {
     out.reserve(n);
