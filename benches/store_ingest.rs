@@ -82,7 +82,7 @@ fn main() {
             hwm / 1024
         );
         daemon.stop();
-        (d, hwm, if extra.is_empty() { "default (96MiB)".to_string() } else { extra })
+        (d, hwm, if extra.is_empty() { "default (memory_limit 256 MB)".to_string() } else { extra })
     };
     drop(bodies);
 
@@ -148,7 +148,7 @@ fn main() {
     );
     println!();
     println!(
-        "peak RSS: linepilot daemon {} MB (head_max_bytes {http_head_max}); VictoriaMetrics {} MB",
+        "peak RSS: linepilot daemon {} MB (store config: {http_head_max}); VictoriaMetrics {} MB",
         http_hwm / 1024,
         vm_res.map_or(0, |(_, h)| h / 1024)
     );
