@@ -123,22 +123,22 @@ fn span_at(root: &Val<'_>, path: &[Seg]) -> Range<usize> {
     cur.span()
 }
 
-/// Removes `key` from the table at `path` under `v`; false when there is no such entry.
-fn remove_key(v: &mut Val<'_>, path: &[Seg], key: &str) -> bool {
+/// The value at `path` under `v`, mutably.
+fn node_mut<'v, 't>(v: &'v mut Val<'t>, path: &[Seg]) -> Option<&'v mut Val<'t>> {
     let mut cur = v;
     for seg in path {
         cur = match (cur.get_mut(), seg) {
-            (DeValue::Table(t), Seg::Key(k)) => match t.get_mut(k.as_str()) {
-                Some(n) => n,
-                None => return false,
-            },
-            (DeValue::Array(a), Seg::Index(i)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
+            (DeValue::Table(t), Seg::Key(k)) => t.get_mut(k.as_str())?,
+            (DeValue::Array(a), Seg::Index(i)) => a.get_mut(*i)?,
+            _ => return None,
         };
     }
+    Some(cur)
+}
+
+/// Removes `key` from the table at `path` under `v`; false when there is no such entry.
+fn remove_key(v: &mut Val<'_>, path: &[Seg], key: &str) -> bool {
+    let Some(cur) = node_mut(v, path) else { return false };
     match cur.get_mut() {
         DeValue::Table(t) => t.remove(key).is_some(),
         _ => false,
@@ -150,20 +150,7 @@ const STAND_IN: usize = usize::MAX / 2;
 
 /// Puts an empty string under `key` in the table at `path` (a stand-in for a missing key).
 fn insert_stand_in(v: &mut Val<'_>, path: &[Seg], k: &str) -> bool {
-    let mut cur = v;
-    for seg in path {
-        cur = match (cur.get_mut(), seg) {
-            (DeValue::Table(t), Seg::Key(k)) => match t.get_mut(k.as_str()) {
-                Some(n) => n,
-                None => return false,
-            },
-            (DeValue::Array(a), Seg::Index(i)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(cur) = node_mut(v, path) else { return false };
     match cur.get_mut() {
         DeValue::Table(t) => {
             let span = STAND_IN..STAND_IN;
