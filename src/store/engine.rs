@@ -201,6 +201,8 @@ struct Inner {
     counters: Counters,
     last_error: Mutex<Option<String>>,
     closing: std::sync::atomic::AtomicBool,
+    /// Serializes quarantines (see `Inner::quarantine`).
+    quarantine_lock: Mutex<()>,
     /// A background sealer runs (writers may wait for it, see `wait_for_head_room`).
     background: bool,
     /// Signalled after every seal attempt, so writers held back by a full head retry.
@@ -283,7 +285,18 @@ fn list_numbered(dir: &std::path::Path, ext: &str) -> Result<Vec<u64>, StoreErro
 }
 
 impl Inner {
+    /// Moves a corrupt sealed file aside and stops serving it. Readers that
+    /// hit the same damage at once (queries, the scrub) quarantine it once.
     fn quarantine(&self, path: &std::path::Path, why: &str) {
+        let _serial = self.quarantine_lock.lock();
+        {
+            let mut st = self.state.write();
+            st.blocks.retain(|b| b.reader.path() != path);
+            st.rollups.retain(|b| b.reader.path() != path);
+        }
+        if !path.exists() {
+            return; // already moved by another reader
+        }
         let qdir = self.paths.quarantine_dir();
         let _ = std::fs::create_dir_all(&qdir);
         let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
@@ -297,9 +310,6 @@ impl Inner {
             }
         }
         self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
-        let mut st = self.state.write();
-        st.blocks.retain(|b| b.reader.path() != path);
-        st.rollups.retain(|b| b.reader.path() != path);
     }
 
     fn kind_of(&self, id: SeriesId) -> Option<ValueKind> {
@@ -364,6 +374,7 @@ impl Store {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            quarantine_lock: Mutex::new(()),
             background: args.background,
             head_room: (Mutex::new(()), Condvar::new()),
             writers_coming: AtomicU64::new(0),
@@ -1057,6 +1068,8 @@ fn sealer_loop(inner: Arc<Inner>, tx: SyncSender<WalMsg>, rx: Receiver<()>) {
     // once per block_duration of wall-clock time so a quiet line still seals.
     let period = inner.config.block_duration.0.min(Duration::from_secs(3600));
     let mut last = Instant::now();
+    let retention_every = Duration::from_secs(60);
+    let mut last_retention = Instant::now();
     loop {
         let wait = period.saturating_sub(last.elapsed()).max(Duration::from_millis(10));
         let got = rx.recv_timeout(wait.min(Duration::from_millis(500)));
@@ -1067,8 +1080,12 @@ fn sealer_loop(inner: Arc<Inner>, tx: SyncSender<WalMsg>, rx: Receiver<()>) {
             Ok(()) => {}
             Err(RecvTimeoutError::Timeout) => {
                 if last.elapsed() < period {
-                    if let Err(e) = apply_retention(&inner) {
-                        *inner.last_error.lock() = Some(e.to_string());
+                    // Seals apply retention themselves; a quiet store checks once a minute.
+                    if last_retention.elapsed() >= retention_every {
+                        last_retention = Instant::now();
+                        if let Err(e) = apply_retention(&inner) {
+                            *inner.last_error.lock() = Some(e.to_string());
+                        }
                     }
                     continue;
                 }
