@@ -132,16 +132,24 @@ pub fn line_protocol(store: &Store, body: &str, precision: Precision, now: Times
     let mut name = String::new();
     line_protocol::for_each_point_ref(body, precision, |p| {
         let ts = p.timestamp.unwrap_or(now);
+        // Labels once per point, normalized as `SeriesKey::with_labels` does
+        // (sorted by key, a repeated key keeps its last value).
+        let mut tags: Vec<(&str, &str)> = p.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        if tags.windows(2).any(|w| w[0].0 >= w[1].0) {
+            tags.sort_by(|a, b| a.0.cmp(b.0));
+            tags.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
+        }
         for (field, fv) in &p.fields {
             name.clear();
             name.push_str(&p.measurement);
             name.push('.');
             name.push_str(field);
-            let mut tags: Vec<(&str, &str)> = p.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
-            if tags.windows(2).any(|w| w[0].0 >= w[1].0) {
-                tags.sort_by(|a, b| a.0.cmp(b.0));
-                tags.dedup_by(|later, earlier| later.0 == earlier.0);
-            }
             canonical(&name, &tags, &mut b.key);
             let value = match fv {
                 FieldValue::F64(v) => Value::F64(*v),
