@@ -306,37 +306,5 @@ fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult
         bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("query failed"));
     }
     let results = body.get("results").cloned().unwrap_or_default();
-    rows_from_json(results)
-}
-
-fn rows_from_json(v: serde_json::Value) -> Result<Vec<query::SeriesResult>> {
-    let mut out = Vec::new();
-    for r in v.as_array().cloned().unwrap_or_default() {
-        let agg = r
-            .get("agg")
-            .and_then(|a| a.as_str())
-            .and_then(|a| a.parse::<linepilot::store::rollup::Agg>().ok())
-            .map(|a| a.name());
-        let rows = r
-            .get("rows")
-            .and_then(|x| x.as_array())
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|row| query::Row {
-                ts: row.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-                time: row.get("time").and_then(|t| t.as_str()).unwrap_or("").to_string(),
-                value: row.get("value").cloned().and_then(|v| serde_json::from_value(v).ok()),
-                quality: row.get("quality").and_then(|q| q.as_str()).map(str::to_string),
-                count: row.get("count").and_then(|c| c.as_u64()),
-            })
-            .collect();
-        out.push(query::SeriesResult {
-            series: r.get("series").and_then(|s| s.as_str()).unwrap_or("").to_string(),
-            agg,
-            window_s: r.get("window_s").and_then(|w| w.as_f64()),
-            rows,
-        });
-    }
-    Ok(out)
+    serde_json::from_value(results).context("decoding the daemon's results")
 }

@@ -45,7 +45,7 @@ pub struct QueryParams {
 }
 
 /// One row of a result.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     /// UTC ns (window start for aggregates).
     pub ts: Timestamp,
@@ -54,23 +54,24 @@ pub struct Row {
     /// The value (None: window without samples or aggregate of nothing).
     pub value: Option<Value>,
     /// Quality (raw) — omitted for aggregates.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,
     /// Samples in the window (aggregates only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
 
-/// The result for one series.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// The result for one series (JSON out of the API, and back into the CLI).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SeriesResult {
     /// Name and labels.
     pub series: String,
     /// Aggregate applied, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub agg: Option<&'static str>,
+    #[serde(default)]
+    pub agg: Option<String>,
     /// Window in seconds, if aggregated.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_s: Option<f64>,
     /// Rows in time order.
     pub rows: Vec<Row>,
@@ -176,7 +177,7 @@ pub fn run(store: &Store, q: &QueryParams) -> Result<Vec<SeriesResult>, QueryErr
         };
         out.push(SeriesResult {
             series: m.key.to_string(),
-            agg: agg.map(|a| a.name()),
+            agg: agg.map(|a| a.name().to_string()),
             window_s: agg.map(|_| window as f64 / NANOS_PER_SEC as f64),
             rows,
         });
@@ -218,7 +219,7 @@ fn csv_field(s: &str) -> String {
 pub fn to_table(results: &[SeriesResult]) -> String {
     let mut s = String::new();
     for r in results {
-        s.push_str(&format!("{}{}\n", r.series, r.agg.map(|a| format!(" ({a})")).unwrap_or_default()));
+        s.push_str(&format!("{}{}\n", r.series, r.agg.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()));
         for row in &r.rows {
             let v = row.value.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             let extra = row.quality.clone().or(row.count.map(|c| format!("n={c}"))).unwrap_or_default();
