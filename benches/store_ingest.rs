@@ -69,19 +69,19 @@ fn main() {
     let (http_d, http_hwm, http_head_max) = {
         let dir = tempfile::tempdir().unwrap();
         let extra = std::env::var("LP_BENCH_STORE_EXTRA").unwrap_or_default();
-        let daemon = support::Daemon::start(dir.path(), &extra);
-        let d = support::post_all(&daemon.write_url(), &bodies, CLIENTS);
+        let daemon = support::start_daemon(dir.path(), &extra);
+        let d = support::post_all(&format!("http://{}/api/v2/write?precision=ns", daemon.addr), &bodies, CLIENTS);
         let health: serde_json::Value =
             serde_json::from_str(&support::get_text(&format!("http://{}/healthz", daemon.addr))).unwrap();
         let written = health["store"]["samples_written"].as_u64().unwrap_or(0);
         assert_eq!(written as usize, total, "daemon acknowledged a different number of samples");
-        let hwm = support::proc_status_kb(daemon.pid(), "VmHWM").unwrap_or(0);
+        let hwm = support::proc_status_kb(daemon.child.id(), "VmHWM").unwrap_or(0);
         println!(
             "linepilot HTTP: {:.2} s, {written} samples acknowledged, peak RSS {} MB",
             d.as_secs_f64(),
             hwm / 1024
         );
-        daemon.stop();
+        let _ = daemon.stop();
         (d, hwm, if extra.is_empty() { "default (memory_limit 256 MB)".to_string() } else { extra })
     };
     drop(bodies);

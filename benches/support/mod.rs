@@ -2,7 +2,6 @@
 //! as line protocol, a VictoriaMetrics peer, HTTP clients, machine facts.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -262,56 +261,17 @@ impl Drop for Vm {
     }
 }
 
-/// A `linepilot run` daemon on a free loopback port.
-pub struct Daemon {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-}
+/// The `linepilot run` driver the integration tests use.
+#[path = "../../tests/common/mod.rs"]
+pub mod daemon;
+pub use daemon::Daemon;
 
-impl Daemon {
-    /// Writes a config for a store in `dir/data` (`store_extra` adds `[store]` keys) and starts the daemon.
-    pub fn start(dir: &Path, store_extra: &str) -> Daemon {
-        let cfg = dir.join("linepilot.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[site]\nname = \"Bench plant\"\ntime_zone = \"UTC\"\n\n[store]\ndata_dir = \"{}\"\nretention_raw = \"36500d\"\nretention_rollup = \"36500d\"\n{store_extra}\n",
-                dir.join("data").display()
-            ),
-        )
-        .expect("writing config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_linepilot"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning linepilot");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("reading announcement");
-        let v: serde_json::Value =
-            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("announcement `{line}`: {e}"));
-        Daemon { addr: v["listen"].as_str().expect("listen").to_string(), child }
-    }
-
-    /// Its write endpoint (ns precision).
-    pub fn write_url(&self) -> String {
-        format!("http://{}/api/v2/write?precision=ns", self.addr)
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM and wait.
-    pub fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+/// Starts a daemon with a store in `dir/data` that keeps everything
+/// (`store_extra` adds `[store]` keys).
+pub fn start_daemon(dir: &Path, store_extra: &str) -> Daemon {
+    let cfg =
+        daemon::write_config(dir, &format!("retention_raw = \"36500d\"\nretention_rollup = \"36500d\"\n{store_extra}"));
+    Daemon::start(&cfg)
 }
 
 /// A line of /proc/PID/status in kB (`VmHWM`, `VmRSS`).
