@@ -143,8 +143,7 @@ pub fn run(store: &Store, q: &QueryParams) -> Result<Vec<SeriesResult>, QueryErr
         }
         _ => 60 * NANOS_PER_SEC,
     };
-    let matches: Vec<_> =
-        store.series().into_iter().filter(|m| m.key.name == q.series && m.key.matches_labels(&wanted)).collect();
+    let matches = store.catalog().matching(&q.series, &wanted);
     if matches.is_empty() {
         return Err(QueryError::NotFound(SeriesKey::with_labels(q.series.clone(), wanted).to_string()));
     }

@@ -168,6 +168,12 @@ impl Catalog {
         self.index.read().all.clone()
     }
 
+    /// The series named `name` whose labels include every pair of `labels`
+    /// (copies only those, not the whole catalog).
+    pub fn matching(&self, name: &str, labels: &[(String, String)]) -> Vec<SeriesMeta> {
+        self.index.read().all.iter().filter(|m| m.key.name == name && m.key.matches_labels(labels)).cloned().collect()
+    }
+
     /// Checks that every sample names a known series and carries a value of
     /// its kind; the first offender is returned as (series, expected, got).
     pub fn check_kinds(&self, samples: &[crate::domain::Sample]) -> Result<(), (SeriesId, ValueKind, ValueKind)> {
