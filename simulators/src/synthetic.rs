@@ -29,6 +29,8 @@
 //! machine cools down, its motor current and flow drop to near zero), and on
 //! the group's setpoint, which steps by a few percent about once an hour.
 
+use crate::rng::Rng;
+
 /// What a synthetic tag measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynthKind {
@@ -132,39 +134,6 @@ pub fn line_tags(n: usize) -> Vec<SynthTag> {
             SynthTag { name: format!("{asset}.{field}"), asset, field, kind, unit, decimals }
         })
         .collect()
-}
-
-/// xorshift64*: tiny, fast, deterministic.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [0, 1).
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Approximately standard normal (sum of 4 uniforms, rescaled).
-    fn gauss(&mut self) -> f64 {
-        let s = self.f64() + self.f64() + self.f64() + self.f64();
-        (s - 2.0) * 1.732_050_8
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.f64() < p
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 struct Machine {
