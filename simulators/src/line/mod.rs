@@ -2,6 +2,11 @@
 //! (`model`), scenarios (`scenario`) and the ground truth (`truth`).
 
 pub mod catalog;
+pub mod history;
+pub mod live;
+pub mod model;
+pub mod scenario;
+pub mod truth;
 
 use std::sync::Arc;
 
