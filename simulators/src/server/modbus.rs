@@ -317,10 +317,7 @@ pub fn register_map(catalog: &Catalog) -> String {
         rows.push((unit, assets.join(", "), size));
     }
     let w = rows.iter().map(|(_, a, _)| a.len()).max().unwrap_or(0).max("assets".len());
-    out.push_str(
-        "# Addresses used per unit and table (coils and discrete inputs in bits):
-",
-    );
+    out.push_str("# Addresses used per unit and table (coils and discrete inputs in bits):\n");
     let _ = writeln!(out, "# unit  {:<w$}  coils  discrete  holding  input", "assets");
     for (unit, assets, size) in rows {
         let _ = writeln!(
