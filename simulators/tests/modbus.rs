@@ -152,21 +152,24 @@ async fn connect(addr: SocketAddr, unit: u8) -> Context {
     }
 }
 
+/// How long a read may take before it counts as unanswered (generous for loaded CI machines).
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Reads the words of `r` and returns them, or what went wrong.
 async fn read_reg(ctx: &mut Context, r: &linesim::line::ModbusReg) -> Result<Vec<u16>, String> {
     ctx.set_slave(Slave(r.unit));
     let n = r.width();
     let res = match r.table {
-        Table::Holding => timeout(Duration::from_millis(400), ctx.read_holding_registers(r.address, n)).await,
-        Table::Input => timeout(Duration::from_millis(400), ctx.read_input_registers(r.address, n)).await,
+        Table::Holding => timeout(READ_TIMEOUT, ctx.read_holding_registers(r.address, n)).await,
+        Table::Input => timeout(READ_TIMEOUT, ctx.read_input_registers(r.address, n)).await,
         Table::Coil => {
-            timeout(Duration::from_millis(400), async {
+            timeout(READ_TIMEOUT, async {
                 ctx.read_coils(r.address, n).await.map(|x| x.map(|b| b.into_iter().map(u16::from).collect()))
             })
             .await
         }
         Table::Discrete => {
-            timeout(Duration::from_millis(400), async {
+            timeout(READ_TIMEOUT, async {
                 ctx.read_discrete_inputs(r.address, n).await.map(|x| x.map(|b| b.into_iter().map(u16::from).collect()))
             })
             .await
