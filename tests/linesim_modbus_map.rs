@@ -1,0 +1,75 @@
+//! The simulator's Modbus register map (`linesim map modbus`) loads as gateway
+//! `[[tag]]` tables unchanged, and every address means what the simulator serves.
+
+use linepilot::config::{Config, ModbusDataType, ModbusTable, TagAddress, WordOrder};
+use linesim::line::{self, Binding, Catalog, PlcType, Table};
+use linesim::server::modbus::{register_map, MAP_SOURCE};
+
+#[test]
+fn register_map_loads_in_the_gateway_config() {
+    let (catalog, _) = Catalog::build();
+    let mut assets: Vec<&str> = Vec::new();
+    for t in &catalog.tags {
+        if matches!(t.binding, Binding::Modbus(_)) && !assets.contains(&t.asset) {
+            assets.push(t.asset);
+        }
+    }
+    let mut text = String::from(
+        "[site]\nname = \"Plant\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n",
+    );
+    for a in &assets {
+        text.push_str(&format!("[[asset]]\nid = \"{a}\"\nname = \"{a}\"\nline = \"line1\"\nkind = \"{a}\"\n"));
+    }
+    text.push_str(&format!(
+        "[[source]]\nid = \"{MAP_SOURCE}\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:5020\"\n"
+    ));
+    text.push_str(&register_map(&catalog));
+
+    let config = match Config::from_str_named(&text, "linesim-modbus.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("the register map does not load:\n{e}"),
+    };
+    let modbus: Vec<_> = catalog
+        .tags
+        .iter()
+        .filter_map(|t| match &t.binding {
+            Binding::Modbus(r) => Some((t, r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(config.tags.len(), modbus.len());
+    for (tag, (t, r)) in config.tags.iter().zip(&modbus) {
+        assert_eq!(tag.name, t.name);
+        assert_eq!(tag.unit, t.unit);
+        let Some(TagAddress::Modbus(a)) = &tag.address else { panic!("{}: not a modbus address", t.name) };
+        assert_eq!(a.unit, r.unit, "{}", t.name);
+        assert_eq!(a.register, r.address, "{}", t.name);
+        let table = match r.table {
+            Table::Coil => ModbusTable::Coil,
+            Table::Discrete => ModbusTable::Discrete,
+            Table::Holding => ModbusTable::Holding,
+            Table::Input => ModbusTable::Input,
+        };
+        assert_eq!(a.table, table, "{}", t.name);
+        let ty = match r.ty {
+            PlcType::Bool => ModbusDataType::Bool,
+            PlcType::U16 => ModbusDataType::U16,
+            PlcType::I16 => ModbusDataType::I16,
+            PlcType::U32 => ModbusDataType::U32,
+            PlcType::I32 => ModbusDataType::I32,
+            PlcType::F32 => ModbusDataType::F32,
+            PlcType::F64 => ModbusDataType::F64,
+        };
+        assert_eq!(a.data_type, ty, "{}", t.name);
+        assert_eq!(a.word_count(), u32::from(r.width()), "{}", t.name);
+        if a.data_type != ModbusDataType::Bool {
+            let order = match r.order {
+                line::WordOrder::Abcd => WordOrder::Abcd,
+                line::WordOrder::Cdab => WordOrder::Cdab,
+            };
+            assert_eq!(a.order, order, "{}", t.name);
+        }
+        assert_eq!(a.scale.unwrap_or(1.0), r.scale, "{}", t.name);
+        assert_eq!(a.offset, None, "{}", t.name);
+    }
+}
