@@ -73,3 +73,32 @@ fn register_map_loads_in_the_gateway_config() {
         assert_eq!(a.offset, None, "{}", t.name);
     }
 }
+
+/// `configs/linesim/modbus-map.toml` is what `linesim map modbus` prints today.
+#[test]
+fn committed_register_map_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linesim/modbus-map.toml");
+    let committed = std::fs::read_to_string(path).expect("configs/linesim/modbus-map.toml");
+    let generated = register_map(&Catalog::build().0);
+    assert!(
+        committed == generated,
+        "configs/linesim/modbus-map.toml is stale: regenerate it with\n  cargo run -p linesim -- map modbus > configs/linesim/modbus-map.toml"
+    );
+}
+
+/// Every Modbus tag of the example config addresses what the simulator serves under that name.
+#[test]
+fn example_config_modbus_tags_follow_the_map() {
+    let example = Config::from_str_named(linepilot::config::EXAMPLE, "example.toml").expect("example loads");
+    let (catalog, _) = Catalog::build();
+    let mut checked = 0;
+    for tag in &example.tags {
+        let Some(TagAddress::Modbus(a)) = &tag.address else { continue };
+        let i = catalog.find(&tag.name).unwrap_or_else(|| panic!("{}: not a linesim tag", tag.name));
+        let Binding::Modbus(r) = &catalog.tags[i].binding else { panic!("{}: not on Modbus in linesim", tag.name) };
+        assert_eq!((a.unit, a.register), (r.unit, r.address), "{}", tag.name);
+        assert_eq!(a.scale.unwrap_or(1.0), r.scale, "{}", tag.name);
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} modbus tags in the example");
+}

@@ -120,6 +120,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Map { what } => match what.as_str() {
+            "modbus" => {
+                print!("{}", linesim::server::modbus::register_map(&linesim::line::Catalog::build().0));
+                Ok(())
+            }
             other => anyhow::bail!("unknown map `{other}` (expected: modbus)"),
         },
         Cmd::Synthetic { tags, seconds, seed, start } => {
