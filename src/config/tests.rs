@@ -86,18 +86,18 @@ fn base_and_example_load() {
     assert_eq!(count(|a| matches!(a, TagAddress::OpcUa(_))), 5);
     assert_eq!(count(|a| matches!(a, TagAddress::Modbus(_))), 4);
     assert_eq!(count(|a| matches!(a, TagAddress::Mqtt(_))), 2);
-    let fault = c.tags.iter().find(|t| t.name == "capper.torque_fault").and_then(|t| t.address.clone());
-    match fault {
+    let coil = c.tags.iter().find(|t| t.name == "washer.auto_mode").and_then(|t| t.address.clone());
+    match coil {
         Some(TagAddress::Modbus(m)) => {
-            assert_eq!((m.unit, m.register, m.bit), (2, 20, Some(3)));
+            assert_eq!((m.unit, m.register, m.table), (1, 0, ModbusTable::Coil));
             assert_eq!(m.data_type, ModbusDataType::Bool);
         }
         other => panic!("{other:?}"),
     }
-    let level = c.tags.iter().find(|t| t.name == "washer.caustic_level");
-    match level.and_then(|t| t.address.as_ref()) {
+    let temp = c.tags.iter().find(|t| t.name == "washer.tank_temp");
+    match temp.and_then(|t| t.address.as_ref()) {
         // The source's unit_id fills in a missing `unit`.
-        Some(TagAddress::Modbus(m)) => assert_eq!((m.unit, m.order), (1, WordOrder::Abcd)),
+        Some(TagAddress::Modbus(m)) => assert_eq!((m.unit, m.order, m.scale), (1, WordOrder::Abcd, Some(0.1))),
         other => panic!("{other:?}"),
     }
 }
