@@ -4,6 +4,8 @@
 //! a Sparkplug B edge node). Each reads the line through a `Feed`.
 
 pub mod modbus;
+pub mod mqtt;
+pub mod sparkplug;
 
 use serde::Deserialize;
 
