@@ -14,7 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use linesim::line::live::LiveOptions;
 use linesim::line::{history, model::Model, model::STEP_NS, scenario::Scenario, Val};
+use linesim::server::Running;
 use linesim::{Line, SynthValue};
 
 #[derive(Parser)]
@@ -26,6 +28,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Runs the line in (accelerated) real time behind its OPC UA, Modbus TCP and MQTT
+    /// servers; prints the endpoints as one JSON line, then runs until Ctrl-C / SIGTERM.
+    Live {
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Simulated seconds per second (60: an hour a minute; 0: frozen).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Run through this much simulated time before serving, e.g. "2h".
+        #[arg(long, default_value = "0s")]
+        skip: String,
+        /// Start the simulated clock at the scenario's `start` instead of now.
+        #[arg(long)]
+        scenario_start: bool,
+        /// Append the ground truth (JSON lines) to this file.
+        #[arg(long, default_value = "data/linesim-truth.jsonl")]
+        truth: PathBuf,
+        /// Listen on free ports (port 0) instead of the scenario's.
+        #[arg(long)]
+        any_port: bool,
+    },
     /// Writes a whole run as InfluxDB line protocol (line.lp) plus ground truth (truth.jsonl).
     History {
         #[arg(long)]
@@ -65,6 +88,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LINESIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(linesim::server::mqtt::BROKER_LOG_DIRECTIVE.parse().expect("static directive"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -80,6 +107,39 @@ fn parse_duration_ns(s: &str) -> anyhow::Result<i64> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Live { scenario, speed, skip, scenario_start, truth, any_port } => {
+            let path = scenario.display().to_string();
+            let mut sc = Scenario::load(&scenario)?;
+            anyhow::ensure!(speed.is_finite() && speed >= 0.0, "--speed must be 0 or more");
+            if any_port {
+                let zero = |listen: &str| match listen.rsplit_once(':') {
+                    Some((host, _)) => format!("{host}:0"),
+                    None => "127.0.0.1:0".to_string(),
+                };
+                sc.opcua.listen = zero(&sc.opcua.listen);
+                sc.modbus.listen = zero(&sc.modbus.listen);
+                sc.mqtt.listen = zero(&sc.mqtt.listen);
+            }
+            let opts = LiveOptions {
+                speed,
+                skip_ns: parse_duration_ns(&skip)?,
+                start_ns: if scenario_start { Some(sc.start_ns(&path)?) } else { None },
+                truth: Some(truth.clone()),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async move {
+                let running = Running::start(&sc, &path, opts).await?;
+                let mut info = running.endpoints();
+                info["truth"] = serde_json::json!(truth.display().to_string());
+                info["speed"] = serde_json::json!(speed);
+                println!("{info}");
+                std::io::stdout().flush()?;
+                shutdown_signal().await;
+                tracing::info!("stopping");
+                running.line.stop();
+                anyhow::Ok(())
+            })
+        }
         Cmd::History { scenario, hours, out } => {
             let path = scenario.display().to_string();
             let sc = Scenario::load(&scenario)?;
@@ -160,4 +220,24 @@ fn synthetic(tags: usize, seconds: u64, seed: u64, start: i64) {
         }
     }
     let _ = out.flush();
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -100,3 +100,51 @@ impl Default for MqttConfig {
         MqttConfig { listen: default_mqtt_listen(), broker: None, client_id: default_client_id() }
     }
 }
+
+/// A whole simulated line behind its three servers, started in-process.
+pub struct Running {
+    pub line: crate::line::live::LiveLine,
+    pub opcua: opcua::OpcUaServer,
+    pub modbus: modbus::ModbusServer,
+    pub mqtt: mqtt::MqttServer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Line(#[from] crate::line::live::LiveError),
+    #[error("OPC UA server: {0}")]
+    OpcUa(#[from] opcua::OpcUaError),
+    #[error("Modbus server: {0}")]
+    Modbus(#[from] modbus::ModbusError),
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] mqtt::MqttError),
+}
+
+impl Running {
+    /// Starts the model and the OPC UA, Modbus TCP and MQTT servers of `scenario`
+    /// (listen addresses from the scenario; port 0 picks free ports).
+    pub async fn start(
+        scenario: &crate::line::scenario::Scenario,
+        path: &str,
+        opts: crate::line::live::LiveOptions,
+    ) -> Result<Running, ServeError> {
+        let line = crate::line::live::LiveLine::start(scenario, path, opts)?;
+        let modbus = modbus::start(&scenario.modbus, line.feed.clone()).await?;
+        let mqtt = mqtt::start(&scenario.mqtt, line.feed.clone()).await?;
+        let opcua = opcua::start(&scenario.opcua, line.feed.clone()).await?;
+        Ok(Running { line, opcua, modbus, mqtt })
+    }
+
+    /// The endpoints, as the one JSON line `linesim live` prints.
+    pub fn endpoints(&self) -> serde_json::Value {
+        serde_json::json!({
+            "opcua": self.opcua.endpoint_url,
+            "opcua_addr": self.opcua.addr.to_string(),
+            "modbus": self.modbus.addr.to_string(),
+            "mqtt": self.mqtt.addr.to_string(),
+            "mqtt_embedded": self.mqtt.embedded,
+            "tags": self.line.feed.catalog.len(),
+        })
+    }
+}
