@@ -927,6 +927,6 @@ mod tests {
         let r = ModbusReg { ty: PlcType::I16, scale: 0.1, order: WordOrder::Abcd, ..r };
         assert_eq!(r.encode(Val::F64(-12.3)), vec![(-123i16) as u16]);
         let r = ModbusReg { ty: PlcType::U32, scale: 1.0, ..r };
-        assert_eq!(r.encode(Val::I64(70_000)), vec![1, 70_000 - 65_536]);
+        assert_eq!(r.encode(Val::I64(70_000)), vec![1, (70_000 - 65_536) as u16]);
     }
 }
