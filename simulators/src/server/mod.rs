@@ -3,6 +3,8 @@
 //! utilities) and MQTT (wireless vibration sensors as JSON, energy meters as
 //! a Sparkplug B edge node). Each reads the line through a `Feed`.
 
+pub mod opcua;
+
 use serde::Deserialize;
 
 /// `[opcua]` in a scenario file.
