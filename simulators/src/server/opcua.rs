@@ -139,7 +139,6 @@ pub async fn start(cfg: &OpcUaConfig, feed: Feed) -> Result<OpcUaServer, OpcUaEr
     // The first build may create an RSA key pair: keep it off the async workers.
     let first = {
         let setup = setup.clone();
-        let frame = frame.clone();
         tokio::task::spawn_blocking(move || build(&setup, addr.port(), &frame))
             .await
             .map_err(|e| OpcUaError::Build(format!("build task failed: {e}")))??
