@@ -5,6 +5,7 @@
 
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 pub mod sparkplug;
 
 use serde::Deserialize;
