@@ -44,7 +44,8 @@ pub struct LiveLine {
 impl LiveLine {
     /// Starts the model thread. The first frame is available on return.
     pub fn start(scenario: &Scenario, path: &str, opts: LiveOptions) -> Result<LiveLine, LiveError> {
-        let start_ns = opts.start_ns.unwrap_or_else(now_ns);
+        // A live run starts on a whole second, so 1 s tags sample on the second.
+        let start_ns = opts.start_ns.unwrap_or_else(|| now_ns() / 1_000_000_000 * 1_000_000_000);
         let mut model = Model::new(scenario, path, start_ns)?;
         let mut truth = match &opts.truth {
             Some(p) => {
