@@ -33,4 +33,3 @@ impl Rng {
         self.next() % n
     }
 }
-

@@ -99,7 +99,10 @@ fn eight_hour_history_is_consistent_and_shows_every_fault() {
 
     // Counters never decrease.
     for (name, s) in &h.series {
-        if name.ends_with("_count") || name.ends_with("energy") || name.ends_with("run_hours") || name.ends_with("energy_total")
+        if name.ends_with("_count")
+            || name.ends_with("energy")
+            || name.ends_with("run_hours")
+            || name.ends_with("energy_total")
         {
             for w in s.windows(2) {
                 assert!(w[1].1 >= w[0].1, "{name} decreases at {}: {} -> {}", w[1].0, w[0].1, w[1].1);
@@ -169,16 +172,17 @@ fn eight_hour_history_is_consistent_and_shows_every_fault() {
                 for sig in [format!("{asset}.vib_{b_}_rms"), format!("{asset}.vib_{b_}_peak")] {
                     let early = mean(&h.window(&sig, t0, t0 + H / 2));
                     let late = mean(&h.window(&sig, fail - H / 2, fail));
-                    assert!(late > 2.0 * early, "{sig}: {early:.3} in the first half hour, {late:.3} before the failure");
+                    assert!(
+                        late > 2.0 * early,
+                        "{sig}: {early:.3} in the first half hour, {late:.3} before the failure"
+                    );
                 }
                 let other = if b_ == "de" { "nde" } else { "de" };
                 let sig = format!("{asset}.vib_{other}_rms");
-                let (early, late) =
-                    (mean(&h.window(&sig, t0, t0 + H / 2)), mean(&h.window(&sig, fail - H / 2, fail)));
+                let (early, late) = (mean(&h.window(&sig, t0, t0 + H / 2)), mean(&h.window(&sig, fail - H / 2, fail)));
                 assert!(late < 1.3 * early, "the healthy bearing {sig} stays: {early:.3} -> {late:.3}");
                 let sig = format!("{asset}.bearing_{b_}_temp");
-                let (early, late) =
-                    (mean(&h.window(&sig, t0, t0 + H / 2)), mean(&h.window(&sig, fail - H / 2, fail)));
+                let (early, late) = (mean(&h.window(&sig, t0, t0 + H / 2)), mean(&h.window(&sig, fail - H / 2, fail)));
                 assert!(late > early + 5.0, "{sig}: {early:.1} -> {late:.1} °C");
             }
             "heater_degradation" => {
@@ -186,7 +190,11 @@ fn eight_hour_history_is_consistent_and_shows_every_fault() {
                 let min = temp.iter().map(|x| x.1).fold(f64::MAX, f64::min);
                 assert!(min < 60.0, "washer.tank_temp stays at {min:.1} °C with a degraded heater");
                 let before = h.window("washer.tank_temp", t0 - H / 2, t0);
-                assert!((mean(&before) - 65.0).abs() < 1.0, "tank near its setpoint before the fault: {:.1}", mean(&before));
+                assert!(
+                    (mean(&before) - 65.0).abs() < 1.0,
+                    "tank near its setpoint before the fault: {:.1}",
+                    mean(&before)
+                );
                 let out = h.window("washer.heater_output", a, b);
                 assert!(out.iter().any(|x| x.1 >= 99.9), "heater output saturates");
             }
@@ -260,7 +268,10 @@ fn eight_hour_history_is_consistent_and_shows_every_fault() {
         let to = r["details"]["to"].as_str().unwrap_or("");
         let code = ["idle", "running", "starved", "blocked", "fault", "setup"].iter().position(|s| *s == to);
         let later_change = h.truth.iter().any(|o| {
-            o["kind"] == "state" && o["asset"] == asset && o["ts_ns"].as_i64().unwrap_or(0) > t && o["ts_ns"].as_i64().unwrap_or(0) <= next
+            o["kind"] == "state"
+                && o["asset"] == asset
+                && o["ts_ns"].as_i64().unwrap_or(0) > t
+                && o["ts_ns"].as_i64().unwrap_or(0) <= next
         });
         if !later_change {
             assert_eq!(h.at(&format!("{asset}.state"), next), code.map(|c| c as f64), "{asset} -> {to} at {t}");
@@ -273,7 +284,8 @@ fn eight_hour_history_is_consistent_and_shows_every_fault() {
     let summary = h.truth.iter().find(|r| r["kind"] == "shift_summary").expect("shift summary");
     let d = &summary["details"];
     for m in MACHINES {
-        let total: f64 = d["machines"][m]["state_s"].as_object().expect("state_s").values().filter_map(|v| v.as_f64()).sum();
+        let total: f64 =
+            d["machines"][m]["state_s"].as_object().expect("state_s").values().filter_map(|v| v.as_f64()).sum();
         assert!((total - 28_800.0).abs() < 1.0, "{m}: {total} s of states in an 8 h shift");
     }
     let packed = h.get("case_packer.good_count");

@@ -235,12 +235,21 @@ impl ModbusReg {
 pub enum Binding {
     /// A variable in the OPC UA server, string NodeId `path` in namespace
     /// `OPCUA_NAMESPACE`, browse path `Objects/<path>` (e.g. `Line1/Filler/BowlPressure`).
-    OpcUa { path: String },
+    OpcUa {
+        path: String,
+    },
     Modbus(ModbusReg),
     /// One field of a JSON object published on `topic`; several tags share a topic.
-    MqttJson { topic: String, field: &'static str },
+    MqttJson {
+        topic: String,
+        field: &'static str,
+    },
     /// A metric of a Sparkplug B device of the edge node `SPARKPLUG_NODE`.
-    Sparkplug { device: &'static str, metric: &'static str, alias: u64 },
+    Sparkplug {
+        device: &'static str,
+        metric: &'static str,
+        alias: u64,
+    },
 }
 
 /// One tag.
@@ -444,7 +453,14 @@ impl Builder {
         self.push(asset, signal, unit, ty, period_ms, decimals, description, Binding::Modbus(reg))
     }
 
-    fn sparkplug(&mut self, m: &Machine, metric: &'static str, signal: &str, unit: &'static str, desc: String) -> usize {
+    fn sparkplug(
+        &mut self,
+        m: &Machine,
+        metric: &'static str,
+        signal: &str,
+        unit: &'static str,
+        desc: String,
+    ) -> usize {
         self.alias += 1;
         let binding = Binding::Sparkplug { device: m.id, metric, alias: self.alias };
         self.push(m.id, signal, unit, PlcType::F64, 5_000, 3, desc, binding)
@@ -463,7 +479,8 @@ impl Catalog {
         let states = "0 idle, 1 running, 2 starved, 3 blocked, 4 fault, 5 setup";
         for m in &MACHINES {
             let name = m.browse;
-            let state = b.plc(m, "state", "", U16, Enc(Holding, U16, Abcd, 1.0), 1000, 0, format!("{name} state: {states}"));
+            let state =
+                b.plc(m, "state", "", U16, Enc(Holding, U16, Abcd, 1.0), 1000, 0, format!("{name} state: {states}"));
             let fault_code = b.plc(
                 m,
                 "fault_code",
@@ -484,8 +501,16 @@ impl Catalog {
                 0,
                 format!("{name} speed setpoint in bottles per minute"),
             );
-            let auto_mode =
-                b.plc(m, "auto_mode", "", Bool, Enc(Coil, Bool, Abcd, 1.0), 1000, 0, format!("{name} in automatic mode"));
+            let auto_mode = b.plc(
+                m,
+                "auto_mode",
+                "",
+                Bool,
+                Enc(Coil, Bool, Abcd, 1.0),
+                1000,
+                0,
+                format!("{name} in automatic mode"),
+            );
             let speed = b.plc(
                 m,
                 "speed",
@@ -668,8 +693,16 @@ impl Catalog {
                 format!("Filler valve {} mean fill volume of its last bottles (nominal 500 ml)", v + 1),
             );
         }
-        let filler_bowl_pressure =
-            b.plc(filler, "bowl_pressure", "bar", F64, Enc(Input, F32, Abcd, 1.0), 1000, 3, "Filler product bowl pressure".into());
+        let filler_bowl_pressure = b.plc(
+            filler,
+            "bowl_pressure",
+            "bar",
+            F64,
+            Enc(Input, F32, Abcd, 1.0),
+            1000,
+            3,
+            "Filler product bowl pressure".into(),
+        );
         let filler_product_temp = b.plc(
             filler,
             "product_temp",
@@ -921,7 +954,14 @@ mod tests {
 
     #[test]
     fn register_encoding() {
-        let r = ModbusReg { unit: 1, table: Table::Input, address: 0, ty: PlcType::F32, order: WordOrder::Cdab, scale: 1.0 };
+        let r = ModbusReg {
+            unit: 1,
+            table: Table::Input,
+            address: 0,
+            ty: PlcType::F32,
+            order: WordOrder::Cdab,
+            scale: 1.0,
+        };
         let b = 1.5f32.to_bits();
         assert_eq!(r.encode(Val::F64(1.5)), vec![b as u16, (b >> 16) as u16]);
         let r = ModbusReg { ty: PlcType::I16, scale: 0.1, order: WordOrder::Abcd, ..r };

@@ -53,7 +53,8 @@ impl LiveLine {
                     std::fs::create_dir_all(dir)
                         .map_err(|source| LiveError::Io { path: dir.display().to_string(), source })?;
                 }
-                let f = std::fs::File::create(p).map_err(|source| LiveError::Io { path: p.display().to_string(), source })?;
+                let f = std::fs::File::create(p)
+                    .map_err(|source| LiveError::Io { path: p.display().to_string(), source })?;
                 Some(std::io::BufWriter::new(f))
             }
             None => None,

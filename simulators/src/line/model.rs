@@ -282,7 +282,13 @@ impl Model {
             faults,
             shifts,
             machines,
-            buffers: [0.6 * BUFFER_CAP[0], 0.6 * BUFFER_CAP[1], 0.35 * BUFFER_CAP[2], 0.35 * BUFFER_CAP[3], 0.35 * BUFFER_CAP[4]],
+            buffers: [
+                0.6 * BUFFER_CAP[0],
+                0.6 * BUFFER_CAP[1],
+                0.35 * BUFFER_CAP[2],
+                0.35 * BUFFER_CAP[3],
+                0.35 * BUFFER_CAP[4],
+            ],
             tank_temp: WASHER_SP,
             pi_int: 55.0,
             heater_out: 55.0,
@@ -397,7 +403,12 @@ impl Model {
             }
         }
         let out = self.machines[5].good;
-        self.truth.push(Record::new(self.now_ns, "line", "run_end", json!({ "steps": self.steps, "case_packer_good_count": out })));
+        self.truth.push(Record::new(
+            self.now_ns,
+            "line",
+            "run_end",
+            json!({ "steps": self.steps, "case_packer_good_count": out }),
+        ));
     }
 
     fn tod_s(&self) -> u32 {
@@ -611,7 +622,11 @@ impl Model {
                 let m = mach.unwrap_or("");
                 d["bearing"] = json!(b);
                 d["failure_at"] = json!(super::truth::rfc3339_ms(self.t0_ns + p.end_ns));
-                signals.extend([format!("{m}.vib_{b}_rms"), format!("{m}.vib_{b}_peak"), format!("{m}.bearing_{b}_temp")]);
+                signals.extend([
+                    format!("{m}.vib_{b}_rms"),
+                    format!("{m}.vib_{b}_peak"),
+                    format!("{m}.bearing_{b}_temp"),
+                ]);
             }
             FaultKind::HeaterDegradation => {
                 d["severity"] = json!(p.severity);
@@ -766,11 +781,8 @@ impl Model {
         while root > 0 && self.machines[root].state == MachineState::Starved {
             root -= 1;
         }
-        let root_name = if root == 0 && self.machines[0].state == MachineState::Starved {
-            "material"
-        } else {
-            MACHINES[root].id
-        };
+        let root_name =
+            if root == 0 && self.machines[0].state == MachineState::Starved { "material" } else { MACHINES[root].id };
         json!({ "cause": MACHINES[k - 1].id, "root": root_name })
     }
 
@@ -876,7 +888,8 @@ impl Model {
             let m = &mut self.machines[k];
             let frac = m.speed / design;
             let wear = m.wear[0].max(m.wear[1]);
-            let i_target = 3.0 + 14.0 * frac * (1.0 + 0.12 * wear) + if m.state == MachineState::Running { 0.4 } else { 0.0 };
+            let i_target =
+                3.0 + 14.0 * frac * (1.0 + 0.12 * wear) + if m.state == MachineState::Running { 0.4 } else { 0.0 };
             lag(&mut m.current, i_target, 1.0);
             lag(&mut m.motor_temp, ambient + 10.0 + 30.0 * (m.current / 17.0).powi(2), 900.0);
             for b in 0..2 {

@@ -204,8 +204,10 @@ impl Scenario {
 
     /// Parses and checks a scenario; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario = toml::from_str(text)
-            .map_err(|e| ScenarioError::Parse { path: path.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         let catalog = Catalog::build().0;
         s.faults(&catalog, path)?;
         s.shift_plan(path)?;
@@ -329,12 +331,12 @@ impl Scenario {
                 }
                 FaultKind::StuckSensor => {
                     p.end_ns = start_ns + need(dur(&f.duration, "duration")?, "duration")?;
-                    let name = f.tag.as_deref().ok_or_else(|| invalid(path, &key("tag"), "required for stuck_sensor"))?;
-                    p.tag = Some(
-                        catalog
-                            .find(name)
-                            .ok_or_else(|| invalid(path, &key("tag"), &format!("`{name}` is not a tag of the line")))?,
-                    );
+                    let name =
+                        f.tag.as_deref().ok_or_else(|| invalid(path, &key("tag"), "required for stuck_sensor"))?;
+                    p.tag =
+                        Some(catalog.find(name).ok_or_else(|| {
+                            invalid(path, &key("tag"), &format!("`{name}` is not a tag of the line"))
+                        })?);
                 }
                 FaultKind::CommsLoss => {
                     p.end_ns = start_ns + need(dur(&f.duration, "duration")?, "duration")?;
