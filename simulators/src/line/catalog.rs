@@ -436,6 +436,7 @@ impl Builder {
         self.push(m.id, signal, unit, ty, period_ms, decimals, description, binding)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn modbus(
         &mut self,
         asset: &'static str,
