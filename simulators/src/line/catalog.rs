@@ -352,7 +352,7 @@ struct Alloc {
 }
 
 impl Alloc {
-    fn take(&mut self, unit: u8, table: Table, ty: PlcType, order: WordOrder, scale: f64) -> ModbusReg {
+    fn take(&mut self, unit: u8, Enc(table, ty, order, scale): Enc) -> ModbusReg {
         let slot = table as usize;
         let mut r = ModbusReg { unit, table, address: self.next[slot], ty, order, scale };
         if matches!(table, Table::Coil | Table::Discrete) {
@@ -369,9 +369,143 @@ struct Builder {
     alias: u64,
 }
 
-/// How a new tag is served when its machine is on Modbus.
+/// How a tag is encoded when it is served over Modbus: table, register type, word order, scale.
 #[derive(Clone, Copy)]
 struct Enc(Table, PlcType, WordOrder, f64);
+
+/// One tag's definition.
+#[derive(Clone, Copy)]
+struct Spec {
+    signal: &'static str,
+    unit: &'static str,
+    ty: PlcType,
+    enc: Enc,
+    period_ms: u32,
+    decimals: u8,
+    /// The description; for machine tags it follows the machine's name.
+    text: &'static str,
+}
+
+const fn spec(
+    signal: &'static str,
+    unit: &'static str,
+    ty: PlcType,
+    enc: Enc,
+    period_ms: u32,
+    decimals: u8,
+    text: &'static str,
+) -> Spec {
+    Spec { signal, unit, ty, enc, period_ms, decimals, text }
+}
+
+use PlcType::*;
+use Table::*;
+use WordOrder::*;
+
+/// The tags every machine has, in index order (see `MachineIdx`).
+const MACHINE_TAGS: [Spec; 10] = [
+    spec(
+        "state",
+        "",
+        U16,
+        Enc(Holding, U16, Abcd, 1.0),
+        1000,
+        0,
+        "state: 0 idle, 1 running, 2 starved, 3 blocked, 4 fault, 5 setup",
+    ),
+    spec("fault_code", "", U16, Enc(Holding, U16, Abcd, 1.0), 1000, 0, "active fault code (0 = none)"),
+    spec("speed_sp", "bpm", F32, Enc(Holding, F32, Abcd, 1.0), 1000, 0, "speed setpoint in bottles per minute"),
+    spec("auto_mode", "", Bool, Enc(Coil, Bool, Abcd, 1.0), 1000, 0, "in automatic mode"),
+    spec("speed", "bpm", F32, Enc(Input, F32, Abcd, 1.0), 1000, 1, "actual speed in bottles per minute"),
+    spec("good_count", "bottles", U32, Enc(Input, U32, Abcd, 1.0), 1000, 0, "good bottles since the counter was reset"),
+    spec(
+        "reject_count",
+        "bottles",
+        U32,
+        Enc(Input, U32, Cdab, 1.0),
+        1000,
+        0,
+        "rejected bottles since the counter was reset",
+    ),
+    spec("motor_current", "A", F32, Enc(Input, F32, Cdab, 1.0), 1000, 2, "main drive motor current"),
+    spec("motor_temp", "°C", F64, Enc(Input, I16, Abcd, 0.1), 5000, 1, "main drive motor winding temperature"),
+    spec("run_hours", "h", F64, Enc(Input, U32, Abcd, 0.01), 10_000, 2, "main drive running hours"),
+];
+
+/// A wireless bearing sensor's fields: signal pattern (`{b}` = de/nde), unit, decimals, JSON field, text.
+const BEARING_TAGS: [(&str, &str, u8, &str, &str); 3] = [
+    ("vib_{b}_rms", "mm/s", 3, "rms", "bearing vibration velocity RMS (wireless sensor)"),
+    ("vib_{b}_peak", "g", 3, "peak", "bearing acceleration peak (wireless sensor)"),
+    ("bearing_{b}_temp", "°C", 1, "temp", "bearing temperature (wireless sensor)"),
+];
+
+const WASHER_TAGS: [Spec; 5] = [
+    spec("tank_temp", "°C", F64, Enc(Input, I16, Abcd, 0.1), 1000, 1, "Washer caustic tank temperature"),
+    spec("tank_temp_sp", "°C", F64, Enc(Holding, I16, Abcd, 0.1), 1000, 1, "Washer caustic tank temperature setpoint"),
+    spec("heater_output", "%", F64, Enc(Input, U16, Abcd, 0.1), 1000, 1, "Washer tank heater PID output"),
+    spec(
+        "conductivity",
+        "mS/cm",
+        F32,
+        Enc(Input, F32, Cdab, 1.0),
+        5000,
+        2,
+        "Washer caustic conductivity (concentration)",
+    ),
+    spec("pump_pressure", "bar", F64, Enc(Input, I32, Cdab, 0.001), 1000, 3, "Washer spray pump discharge pressure"),
+];
+
+const FILL_LEVEL: Spec = spec("fill_level_{v}", "ml", F64, Enc(Input, F32, Abcd, 1.0), 1000, 1, "");
+
+const FILLER_TAGS: [Spec; 3] = [
+    spec("bowl_pressure", "bar", F64, Enc(Input, F32, Abcd, 1.0), 1000, 3, "Filler product bowl pressure"),
+    spec(
+        "product_temp",
+        "°C",
+        F64,
+        Enc(Input, F32, Abcd, 1.0),
+        5000,
+        2,
+        "Filler product temperature at the bowl inlet",
+    ),
+    spec("co2_pressure", "bar", F64, Enc(Input, F32, Abcd, 1.0), 1000, 3, "Filler CO2 supply pressure"),
+];
+
+const CAPPER_TORQUE: Spec = spec(
+    "cap_torque",
+    "N·cm",
+    F64,
+    Enc(Input, F32, Abcd, 1.0),
+    1000,
+    1,
+    "Capper mean application torque of the last caps",
+);
+const LABELER_GLUE: Spec =
+    spec("glue_temp", "°C", F64, Enc(Input, F32, Abcd, 1.0), 5000, 1, "Labeler hot-melt glue temperature");
+
+/// Conveyor tags; the speed's word order alternates between conveyors (ABCD, CDAB, ...).
+const CONVEYOR_TAGS: [Spec; 4] = [
+    spec("speed", "m/min", F32, Enc(Input, F32, Abcd, 1.0), 1000, 1, "belt speed"),
+    spec("buffer_level", "bottles", U16, Enc(Input, U16, Abcd, 1.0), 1000, 0, "bottles in the accumulation buffer"),
+    spec("full", "", Bool, Enc(Discrete, Bool, Abcd, 1.0), 1000, 0, "accumulation full (photo eye)"),
+    spec("empty", "", Bool, Enc(Discrete, Bool, Abcd, 1.0), 1000, 0, "accumulation empty (photo eye)"),
+];
+
+const UTILITY_TAGS: [Spec; 5] = [
+    spec("air_pressure", "bar", F32, Enc(Input, F32, Cdab, 1.0), 1000, 3, "Compressed-air header pressure"),
+    spec("water_flow", "l/min", F64, Enc(Input, U16, Abcd, 0.1), 1000, 1, "Fresh-water flow to the line"),
+    spec("power_total", "kW", F32, Enc(Input, F32, Abcd, 1.0), 1000, 2, "Line main power meter: active power"),
+    spec(
+        "energy_total",
+        "kWh",
+        F64,
+        Enc(Input, U32, Cdab, 0.1),
+        10_000,
+        1,
+        "Line main power meter: energy since reset",
+    ),
+    spec("ambient_temp", "°C", F64, Enc(Holding, I16, Abcd, 0.1), 10_000, 1, "Hall ambient temperature"),
+];
 
 impl Builder {
     fn alloc(&mut self, unit: u8) -> &mut Alloc {
@@ -413,45 +547,24 @@ impl Builder {
     }
 
     /// A tag served by its machine's controller: an OPC UA variable, or a
-    /// Modbus register encoded as `enc` says (its type then is the PLC type too).
-    #[allow(clippy::too_many_arguments)]
-    fn plc(
-        &mut self,
-        m: &Machine,
-        signal: &str,
-        unit: &'static str,
-        ty: PlcType,
-        enc: Enc,
-        period_ms: u32,
-        decimals: u8,
-        description: String,
-    ) -> usize {
-        let binding = match m.proto {
-            Proto::OpcUa => Binding::OpcUa { path: format!("Line1/{}/{}", m.browse, camel(signal)) },
-            Proto::Modbus(u) => {
-                let Enc(table, ety, order, scale) = enc;
-                Binding::Modbus(self.alloc(u).take(u, table, ety, order, scale))
-            }
-        };
-        self.push(m.id, signal, unit, ty, period_ms, decimals, description, binding)
+    /// Modbus register encoded as the spec says.
+    fn plc(&mut self, m: &Machine, spec: &Spec, description: String) -> usize {
+        self.plc_named(m, spec.signal, spec, description)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn modbus(
-        &mut self,
-        asset: &'static str,
-        unit_id: u8,
-        signal: &str,
-        unit: &'static str,
-        ty: PlcType,
-        enc: Enc,
-        period_ms: u32,
-        decimals: u8,
-        description: String,
-    ) -> usize {
-        let Enc(table, ety, order, scale) = enc;
-        let reg = self.alloc(unit_id).take(unit_id, table, ety, order, scale);
-        self.push(asset, signal, unit, ty, period_ms, decimals, description, Binding::Modbus(reg))
+    /// `plc` for a signal name made at run time (numbered valves).
+    fn plc_named(&mut self, m: &Machine, signal: &str, spec: &Spec, description: String) -> usize {
+        let binding = match m.proto {
+            Proto::OpcUa => Binding::OpcUa { path: format!("Line1/{}/{}", m.browse, camel(signal)) },
+            Proto::Modbus(u) => Binding::Modbus(self.alloc(u).take(u, spec.enc)),
+        };
+        self.push(m.id, signal, spec.unit, spec.ty, spec.period_ms, spec.decimals, description, binding)
+    }
+
+    /// A tag of a device that only speaks Modbus.
+    fn modbus(&mut self, asset: &'static str, unit_id: u8, spec: &Spec, description: String) -> usize {
+        let binding = Binding::Modbus(self.alloc(unit_id).take(unit_id, spec.enc));
+        self.push(asset, spec.signal, spec.unit, spec.ty, spec.period_ms, spec.decimals, description, binding)
     }
 
     fn sparkplug(
@@ -468,149 +581,35 @@ impl Builder {
     }
 }
 
-use PlcType::*;
-use Table::*;
-use WordOrder::*;
-
 impl Catalog {
     /// The line's tags and the index of each role.
     pub fn build() -> (Catalog, Index) {
         let mut b = Builder { tags: Vec::new(), units: Vec::new(), alias: 0 };
         let mut machines = Vec::new();
-        let states = "0 idle, 1 running, 2 starved, 3 blocked, 4 fault, 5 setup";
         for m in &MACHINES {
             let name = m.browse;
-            let state =
-                b.plc(m, "state", "", U16, Enc(Holding, U16, Abcd, 1.0), 1000, 0, format!("{name} state: {states}"));
-            let fault_code = b.plc(
-                m,
-                "fault_code",
-                "",
-                U16,
-                Enc(Holding, U16, Abcd, 1.0),
-                1000,
-                0,
-                format!("{name} active fault code (0 = none)"),
-            );
-            let speed_sp = b.plc(
-                m,
-                "speed_sp",
-                "bpm",
-                F32,
-                Enc(Holding, F32, Abcd, 1.0),
-                1000,
-                0,
-                format!("{name} speed setpoint in bottles per minute"),
-            );
-            let auto_mode = b.plc(
-                m,
-                "auto_mode",
-                "",
-                Bool,
-                Enc(Coil, Bool, Abcd, 1.0),
-                1000,
-                0,
-                format!("{name} in automatic mode"),
-            );
-            let speed = b.plc(
-                m,
-                "speed",
-                "bpm",
-                F32,
-                Enc(Input, F32, Abcd, 1.0),
-                1000,
-                1,
-                format!("{name} actual speed in bottles per minute"),
-            );
-            let good_count = b.plc(
-                m,
-                "good_count",
-                "bottles",
-                U32,
-                Enc(Input, U32, Abcd, 1.0),
-                1000,
-                0,
-                format!("{name} good bottles since the counter was reset"),
-            );
-            let reject_count = b.plc(
-                m,
-                "reject_count",
-                "bottles",
-                U32,
-                Enc(Input, U32, Cdab, 1.0),
-                1000,
-                0,
-                format!("{name} rejected bottles since the counter was reset"),
-            );
-            let motor_current = b.plc(
-                m,
-                "motor_current",
-                "A",
-                F32,
-                Enc(Input, F32, Cdab, 1.0),
-                1000,
-                2,
-                format!("{name} main drive motor current"),
-            );
-            let motor_temp = b.plc(
-                m,
-                "motor_temp",
-                "°C",
-                F64,
-                Enc(Input, I16, Abcd, 0.1),
-                5000,
-                1,
-                format!("{name} main drive motor winding temperature"),
-            );
-            let run_hours = b.plc(
-                m,
-                "run_hours",
-                "h",
-                F64,
-                Enc(Input, U32, Abcd, 0.01),
-                10_000,
-                2,
-                format!("{name} main drive running hours"),
-            );
-            let mut vib_rms = [0; 2];
-            let mut vib_peak = [0; 2];
-            let mut bearing_temp = [0; 2];
+            let ids = MACHINE_TAGS.each_ref().map(|s| b.plc(m, s, format!("{name} {}", s.text)));
+            let mut bearing_ids = [[0; 3]; 2];
             for (k, bearing) in BEARINGS.iter().enumerate() {
                 let topic = format!("plant/line1/{}/vib_{bearing}", m.id);
                 let which = if k == 0 { "drive-end" } else { "non-drive-end" };
-                vib_rms[k] = b.push(
-                    m.id,
-                    &format!("vib_{bearing}_rms"),
-                    "mm/s",
-                    F64,
-                    10_000,
-                    3,
-                    format!("{name} main drive {which} bearing vibration velocity RMS (wireless sensor)"),
-                    Binding::MqttJson { topic: topic.clone(), field: "rms" },
-                );
-                vib_peak[k] = b.push(
-                    m.id,
-                    &format!("vib_{bearing}_peak"),
-                    "g",
-                    F64,
-                    10_000,
-                    3,
-                    format!("{name} main drive {which} bearing acceleration peak (wireless sensor)"),
-                    Binding::MqttJson { topic: topic.clone(), field: "peak" },
-                );
-                bearing_temp[k] = b.push(
-                    m.id,
-                    &format!("bearing_{bearing}_temp"),
-                    "°C",
-                    F64,
-                    10_000,
-                    1,
-                    format!("{name} main drive {which} bearing temperature (wireless sensor)"),
-                    Binding::MqttJson { topic, field: "temp" },
-                );
+                for (j, (signal, unit, decimals, field, text)) in BEARING_TAGS.iter().enumerate() {
+                    bearing_ids[k][j] = b.push(
+                        m.id,
+                        &signal.replace("{b}", bearing),
+                        unit,
+                        F64,
+                        10_000,
+                        *decimals,
+                        format!("{name} main drive {which} {text}"),
+                        Binding::MqttJson { topic: topic.clone(), field },
+                    );
+                }
             }
             let power = b.sparkplug(m, "Power", "power", "kW", format!("{name} electrical power (energy meter)"));
             let energy = b.sparkplug(m, "Energy", "energy", "kWh", format!("{name} energy since the meter was reset"));
+            let [state, fault_code, speed_sp, auto_mode, speed, good_count, reject_count, motor_current, motor_temp, run_hours] =
+                ids;
             machines.push(MachineIdx {
                 state,
                 fault_code,
@@ -622,234 +621,41 @@ impl Catalog {
                 motor_current,
                 motor_temp,
                 run_hours,
-                vib_rms,
-                vib_peak,
-                bearing_temp,
+                vib_rms: [bearing_ids[0][0], bearing_ids[1][0]],
+                vib_peak: [bearing_ids[0][1], bearing_ids[1][1]],
+                bearing_temp: [bearing_ids[0][2], bearing_ids[1][2]],
                 power,
                 energy,
             });
         }
-        let washer = &MACHINES[1];
-        let filler = &MACHINES[2];
-        let washer_tank_temp = b.plc(
-            washer,
-            "tank_temp",
-            "°C",
-            F64,
-            Enc(Input, I16, Abcd, 0.1),
-            1000,
-            1,
-            "Washer caustic tank temperature".into(),
-        );
-        let washer_tank_temp_sp = b.plc(
-            washer,
-            "tank_temp_sp",
-            "°C",
-            F64,
-            Enc(Holding, I16, Abcd, 0.1),
-            1000,
-            1,
-            "Washer caustic tank temperature setpoint".into(),
-        );
-        let washer_heater_output = b.plc(
-            washer,
-            "heater_output",
-            "%",
-            F64,
-            Enc(Input, U16, Abcd, 0.1),
-            1000,
-            1,
-            "Washer tank heater PID output".into(),
-        );
-        let washer_conductivity = b.plc(
-            washer,
-            "conductivity",
-            "mS/cm",
-            F32,
-            Enc(Input, F32, Cdab, 1.0),
-            5000,
-            2,
-            "Washer caustic conductivity (concentration)".into(),
-        );
-        let washer_pump_pressure = b.plc(
-            washer,
-            "pump_pressure",
-            "bar",
-            F64,
-            Enc(Input, I32, Cdab, 0.001),
-            1000,
-            3,
-            "Washer spray pump discharge pressure".into(),
-        );
+        let [washer, filler, capper, labeler] = [&MACHINES[1], &MACHINES[2], &MACHINES[3], &MACHINES[4]];
+        let [washer_tank_temp, washer_tank_temp_sp, washer_heater_output, washer_conductivity, washer_pump_pressure] =
+            WASHER_TAGS.each_ref().map(|s| b.plc(washer, s, s.text.to_string()));
         let mut filler_fill_level = [0; FILL_VALVES];
         for (v, slot) in filler_fill_level.iter_mut().enumerate() {
-            *slot = b.plc(
-                filler,
-                &format!("fill_level_{:02}", v + 1),
-                "ml",
-                F64,
-                Enc(Input, F32, Abcd, 1.0),
-                1000,
-                1,
-                format!("Filler valve {} mean fill volume of its last bottles (nominal 500 ml)", v + 1),
-            );
+            let signal = FILL_LEVEL.signal.replace("{v}", &format!("{:02}", v + 1));
+            let text = format!("Filler valve {} mean fill volume of its last bottles (nominal 500 ml)", v + 1);
+            *slot = b.plc_named(filler, &signal, &FILL_LEVEL, text);
         }
-        let filler_bowl_pressure = b.plc(
-            filler,
-            "bowl_pressure",
-            "bar",
-            F64,
-            Enc(Input, F32, Abcd, 1.0),
-            1000,
-            3,
-            "Filler product bowl pressure".into(),
-        );
-        let filler_product_temp = b.plc(
-            filler,
-            "product_temp",
-            "°C",
-            F64,
-            Enc(Input, F32, Abcd, 1.0),
-            5000,
-            2,
-            "Filler product temperature at the bowl inlet".into(),
-        );
-        let filler_co2_pressure = b.plc(
-            filler,
-            "co2_pressure",
-            "bar",
-            F64,
-            Enc(Input, F32, Abcd, 1.0),
-            1000,
-            3,
-            "Filler CO2 supply pressure".into(),
-        );
-        let capper_torque = b.plc(
-            &MACHINES[3],
-            "cap_torque",
-            "N·cm",
-            F64,
-            Enc(Input, F32, Abcd, 1.0),
-            1000,
-            1,
-            "Capper mean application torque of the last caps".into(),
-        );
-        let labeler_glue_temp = b.plc(
-            &MACHINES[4],
-            "glue_temp",
-            "°C",
-            F64,
-            Enc(Input, F32, Abcd, 1.0),
-            5000,
-            1,
-            "Labeler hot-melt glue temperature".into(),
-        );
+        let [filler_bowl_pressure, filler_product_temp, filler_co2_pressure] =
+            FILLER_TAGS.each_ref().map(|s| b.plc(filler, s, s.text.to_string()));
+        let capper_torque = b.plc(capper, &CAPPER_TORQUE, CAPPER_TORQUE.text.to_string());
+        let labeler_glue_temp = b.plc(labeler, &LABELER_GLUE, LABELER_GLUE.text.to_string());
         const CONVEYORS: [&str; 5] = ["conveyor1", "conveyor2", "conveyor3", "conveyor4", "conveyor5"];
         let mut conveyors = Vec::new();
         for (k, c) in CONVEYORS.iter().enumerate() {
             let between = format!("{} to {}", MACHINES[k].browse, MACHINES[k + 1].browse);
-            let speed = b.modbus(
-                c,
-                CONVEYOR_UNIT,
-                "speed",
-                "m/min",
-                F32,
-                Enc(Input, F32, if k % 2 == 0 { Abcd } else { Cdab }, 1.0),
-                1000,
-                1,
-                format!("Conveyor {between}: belt speed"),
-            );
-            let level = b.modbus(
-                c,
-                CONVEYOR_UNIT,
-                "buffer_level",
-                "bottles",
-                U16,
-                Enc(Input, U16, Abcd, 1.0),
-                1000,
-                0,
-                format!("Conveyor {between}: bottles in the accumulation buffer"),
-            );
-            let full = b.modbus(
-                c,
-                CONVEYOR_UNIT,
-                "full",
-                "",
-                Bool,
-                Enc(Discrete, Bool, Abcd, 1.0),
-                1000,
-                0,
-                format!("Conveyor {between}: accumulation full (photo eye)"),
-            );
-            let empty = b.modbus(
-                c,
-                CONVEYOR_UNIT,
-                "empty",
-                "",
-                Bool,
-                Enc(Discrete, Bool, Abcd, 1.0),
-                1000,
-                0,
-                format!("Conveyor {between}: accumulation empty (photo eye)"),
-            );
+            let [speed, level, full, empty] = CONVEYOR_TAGS.each_ref().map(|s| {
+                let mut enc = s.enc;
+                if s.signal == "speed" && k % 2 == 1 {
+                    enc.2 = Cdab;
+                }
+                b.modbus(c, CONVEYOR_UNIT, &Spec { enc, ..*s }, format!("Conveyor {between}: {}", s.text))
+            });
             conveyors.push(ConveyorIdx { speed, level, full, empty });
         }
-        let u = UTILITY_UNIT;
-        let air_pressure = b.modbus(
-            "utilities",
-            u,
-            "air_pressure",
-            "bar",
-            F32,
-            Enc(Input, F32, Cdab, 1.0),
-            1000,
-            3,
-            "Compressed-air header pressure".into(),
-        );
-        let water_flow = b.modbus(
-            "utilities",
-            u,
-            "water_flow",
-            "l/min",
-            F64,
-            Enc(Input, U16, Abcd, 0.1),
-            1000,
-            1,
-            "Fresh-water flow to the line".into(),
-        );
-        let power_total = b.modbus(
-            "utilities",
-            u,
-            "power_total",
-            "kW",
-            F32,
-            Enc(Input, F32, Abcd, 1.0),
-            1000,
-            2,
-            "Line main power meter: active power".into(),
-        );
-        let energy_total = b.modbus(
-            "utilities",
-            u,
-            "energy_total",
-            "kWh",
-            F64,
-            Enc(Input, U32, Cdab, 0.1),
-            10_000,
-            1,
-            "Line main power meter: energy since reset".into(),
-        );
-        let ambient_temp = b.modbus(
-            "utilities",
-            u,
-            "ambient_temp",
-            "°C",
-            F64,
-            Enc(Holding, I16, Abcd, 0.1),
-            10_000,
-            1,
-            "Hall ambient temperature".into(),
-        );
+        let [air_pressure, water_flow, power_total, energy_total, ambient_temp] =
+            UTILITY_TAGS.each_ref().map(|s| b.modbus("utilities", UTILITY_UNIT, s, s.text.to_string()));
         let index = Index {
             machines,
             conveyors,

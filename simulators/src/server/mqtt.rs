@@ -277,24 +277,6 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), MqttError> {
     Ok((host.to_string(), port))
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2024-01-01T00:00:00.000Z`.
-pub fn rfc3339_ms(epoch_ms: i64) -> String {
-    let days = epoch_ms.div_euclid(86_400_000);
-    let ms_of_day = epoch_ms.rem_euclid(86_400_000);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
-}
-
 fn ns_to_ms(ns: i64) -> i64 {
     ns.div_euclid(1_000_000)
 }
@@ -312,7 +294,7 @@ fn json_value(v: Val) -> String {
 pub fn json_payload(catalog: &Catalog, tags: &[usize], frame: &Frame) -> String {
     let stamp = tags.iter().map(|&i| frame.stamps[i]).max().unwrap_or(frame.ts_ns);
     let ms = ns_to_ms(stamp);
-    let mut out = format!("{{\"ts\":\"{}\",\"ts_ms\":{ms}", rfc3339_ms(ms));
+    let mut out = format!("{{\"ts\":\"{}\",\"ts_ms\":{ms}", crate::line::truth::rfc3339_ms(ms * 1_000_000));
     for &i in tags {
         if let Binding::MqttJson { field, .. } = &catalog.tags[i].binding {
             out.push_str(&format!(",\"{field}\":{}", json_value(frame.values[i])));
@@ -758,15 +740,6 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_704_067_200_123), "2024-01-01T00:00:00.123Z");
-        assert_eq!(rfc3339_ms(951_782_400_000 - 1), "2000-02-28T23:59:59.999Z");
-        assert_eq!(rfc3339_ms(951_782_400_000 + 86_400_000), "2000-03-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn broker_urls() {
