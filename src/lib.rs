@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod line_protocol;
 pub mod service;
 pub mod store;

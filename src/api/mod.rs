@@ -25,6 +25,8 @@ use crate::store::Store;
 pub struct ApiState {
     /// The store.
     pub store: Arc<Store>,
+    /// The sources' health.
+    pub ingest: Arc<crate::ingest::Health>,
 }
 
 /// The router.
@@ -175,10 +177,13 @@ async fn events_handler(State(st): State<ApiState>, Query(p): Query<EventParams>
     }
 }
 
-/// `GET /healthz`: 200 with store counters; 503 when the store reports an error.
+/// `GET /healthz`: the store's counters and every source's health. 503 when
+/// the store reports an error; `"status": "degraded"` (still 200: the daemon
+/// works and is retrying) while a source is not connected.
 async fn healthz(State(st): State<ApiState>) -> Response {
     let stats = st.store.stats();
-    let status = if stats.last_error.is_some() { "degraded" } else { "ok" };
+    let sources = st.ingest.snapshot();
+    let status = if stats.last_error.is_some() || !st.ingest.all_connected() { "degraded" } else { "ok" };
     let code = if stats.last_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, Json(json!({ "status": status, "store": stats }))).into_response()
+    (code, Json(json!({ "status": status, "store": stats, "sources": sources }))).into_response()
 }

@@ -12,6 +12,11 @@ use crate::config::Config;
 use crate::domain::SeriesKey;
 use crate::store::{Store, StoreArgs, StoreError};
 
+/// Batches the ingest channel holds before sources have to wait.
+const INGEST_CHANNEL_BATCHES: usize = 1024;
+/// Largest group of samples the ingest writer makes durable at once.
+const INGEST_MAX_BATCH: usize = 50_000;
+
 /// Failures of `linepilot run`.
 #[derive(Debug, Error)]
 pub enum ServiceError {
@@ -79,9 +84,24 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
         format!("linepilot {} started, API on {local}", env!("CARGO_PKG_VERSION")),
         serde_json::json!({ "listen": local.to_string(), "tags": config.tags.len(), "pid": std::process::id() }),
     );
-    let app = crate::api::router(crate::api::ApiState { store: store.clone() }, config.api.max_body_bytes.0 as usize);
+    // Sources → one bounded channel → the writer → the store.
+    let health = Arc::new(crate::ingest::Health::default());
+    let (sink, rx) = crate::ingest::Sink::channel(INGEST_CHANNEL_BATCHES);
+    let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
+    let app = crate::api::router(
+        crate::api::ApiState { store: store.clone(), ingest: health },
+        config.api.max_body_bytes.0 as usize,
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
     info!("Shutting down");
+    let _ = stop_tx.send(true);
+    for t in sources {
+        let _ = t.await;
+    }
+    // Every sink is gone with its source: the writer drains what is queued and ends.
+    let _ = writer.await;
     audit(&store, "linepilot stopped cleanly".to_string(), serde_json::json!({}));
     let s = store.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || s.close()).await {

@@ -1,0 +1,108 @@
+//! The one bounded channel from the sources into the store, and the writer
+//! task that drains it.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::health::{SourceHealth, Tally};
+use crate::domain::Sample;
+use crate::store::Store;
+
+/// A batch from one source.
+pub struct Batch {
+    samples: Vec<Sample>,
+    health: Arc<SourceHealth>,
+}
+
+/// The channel's sending side, one per source (cheap to clone).
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<Batch>,
+    health: Option<Arc<SourceHealth>>,
+}
+
+/// The channel is closed: the daemon is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store writer has stopped")]
+pub struct Closed;
+
+impl Sink {
+    /// A channel holding at most `capacity` batches, and its receiving end for [`writer`].
+    pub fn channel(capacity: usize) -> (Sink, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Sink { tx, health: None }, rx)
+    }
+
+    /// The same channel, counting into `health`.
+    pub fn for_source(&self, health: Arc<SourceHealth>) -> Sink {
+        Sink { tx: self.tx.clone(), health: Some(health) }
+    }
+
+    /// Sends samples, waiting while the channel is full (backpressure).
+    pub async fn send(&self, samples: Vec<Sample>) -> Result<(), Closed> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let health = self.health.clone().unwrap_or_else(SourceHealth::detached);
+        let tally = Tally::of(&samples);
+        self.tx.send(Batch { samples, health: health.clone() }).await.map_err(|_| Closed)?;
+        health.count(tally);
+        Ok(())
+    }
+
+    /// Sends samples if there is room; otherwise drops them and counts the drop.
+    pub fn try_send(&self, samples: Vec<Sample>) -> Result<(), Closed> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let health = self.health.clone().unwrap_or_else(SourceHealth::detached);
+        let tally = Tally::of(&samples);
+        match self.tx.try_send(Batch { samples, health: health.clone() }) {
+            Ok(()) => {
+                health.count(tally);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                health.count_dropped(tally.samples);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+}
+
+/// Drains the channel into the store until every sender is gone, coalescing
+/// what has queued up (up to `max_batch` samples) into one durable write.
+pub async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Batch>, max_batch: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut samples = first.samples;
+        let mut sources = vec![first.health];
+        while samples.len() < max_batch {
+            match rx.try_recv() {
+                Ok(b) => {
+                    samples.extend(b.samples);
+                    sources.push(b.health);
+                }
+                Err(_) => break,
+            }
+        }
+        let n = samples.len();
+        match store.write_async(samples).await {
+            Ok(()) => {
+                debug!(samples = n, "ingest batch stored");
+                let now = crate::domain::now_ns();
+                for h in &sources {
+                    h.stored(now);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, samples = n, "the store refused an ingest batch");
+                for h in &sources {
+                    h.store_error(&e.to_string());
+                }
+            }
+        }
+    }
+}
