@@ -86,6 +86,33 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
     },
+    /// Show the running daemon's health: the store and every source (exit 1 when degraded).
+    Status {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir), where the daemon says where it listens.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the daemon's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the configured tags with their latest value, time and quality.
+    Tags {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        live: bool,
+        /// Only tags whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -132,6 +159,18 @@ fn main() -> ExitCode {
         Cmd::Import { config, data_dir, format, precision, input } => {
             init_logging("warn");
             import(config, data_dir, format, &precision, input)
+        }
+        Cmd::Status { config, data_dir, json } => {
+            init_logging("warn");
+            match status(config, data_dir, json) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Tags { config, data_dir, live, filter } => {
+            init_logging("warn");
+            tags(config, data_dir, live, filter)
         }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
@@ -265,15 +304,7 @@ fn run_query(config: PathBuf, data_dir: Option<PathBuf>, params: QueryParams, fo
             store.close();
             r
         }
-        Err(StoreError::Locked(dir)) => {
-            // The running daemon says where it listens in <data_dir>/daemon.json.
-            let listen = std::fs::read_to_string(std::path::Path::new(&dir).join("daemon.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v.get("listen").and_then(|l| l.as_str()).map(str::to_string))
-                .unwrap_or_else(|| cfg.api.listen.clone());
-            query_daemon(&listen, &params)?
-        }
+        Err(StoreError::Locked(dir)) => query_daemon(&daemon_listen(&cfg, Some(PathBuf::from(dir))), &params)?,
         Err(e) => return Err(e.into()),
     };
     let mut out = std::io::stdout().lock();
@@ -307,4 +338,132 @@ fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult
     }
     let results = body.get("results").cloned().unwrap_or_default();
     serde_json::from_value(results).context("decoding the daemon's results")
+}
+
+/// Where the daemon of `cfg` listens: `<data_dir>/daemon.json`, else `[api] listen`.
+fn daemon_listen(cfg: &Config, data_dir: Option<PathBuf>) -> String {
+    let dir = data_dir.unwrap_or_else(|| cfg.store.data_dir.clone());
+    std::fs::read_to_string(dir.join("daemon.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("listen").and_then(|l| l.as_str()).map(str::to_string))
+        .unwrap_or_else(|| cfg.api.listen.clone())
+}
+
+/// GET `path` from the daemon as JSON.
+fn daemon_get(listen: &str, path: &str) -> Result<serde_json::Value> {
+    let url = format!("http://{listen}{path}");
+    let mut resp = ureq::get(&url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .with_context(|| format!("no linepilot daemon answers at {url} (start it with `linepilot run --config ...`)"))?;
+    let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
+    serde_json::from_str(&text).context("decoding the daemon's answer")
+}
+
+fn age(now: i64, ts: i64) -> String {
+    if ts <= 0 {
+        return "never".into();
+    }
+    let s = (now - ts) as f64 / 1e9;
+    if s < 0.0 {
+        format!("in {:.1}s", -s)
+    } else if s < 120.0 {
+        format!("{s:.1}s ago")
+    } else if s < 7200.0 {
+        format!("{:.0}m ago", s / 60.0)
+    } else {
+        format!("{:.1}h ago", s / 3600.0)
+    }
+}
+
+/// `linepilot status`: true when the daemon reports "ok".
+fn status(config: PathBuf, data_dir: Option<PathBuf>, json: bool) -> Result<bool> {
+    let cfg = load_config(&config)?;
+    let h = daemon_get(&daemon_listen(&cfg, data_dir), "/healthz")?;
+    let ok = h.get("status").and_then(|s| s.as_str()) == Some("ok");
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&h)?)?;
+        return Ok(ok);
+    }
+    let now = linepilot::domain::now_ns();
+    let st = &h["store"];
+    writeln!(out, "status: {}", h["status"].as_str().unwrap_or("?"))?;
+    writeln!(
+        out,
+        "store:  {} series, {} samples written, last error: {}",
+        st["series"],
+        st["samples_written"],
+        st["last_error"].as_str().unwrap_or("none")
+    )?;
+    writeln!(
+        out,
+        "{:<18} {:<7} {:<11} {:>5} {:>10} {:>8} {:>8} {:>7} {:>9} {:>5}  {:<12} last error",
+        "source", "kind", "state", "tags", "samples", "bad", "dropped", "errors", "malformed", "recon", "last sample"
+    )?;
+    for s in h["sources"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "{:<18} {:<7} {:<11} {:>5} {:>10} {:>8} {:>8} {:>7} {:>9} {:>5}  {:<12} {}",
+            s["id"].as_str().unwrap_or(""),
+            s["kind"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            n("tags"),
+            n("samples"),
+            n("bad_samples"),
+            n("dropped"),
+            n("errors"),
+            n("malformed"),
+            n("reconnects"),
+            age(now, s["last_sample_ts"].as_i64().unwrap_or(0)),
+            s["last_error"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(ok)
+}
+
+/// `linepilot tags [--live]`.
+fn tags(config: PathBuf, data_dir: Option<PathBuf>, live: bool, filter: Option<String>) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let listen = daemon_listen(&cfg, data_dir);
+    loop {
+        let body = daemon_get(&listen, "/api/v1/tags")?;
+        let now = linepilot::domain::now_ns();
+        let mut text = String::new();
+        text.push_str(&format!("{:<32} {:>16} {:<8} {:<14} {}\n", "tag", "value", "unit", "age", "quality"));
+        for t in body["tags"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let name = t["name"].as_str().unwrap_or("");
+            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+                continue;
+            }
+            let value = match &t["value"] {
+                serde_json::Value::Null => "-".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            text.push_str(&format!(
+                "{:<32} {:>16} {:<8} {:<14} {}\n",
+                name,
+                value,
+                t["unit"].as_str().unwrap_or(""),
+                age(now, t["ts"].as_i64().unwrap_or(0)),
+                t["quality"].as_str().unwrap_or("-")
+            ));
+        }
+        let mut out = std::io::stdout().lock();
+        if live && out.is_terminal() {
+            write!(out, "\x1b[2J\x1b[H")?; // clear the screen, cursor home
+        }
+        write!(out, "{text}")?;
+        out.flush()?;
+        if !live {
+            return Ok(());
+        }
+        drop(out);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }

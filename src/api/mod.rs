@@ -27,6 +27,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The sources' health.
     pub ingest: Arc<crate::ingest::Health>,
+    /// The configured tags and their series, in config order.
+    pub tags: Arc<Vec<crate::ingest::BoundTag>>,
 }
 
 /// The router.
@@ -35,6 +37,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v2/write", post(write))
         .route("/api/v1/query", get(query_handler))
         .route("/api/v1/events", get(events_handler))
+        .route("/api/v1/tags", get(tags_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -186,4 +189,28 @@ async fn healthz(State(st): State<ApiState>) -> Response {
     let status = if stats.last_error.is_some() || !st.ingest.all_connected() { "degraded" } else { "ok" };
     let code = if stats.last_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(json!({ "status": status, "store": stats, "sources": sources }))).into_response()
+}
+
+/// `GET /api/v1/tags`: every configured tag with its latest value, time and quality.
+async fn tags_handler(State(st): State<ApiState>) -> Response {
+    let ids: Vec<_> = st.tags.iter().map(|t| t.series).collect();
+    let latest = st.store.latest(&ids);
+    let rows: Vec<serde_json::Value> = st
+        .tags
+        .iter()
+        .zip(latest)
+        .map(|(t, l)| {
+            json!({
+                "name": t.tag.name,
+                "asset": t.tag.asset,
+                "source": t.tag.source,
+                "unit": t.tag.unit,
+                "description": t.tag.description,
+                "value": l.as_ref().map(|l| &l.value),
+                "ts": l.as_ref().map(|l| l.ts),
+                "quality": l.as_ref().map(|l| l.quality.to_string()),
+            })
+        })
+        .collect();
+    Json(json!({ "tags": rows })).into_response()
 }

@@ -213,7 +213,15 @@ fn fastrand_f64() -> f64 {
 
 /// Binds each configured tag of `source` to its series.
 pub fn bind_tags(config: &Config, store: &Store, source: &str) -> Result<Vec<BoundTag>, StoreError> {
-    let tags: Vec<&TagConfig> = config.tags.iter().filter(|t| t.source.as_deref() == Some(source)).collect();
+    bind(store, config.tags.iter().filter(|t| t.source.as_deref() == Some(source)).collect())
+}
+
+/// Binds every configured tag to its series, in config order.
+pub fn bind_all_tags(config: &Config, store: &Store) -> Result<Vec<BoundTag>, StoreError> {
+    bind(store, config.tags.iter().collect())
+}
+
+fn bind(store: &Store, tags: Vec<&TagConfig>) -> Result<Vec<BoundTag>, StoreError> {
     let keys: Vec<_> = tags.iter().map(|t| (SeriesKey::new(t.name.clone()), t.value_type)).collect();
     let ids = store.resolve(&keys)?;
     Ok(tags.into_iter().zip(ids).map(|(t, series)| BoundTag { tag: t.clone(), series }).collect())

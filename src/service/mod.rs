@@ -90,8 +90,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
+    let tags = Arc::new(crate::ingest::bind_all_tags(&config, &store)?);
     let app = crate::api::router(
-        crate::api::ApiState { store: store.clone(), ingest: health },
+        crate::api::ApiState { store: store.clone(), ingest: health, tags },
         config.api.max_body_bytes.0 as usize,
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
