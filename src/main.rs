@@ -353,12 +353,9 @@ fn daemon_listen(cfg: &Config, data_dir: Option<PathBuf>) -> String {
 /// GET `path` from the daemon as JSON.
 fn daemon_get(listen: &str, path: &str) -> Result<serde_json::Value> {
     let url = format!("http://{listen}{path}");
-    let mut resp = ureq::get(&url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| format!("no linepilot daemon answers at {url} (start it with `linepilot run --config ...`)"))?;
+    let mut resp = ureq::get(&url).config().http_status_as_error(false).build().call().with_context(|| {
+        format!("no linepilot daemon answers at {url} (start it with `linepilot run --config ...`)")
+    })?;
     let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
     serde_json::from_str(&text).context("decoding the daemon's answer")
 }

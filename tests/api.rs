@@ -95,3 +95,60 @@ fn write_query_and_cli_agree_with_daemon_running_and_stopped() {
     assert!((got - want).abs() < 1e-9, "avg {got} != {want}");
     assert!(lines[1].ends_with(",60"), "{}", lines[1]);
 }
+
+/// `GET /api/v1/tags` and `linepilot tags` show each configured tag's latest
+/// value; `linepilot status` says ok (exit 0) with no sources configured.
+#[test]
+fn tags_and_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), "retention_raw = \"100y\"");
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text.push_str(
+        "[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n\
+         [[asset]]\nid = \"filler\"\nname = \"Filler\"\nline = \"line1\"\nkind = \"filler\"\n\
+         [[tag]]\nname = \"filler.bowl_pressure\"\nasset = \"filler\"\nunit = \"bar\"\ndescription = \"Bowl pressure\"\n\
+         [[tag]]\nname = \"filler.state\"\nasset = \"filler\"\ndescription = \"State\"\nvalue_type = \"i64\"\n",
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let daemon = Daemon::start(&cfg);
+    let ts = 1_800_000_000_000_000_000i64;
+    assert_eq!(
+        daemon.write(&format!("filler bowl_pressure=3.25 {ts}\nfiller bowl_pressure=3.5 {}\n", ts + 1)),
+        Ok(204)
+    );
+    let text = ureq::get(&format!("http://{}/api/v1/tags", daemon.addr))
+        .call()
+        .expect("tags")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let tags = body["tags"].as_array().expect("tags array");
+    assert_eq!(tags.len(), 2);
+    assert_eq!(
+        (tags[0]["name"].as_str(), tags[0]["value"].as_f64(), tags[0]["ts"].as_i64()),
+        (Some("filler.bowl_pressure"), Some(3.5), Some(ts + 1))
+    );
+    assert_eq!(tags[0]["quality"], "good");
+    assert!(tags[1]["value"].is_null(), "a tag without samples has no value: {}", tags[1]);
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_linepilot")).args(args).arg("--config").arg(&cfg).output().expect("runs")
+    };
+    let out = run(&["tags"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().any(|l| l.starts_with("filler.bowl_pressure") && l.contains("3.5") && l.contains("good")),
+        "{listing}"
+    );
+    let out = run(&["status"]);
+    assert!(
+        out.status.success(),
+        "status: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("status: ok"));
+    daemon.stop();
+}

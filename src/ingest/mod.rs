@@ -235,7 +235,8 @@ async fn run_source(ctx: SourceCtx) -> Result<(), IngestError> {
         SourceConfig::OpcUa(_) | SourceConfig::Modbus(_) | SourceConfig::Mqtt(_) => {
             // Drivers arrive protocol by protocol; until one exists for a
             // kind, say so in health instead of pretending to be connected.
-            ctx.health.set_state(SourceState::Unsupported, Some(format!("no {} driver in this build", ctx.config.kind())));
+            ctx.health
+                .set_state(SourceState::Unsupported, Some(format!("no {} driver in this build", ctx.config.kind())));
             let mut shutdown = ctx.shutdown.clone();
             let _ = shutdown.wait_for(|s| *s).await;
             Ok(())
