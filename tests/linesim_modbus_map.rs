@@ -102,3 +102,27 @@ fn example_config_modbus_tags_follow_the_map() {
     }
     assert!(checked >= 3, "only {checked} modbus tags in the example");
 }
+
+/// `configs/demo.toml` is what `linesim map gateway` prints for the demo scenario,
+/// and it loads: every simulator tag but the Sparkplug metrics, over its protocol.
+#[test]
+fn demo_config_is_current_and_loads() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let scenario = linesim::line::scenario::Scenario::load(std::path::Path::new(&format!(
+        "{root}/configs/scenarios/demo.toml"
+    )))
+    .expect("demo scenario");
+    let catalog = Catalog::build().0;
+    let generated = linesim::server::gateway::gateway_config(&catalog, &scenario);
+    let committed = std::fs::read_to_string(format!("{root}/configs/demo.toml")).expect("configs/demo.toml");
+    assert!(
+        committed == generated,
+        "configs/demo.toml is stale: regenerate it with\n  cargo run -p linesim -- map gateway > configs/demo.toml"
+    );
+    let config = Config::from_str_named(&committed, "demo.toml").unwrap_or_else(|e| panic!("demo.toml:\n{e}"));
+    let sparkplug = catalog.tags.iter().filter(|t| matches!(t.binding, Binding::Sparkplug { .. })).count();
+    assert_eq!(config.tags.len(), catalog.len() - sparkplug);
+    for t in &config.tags {
+        assert!(catalog.find(&t.name).is_some(), "{} is not a simulator tag", t.name);
+    }
+}

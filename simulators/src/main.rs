@@ -67,10 +67,13 @@ enum Cmd {
         #[arg(long, default_value = "0s")]
         at: String,
     },
-    /// Prints a protocol map of the line.
+    /// Prints a map of the line: "modbus" (the register map in the gateway's [[tag]]
+    /// syntax) or "gateway" (a whole gateway config reading every protocol).
     Map {
-        /// Only "modbus" for now: the register map in the gateway's [[tag]] syntax.
         what: String,
+        /// The scenario whose listen addresses the gateway config dials.
+        #[arg(long, default_value = "configs/scenarios/demo.toml")]
+        scenario: PathBuf,
     },
     /// Prints N tags x S seconds of a synthetic line as line protocol (store benchmarks).
     Synthetic {
@@ -183,12 +186,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        Cmd::Map { what } => match what.as_str() {
+        Cmd::Map { what, scenario } => match what.as_str() {
+            "gateway" => {
+                let sc = Scenario::load(&scenario)?;
+                print!("{}", linesim::server::gateway::gateway_config(&linesim::line::Catalog::build().0, &sc));
+                Ok(())
+            }
             "modbus" => {
                 print!("{}", linesim::server::modbus::register_map(&linesim::line::Catalog::build().0));
                 Ok(())
             }
-            other => anyhow::bail!("unknown map `{other}` (expected: modbus)"),
+            other => anyhow::bail!("unknown map `{other}` (expected: modbus or gateway)"),
         },
         Cmd::Synthetic { tags, seconds, seed, start } => {
             let start = start.unwrap_or_else(|| {

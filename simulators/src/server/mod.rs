@@ -3,6 +3,7 @@
 //! utilities) and MQTT (wireless vibration sensors as JSON, energy meters as
 //! a Sparkplug B edge node). Each reads the line through a `Feed`.
 
+pub mod gateway;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;

@@ -336,19 +336,24 @@ pub fn register_map(catalog: &Catalog) -> String {
     out.push_str("#   endpoint = \"tcp://127.0.0.1:5020\"\n");
     out.push_str("#   poll_interval = \"1s\"\n");
     for (t, r) in &tags {
-        out.push('\n');
-        out.push_str("[[tag]]\n");
-        let _ = writeln!(out, "name = {}", toml_str(&t.name));
-        let _ = writeln!(out, "asset = {}", toml_str(t.asset));
-        let _ = writeln!(out, "source = {}", toml_str(MAP_SOURCE));
-        let _ = writeln!(out, "address = {}", address(r));
-        if !t.unit.is_empty() {
-            let _ = writeln!(out, "unit = {}", toml_str(t.unit));
-        }
-        let _ = writeln!(out, "description = {}", toml_str(&t.description));
-        let _ = writeln!(out, "value_type = \"{}\"", value_type(t.ty, r));
+        tag_entry(&mut out, t, MAP_SOURCE, &address(r), value_type(t.ty, r));
     }
     out
+}
+
+/// One gateway `[[tag]]` table (with a blank line before it).
+pub(crate) fn tag_entry(out: &mut String, t: &crate::line::Tag, source: &str, address: &str, value_type: &str) {
+    out.push('\n');
+    out.push_str("[[tag]]\n");
+    let _ = writeln!(out, "name = {}", toml_str(&t.name));
+    let _ = writeln!(out, "asset = {}", toml_str(t.asset));
+    let _ = writeln!(out, "source = {}", toml_str(source));
+    let _ = writeln!(out, "address = {address}");
+    if !t.unit.is_empty() {
+        let _ = writeln!(out, "unit = {}", toml_str(t.unit));
+    }
+    let _ = writeln!(out, "description = {}", toml_str(&t.description));
+    let _ = writeln!(out, "value_type = \"{value_type}\"");
 }
 
 /// The gateway's inline address table of a register.
@@ -381,7 +386,7 @@ fn value_type(ty: PlcType, r: &ModbusReg) -> &'static str {
 }
 
 /// A TOML basic string.
-fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
