@@ -86,6 +86,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
     },
+    /// The demo: the bundled bottling-line simulator (OPC UA, Modbus TCP, MQTT) in-process
+    /// and the gateway reading it, with its embedded store.
+    Demo {
+        /// Gateway config (its sources are pointed at the simulator's ports).
+        #[arg(long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        /// Simulator scenario.
+        #[arg(long, default_value = "configs/scenarios/demo.toml")]
+        scenario: PathBuf,
+        /// Simulated seconds per second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// API listen address (overrides [api] listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Show the running daemon's health: the store and every source (exit 1 when degraded).
     Status {
         /// Config file.
@@ -159,6 +178,10 @@ fn main() -> ExitCode {
         Cmd::Import { config, data_dir, format, precision, input } => {
             init_logging("warn");
             import(config, data_dir, format, &precision, input)
+        }
+        Cmd::Demo { config, scenario, speed, data_dir, listen } => {
+            init_logging("info,opcua_server=warn,rumqttd=off");
+            demo(config, scenario, speed, data_dir, listen)
         }
         Cmd::Status { config, data_dir, json } => {
             init_logging("warn");
@@ -463,4 +486,53 @@ fn tags(config: PathBuf, data_dir: Option<PathBuf>, live: bool, filter: Option<S
         drop(out);
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// `linepilot demo`: the simulator on free loopback ports, the gateway's
+/// sources pointed at them, then the daemon as `run` would start it.
+fn demo(
+    config: PathBuf,
+    scenario: PathBuf,
+    speed: f64,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+) -> Result<()> {
+    use linepilot::config::{ModbusEndpoint, SourceConfig};
+    let mut cfg = load_config(&config)?;
+    let path = scenario.display().to_string();
+    let mut sc = linesim::line::scenario::Scenario::load(&scenario)?;
+    let data = data_dir.clone().unwrap_or_else(|| cfg.store.data_dir.clone());
+    sc.opcua.listen = "127.0.0.1:0".into();
+    sc.modbus.listen = "127.0.0.1:0".into();
+    sc.mqtt.listen = "127.0.0.1:0".into();
+    sc.mqtt.broker = None;
+    sc.opcua.pki_dir = data.join("linesim-pki").display().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("linepilot")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let opts = linesim::line::live::LiveOptions {
+            speed,
+            skip_ns: 0,
+            start_ns: None,
+            truth: Some(data.join("linesim-truth.jsonl")),
+        };
+        let line = linesim::server::Running::start(&sc, &path, opts).await.context("starting the line simulator")?;
+        for s in &mut cfg.sources {
+            match s {
+                SourceConfig::OpcUa(o) => o.endpoint = line.opcua.endpoint_url.clone(),
+                SourceConfig::Modbus(m) => {
+                    m.endpoint =
+                        ModbusEndpoint::Tcp { host: line.modbus.addr.ip().to_string(), port: line.modbus.addr.port() }
+                }
+                SourceConfig::Mqtt(m) => m.url = format!("mqtt://{}", line.mqtt.addr),
+            }
+        }
+        eprintln!("linepilot demo: simulator {}", line.endpoints());
+        let res = linepilot::service::run(cfg, linepilot::service::RunOptions { data_dir, listen }).await;
+        line.line.stop();
+        res.map_err(anyhow::Error::from)
+    })
 }

@@ -108,10 +108,9 @@ fn example_config_modbus_tags_follow_the_map() {
 #[test]
 fn demo_config_is_current_and_loads() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let scenario = linesim::line::scenario::Scenario::load(std::path::Path::new(&format!(
-        "{root}/configs/scenarios/demo.toml"
-    )))
-    .expect("demo scenario");
+    let scenario =
+        linesim::line::scenario::Scenario::load(std::path::Path::new(&format!("{root}/configs/scenarios/demo.toml")))
+            .expect("demo scenario");
     let catalog = Catalog::build().0;
     let generated = linesim::server::gateway::gateway_config(&catalog, &scenario);
     let committed = std::fs::read_to_string(format!("{root}/configs/demo.toml")).expect("configs/demo.toml");
