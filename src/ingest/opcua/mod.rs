@@ -352,8 +352,8 @@ impl Driver {
                 let hint = match cert_file {
                     Some(name) => format!(
                         "the server's certificate is not trusted: move `{}` to `{}` (or set trust_server_cert = true)",
-                        self.pki.join("rejected").join(&name).display(),
-                        self.pki.join("trusted").join(&name).display()
+                        self.pki.join("rejected").join(name).display(),
+                        self.pki.join("trusted").join(name).display()
                     ),
                     None => format!(
                         "the server's certificate is not trusted: move it from `{}` to `{}` (or set trust_server_cert = true)",
