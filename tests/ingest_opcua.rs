@@ -110,6 +110,10 @@ fn record(
 }
 
 fn gateway_config(dir: &Path, catalog: &Catalog, endpoint: &str, security: Security) -> Config {
+    gateway_config_trust(dir, catalog, endpoint, security, true)
+}
+
+fn gateway_config_trust(dir: &Path, catalog: &Catalog, endpoint: &str, security: Security, trust: bool) -> Config {
     let mut text = format!(
         "[site]\nname = \"Test plant\"\ntime_zone = \"UTC\"\n[store]\ndata_dir = \"{}\"\n\
          [[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n",
@@ -119,7 +123,7 @@ fn gateway_config(dir: &Path, catalog: &Catalog, endpoint: &str, security: Secur
         text.push_str(&format!("[[asset]]\nid = \"{a}\"\nname = \"{a}\"\nline = \"line1\"\nkind = \"{a}\"\n"));
     }
     text.push_str(&format!(
-        "[[source]]\nid = \"plc1\"\nkind = \"opcua\"\nendpoint = \"{endpoint}\"\ntrust_server_cert = true\n\
+        "[[source]]\nid = \"plc1\"\nkind = \"opcua\"\nendpoint = \"{endpoint}\"\ntrust_server_cert = {trust}\n\
          publishing_interval = \"200ms\"\nsampling_interval = \"100ms\"\nqueue_size = 20\nconnect_timeout = \"5s\"\n"
     ));
     if security == Security::Encrypted {
@@ -347,4 +351,52 @@ async fn unsecured_anonymous_through_a_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn encrypted_user_login_through_a_server_restart() {
     line_through_restart(Security::Encrypted).await;
+}
+
+/// An untrusted server certificate: the driver says which file to move where,
+/// and once it is moved to trusted/ the data flows without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn untrusted_server_certificate_is_explained_and_can_be_trusted() {
+    std::env::set_var(PASSWORD_ENV, PASSWORD);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (catalog, _) = Catalog::build();
+    let tags = opcua_tags(&catalog);
+    let running = start_line(&tmp.path().join("linesim-pki"), 0, None).await;
+    let config = gateway_config_trust(tmp.path(), &catalog, &running.opcua.endpoint_url, Security::Encrypted, false);
+    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
+    let health = Arc::new(Health::default());
+    let (sink, rx) = Sink::channel(64);
+    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+
+    let pki = tmp.path().join("data/pki/opcua");
+    wait_for("the refusal explained in health", Duration::from_secs(30), || {
+        health.snapshot()[0].last_error.as_deref().is_some_and(|e| e.contains("rejected") && e.contains("trusted"))
+    })
+    .await;
+    let err = health.snapshot()[0].last_error.clone().unwrap_or_default();
+    println!("{err}");
+    assert_eq!(health.snapshot()[0].state, SourceState::Down);
+    let rejected: Vec<PathBuf> =
+        std::fs::read_dir(pki.join("rejected")).expect("rejected/").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let name = rejected[0].file_name().expect("name").to_string_lossy().into_owned();
+    assert!(err.contains(&rejected[0].display().to_string()), "the message names the file: {err}");
+    assert!(err.contains(&pki.join("trusted").join(&name).display().to_string()), "and where it goes: {err}");
+
+    std::fs::rename(&rejected[0], pki.join("trusted").join(&name)).expect("move to trusted/");
+    let names: Vec<String> = tags.iter().map(|(i, _, _)| catalog.tags[*i].name.clone()).collect();
+    wait_for("data once the certificate is trusted", Duration::from_secs(60), || {
+        names.iter().all(|n| stored(&store, n).iter().any(|s| s.quality == 0))
+    })
+    .await;
+    assert_eq!(health.snapshot()[0].state, SourceState::Connected);
+
+    let _ = stop_tx.send(true);
+    for t in sources {
+        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("join");
+    }
+    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends").expect("join");
+    drop(running);
 }
