@@ -94,6 +94,41 @@ pub struct OpcUaSourceConfig {
     /// Message security and user identity; anonymous and unsecured when left out.
     #[serde(default)]
     pub security: OpcUaSecurity,
+    /// Trust the server's certificate on first contact (it is copied to the client's
+    /// `pki/opcua/trusted/`). Leave off for real plants: an unknown certificate is put in
+    /// `pki/opcua/rejected/` and the log says which file to move to `trusted/`.
+    #[serde(default)]
+    pub trust_server_cert: bool,
+    /// How often the server sends the changes of the subscription (default `1s`).
+    #[serde(default = "default_publishing_interval")]
+    pub publishing_interval: HumanDuration,
+    /// How often the server samples each monitored node (default `250ms`).
+    #[serde(default = "default_sampling_interval")]
+    pub sampling_interval: HumanDuration,
+    /// Changes the server queues per node between publishes (at least 2, default 10);
+    /// with 1 a change between two publishes is lost.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u32,
+    /// Absolute deadband for the number tags of this source: changes smaller than this
+    /// are not reported (none when left out).
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// Time allowed to connect and log in before the attempt counts as failed (default `10s`).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+fn default_publishing_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_sampling_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
+}
+fn default_queue_size() -> u32 {
+    10
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 /// How the gateway secures and authenticates its OPC UA session.
@@ -147,6 +182,23 @@ impl OpcUaSourceConfig {
             errs.push(("endpoint", e));
         }
         errs.extend(self.security.check());
+        if self.publishing_interval.0.is_zero() {
+            errs.push(("publishing_interval", "publishing_interval must be more than 0".to_string()));
+        }
+        if self.queue_size < 2 {
+            errs.push((
+                "queue_size",
+                format!("queue_size {} loses changes between publishes; use 2 or more", self.queue_size),
+            ));
+        }
+        if let Some(d) = self.deadband {
+            if !d.is_finite() || d < 0.0 {
+                errs.push(("deadband", format!("deadband {d} must be a number >= 0")));
+            }
+        }
+        if self.connect_timeout.0.is_zero() {
+            errs.push(("connect_timeout", "connect_timeout must be more than 0".to_string()));
+        }
         errs
     }
 }

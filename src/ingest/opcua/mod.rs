@@ -1,0 +1,541 @@
+//! OPC UA client source (async-opcua).
+//!
+//! One session per source and one subscription with a monitored item per
+//! tag. When the session is lost (server restart, network, keep-alive
+//! failures, a subscription the server dropped), the whole session is thrown
+//! away and built again with its subscription and **every** monitored item:
+//! the crate's own reconnect (subscription transfer or re-creation) is turned
+//! off because a re-creation that fails there is only logged, and a gateway
+//! that silently stops receiving data is the failure users report most.
+//!
+//! The client's certificate and key live in `<data_dir>/pki/opcua/`, created on
+//! first start. A server certificate that is not trusted lands in
+//! `pki/opcua/rejected/`; the log says which file to move to `trusted/`
+//! (or set `trust_server_cert = true`).
+
+mod convert;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opcua::client::{Client, ClientBuilder, IdentityToken, MonitoredItemMap, OnSubscriptionNotificationCore, Session};
+use opcua::crypto::{CertificateStore, SecurityPolicy as UaPolicy, X509};
+use opcua::types::{
+    match_extension_object_owned, AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger,
+    DeadbandType, EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NodeId, NotificationMessage, QualifiedName, ReadValueId,
+    StatusChangeNotification, StatusCode, TimestampsToReturn,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
+use crate::config::{OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress};
+use crate::domain::{now_ns, Quality, Sample, Timestamp, ValueKind};
+
+pub use convert::{node_id, sample_time, timestamp, value};
+
+/// Notifications queued between the session's event loop and the store
+/// channel before the newest are dropped (and counted).
+const NOTIFY_QUEUE: usize = 1024;
+/// Monitored items per CreateMonitoredItems call (servers limit the count).
+const ITEMS_PER_CALL: usize = 500;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The client's PKI directory under a data dir.
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki").join("opcua")
+}
+
+/// Runs an `opcua` source until shutdown.
+pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
+    let SourceConfig::OpcUa(cfg) = &ctx.config else {
+        return Err(IngestError::Config(format!("source `{}` is not an OPC UA source", ctx.id())));
+    };
+    let cfg = cfg.clone();
+    let identity = identity(&cfg.security)?;
+    let items = items(&ctx);
+    let pki = pki_dir(ctx.store.paths().root());
+    let client = build_client(&cfg, &pki, ctx.id()).await?;
+    let mut driver = Driver { ctx, cfg, identity, items, pki, link: Link::default() };
+    driver.run(client).await
+}
+
+/// A tag's monitored node.
+#[derive(Clone, Debug)]
+struct Item {
+    /// Index into the source's tags.
+    tag: usize,
+    node: NodeId,
+}
+
+/// What the reconnect loop knows about the link.
+#[derive(Default)]
+struct Link {
+    /// Data arrived in the current session.
+    flowing: bool,
+    /// A comms loss has been recorded and no data has arrived since.
+    lost: bool,
+    /// Newest source timestamp received (for a gap sample that sorts after it).
+    last_ts: Timestamp,
+}
+
+struct Driver {
+    ctx: SourceCtx,
+    cfg: OpcUaSourceConfig,
+    identity: IdentityToken,
+    items: Arc<Vec<Item>>,
+    pki: PathBuf,
+    link: Link,
+}
+
+/// Ends the session's event loop when the session is given up.
+struct EventLoop(JoinHandle<StatusCode>);
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// From the subscription callback (in the event loop) to the driver.
+enum Note {
+    Samples(Vec<Sample>),
+    Status(StatusCode),
+}
+
+impl Driver {
+    async fn run(&mut self, client: Client) -> Result<(), IngestError> {
+        let mut backoff = Backoff::new(MAX_BACKOFF);
+        loop {
+            let err = match self.session(&client).await {
+                Ok(()) | Err(IngestError::Shutdown) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.link.flowing {
+                backoff.reset();
+                self.ctx.health.count_reconnect();
+            }
+            self.link.flowing = false;
+            let reason = err.to_string();
+            warn!(source = self.ctx.id(), endpoint = %self.cfg.endpoint, error = %reason, "opcua: no session; retrying");
+            if self.link.lost {
+                self.ctx.health.set_state(SourceState::Down, Some(reason));
+            } else {
+                self.link.lost = true;
+                let ts = now_ns().max(self.link.last_ts.saturating_add(1));
+                self.ctx.comms_lost(ts, Quality::BAD_COMMS, &reason).await;
+            }
+            if self.ctx.sleep(backoff.next_delay()).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One session: connect, subscribe every tag, forward data until the
+    /// session is lost (Err) or the daemon stops (Err(Shutdown)).
+    async fn session(&mut self, client: &Client) -> Result<(), IngestError> {
+        let mut stop = self.ctx.shutdown.clone();
+        let limit = self.cfg.connect_timeout.0;
+        let url_owned = self.cfg.endpoint.clone();
+        let url = url_owned.as_str();
+        let (policy, mode) = security(&self.cfg.security);
+
+        let endpoints = match within(limit, &mut stop, client.get_server_endpoints_from_url(url)).await? {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(IngestError::Connection(format!("{url}: cannot list endpoints: {e}"))),
+            None => return Err(IngestError::Connection(format!("{url}: no answer to GetEndpoints within {limit:?}"))),
+        };
+        let endpoint = Client::find_matching_endpoint(&endpoints, url, policy, mode).ok_or_else(|| {
+            let offered: Vec<String> = endpoints
+                .iter()
+                .map(|e| format!("{}/{:?}", policy_name(e.security_policy_uri.as_ref()), e.security_mode))
+                .collect();
+            IngestError::Config(format!(
+                "{url} offers no endpoint with policy {policy} and mode {mode:?} (it offers {})",
+                offered.join(", ")
+            ))
+        })?;
+        let cert_file = server_cert_file(&endpoint);
+        let (session, event_loop) = client
+            .session_builder()
+            .connect_to_endpoint_directly(endpoint)
+            .and_then(|b| b.user_identity_token(self.identity.clone()).build(client.certificate_store().clone()))
+            .map_err(|e| IngestError::Connection(format!("{url}: {e}")))?;
+        // Reconnection is ours (see the module doc): the event loop ends when the link drops.
+        session.disable_reconnects();
+        let mut events = EventLoop(event_loop.spawn());
+
+        // A refused login or certificate ends the event loop while
+        // `wait_for_connection` would wait forever: race them, with a limit.
+        tokio::select! {
+            connected = session.wait_for_connection() => {
+                if !connected {
+                    return Err(IngestError::Connection(format!("{url}: session closed while connecting")));
+                }
+            }
+            end = &mut events.0 => return Err(self.connect_error(end, cert_file.as_deref())),
+            _ = tokio::time::sleep(limit) => {
+                return Err(IngestError::Connection(format!(
+                    "{url}: no session within {limit:?} (secure channel or login does not complete)"
+                )));
+            }
+            _ = stopped(&mut stop) => return Err(IngestError::Shutdown),
+        }
+        info!(source = self.ctx.id(), endpoint = url, policy = %policy, mode = ?mode, "opcua: session active");
+
+        let (tx, mut rx) = mpsc::channel(NOTIFY_QUEUE);
+        let sub = self.subscribe(&session, tx, &mut stop).await;
+        let sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                disconnect(&session).await;
+                return Err(e);
+            }
+        };
+        debug!(source = self.ctx.id(), subscription = sub, "opcua: subscribed");
+        if self.items.is_empty() {
+            self.restored();
+        }
+
+        let result = loop {
+            tokio::select! {
+                note = rx.recv() => match note {
+                    Some(Note::Samples(samples)) => {
+                        if samples.is_empty() {
+                            continue;
+                        }
+                        if !self.link.flowing {
+                            self.restored();
+                        }
+                        for s in &samples {
+                            if s.quality.is_good() {
+                                self.link.last_ts = self.link.last_ts.max(s.ts);
+                            }
+                        }
+                        if self.ctx.sink.send(samples).await.is_err() {
+                            break Err(IngestError::Shutdown);
+                        }
+                    }
+                    Some(Note::Status(code)) => {
+                        break Err(IngestError::Connection(format!("{url}: subscription ended by the server: {code}")));
+                    }
+                    None => break Err(IngestError::Protocol("subscription callback gone".into())),
+                },
+                end = &mut events.0 => {
+                    let why = match end {
+                        Ok(code) if code.is_good() => "connection closed".to_string(),
+                        Ok(code) => code.to_string(),
+                        Err(e) => format!("event loop failed: {e}"),
+                    };
+                    break Err(IngestError::Connection(format!("{url}: session lost: {why}")));
+                }
+                _ = stopped(&mut stop) => break Err(IngestError::Shutdown),
+            }
+        };
+        disconnect(&session).await;
+        result
+    }
+
+    /// Data flows (again).
+    fn restored(&mut self) {
+        self.link.flowing = true;
+        self.link.lost = false;
+        self.ctx.comms_restored(now_ns());
+        info!(source = self.ctx.id(), endpoint = %self.cfg.endpoint, "opcua: data flowing");
+    }
+
+    /// Creates the subscription and a monitored item per tag. Tags whose item
+    /// the server refuses get a sample with the server's status code.
+    async fn subscribe(
+        &mut self,
+        session: &Session,
+        tx: mpsc::Sender<Note>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<u32, IngestError> {
+        let limit = self.cfg.connect_timeout.0;
+        let publishing = self.cfg.publishing_interval.0;
+        // Keep-alive after 10 empty publishes; the server drops the subscription after 3 missed keep-alives.
+        let handler = Notify { tags: self.ctx.tags.clone(), tx, health: self.ctx.health.clone() };
+        let sub =
+            match within(limit, stop, session.create_subscription(publishing, 30, 10, 0, 0, true, handler)).await? {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateSubscription: {e}"))),
+                None => return Err(IngestError::Connection(format!("CreateSubscription: no answer within {limit:?}"))),
+            };
+        let mut refused: Vec<Sample> = Vec::new();
+        let mut created = 0usize;
+        for chunk in self.items.chunks(ITEMS_PER_CALL) {
+            let requests: Vec<MonitoredItemCreateRequest> =
+                chunk.iter().map(|it| self.request(it, &self.ctx.tags[it.tag])).collect();
+            let call = session.create_monitored_items(sub, TimestampsToReturn::Both, requests);
+            let results = match within(limit, stop, call).await? {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateMonitoredItems: {e}"))),
+                None => {
+                    return Err(IngestError::Connection(format!("CreateMonitoredItems: no answer within {limit:?}")))
+                }
+            };
+            for (it, r) in chunk.iter().zip(results.iter()) {
+                let code = r.result.status_code;
+                if code.is_good() {
+                    created += 1;
+                    continue;
+                }
+                let tag = &self.ctx.tags[it.tag];
+                warn!(source = self.ctx.id(), tag = %tag.tag.name, node = %it.node, status = %code, "opcua: the server refused to monitor this node");
+                self.ctx.health.error(format!("{}: {} ({}): {code}", tag.tag.name, it.node, code.bits()));
+                refused.push(tag.bad(now_ns(), Quality::from_status(code.bits())));
+            }
+        }
+        if !self.items.is_empty() && created == 0 {
+            return Err(IngestError::Protocol(format!(
+                "the server refused every monitored item ({} tags), e.g. {}",
+                self.items.len(),
+                self.items[0].node
+            )));
+        }
+        info!(
+            source = self.ctx.id(),
+            items = created,
+            refused = refused.len(),
+            publishing_ms = publishing.as_millis() as u64,
+            "opcua: monitoring"
+        );
+        if !refused.is_empty() && self.ctx.sink.send(refused).await.is_err() {
+            return Err(IngestError::Shutdown);
+        }
+        Ok(sub)
+    }
+
+    fn request(&self, it: &Item, tag: &BoundTag) -> MonitoredItemCreateRequest {
+        let filter = match (self.cfg.deadband, tag.tag.value_type) {
+            (Some(d), ValueKind::F64 | ValueKind::I64) if d > 0.0 => ExtensionObject::from_message(DataChangeFilter {
+                trigger: DataChangeTrigger::StatusValue,
+                deadband_type: DeadbandType::Absolute as u32,
+                deadband_value: d,
+            }),
+            _ => ExtensionObject::null(),
+        };
+        MonitoredItemCreateRequest {
+            item_to_monitor: ReadValueId {
+                node_id: it.node.clone(),
+                attribute_id: AttributeId::Value as u32,
+                index_range: Default::default(),
+                data_encoding: QualifiedName::null(),
+            },
+            monitoring_mode: MonitoringMode::Reporting,
+            requested_parameters: MonitoringParameters {
+                // Handle = tag index + 1 (0 would make the crate pick one).
+                client_handle: it.tag as u32 + 1,
+                sampling_interval: self.cfg.sampling_interval.0.as_secs_f64() * 1000.0,
+                filter,
+                queue_size: self.cfg.queue_size,
+                discard_oldest: true,
+            },
+        }
+    }
+
+    /// Why connecting failed, with the fix for an untrusted certificate.
+    fn connect_error(&self, end: Result<StatusCode, tokio::task::JoinError>, cert_file: Option<&str>) -> IngestError {
+        let url = &self.cfg.endpoint;
+        let code = match end {
+            Ok(c) => c,
+            Err(e) => return IngestError::Connection(format!("{url}: event loop failed: {e}")),
+        };
+        if code == StatusCode::BadCertificateUntrusted || code == StatusCode::BadSecurityChecksFailed {
+            let (policy, _) = security(&self.cfg.security);
+            if policy != UaPolicy::None {
+                let hint = match cert_file {
+                    Some(name) => format!(
+                        "the server's certificate is not trusted: move `{}` to `{}` (or set trust_server_cert = true)",
+                        self.pki.join("rejected").join(name).display(),
+                        self.pki.join("trusted").join(name).display()
+                    ),
+                    None => format!(
+                        "the server's certificate is not trusted: move it from `{}` to `{}` (or set trust_server_cert = true)",
+                        self.pki.join("rejected").display(),
+                        self.pki.join("trusted").display()
+                    ),
+                };
+                warn!(source = self.ctx.id(), endpoint = %url, status = %code, "opcua: {hint}");
+                return IngestError::Connection(format!("{url}: {code}: {hint}"));
+            }
+        }
+        let login = matches!(
+            code,
+            StatusCode::BadUserAccessDenied
+                | StatusCode::BadIdentityTokenRejected
+                | StatusCode::BadIdentityTokenInvalid
+        );
+        if login {
+            let who = self.cfg.security.user.as_deref().map(|u| format!("user `{u}`")).unwrap_or("anonymous".into());
+            return IngestError::Connection(format!("{url}: login as {who} refused: {code}"));
+        }
+        IngestError::Connection(format!("{url}: cannot connect: {code}"))
+    }
+}
+
+/// The subscription's callback: a notification message becomes one batch.
+struct Notify {
+    tags: Arc<Vec<BoundTag>>,
+    tx: mpsc::Sender<Note>,
+    health: Arc<super::SourceHealth>,
+}
+
+impl OnSubscriptionNotificationCore for Notify {
+    fn on_subscription_notification(&mut self, notification: NotificationMessage, _items: MonitoredItemMap<'_>) {
+        let Some(data) = notification.notification_data else { return };
+        let now = now_ns();
+        let mut samples = Vec::new();
+        for obj in data {
+            match_extension_object_owned!(obj,
+                v: DataChangeNotification => {
+                    for n in v.monitored_items.into_iter().flatten() {
+                        let Some(tag) = (n.client_handle as usize).checked_sub(1).and_then(|i| self.tags.get(i)) else {
+                            warn!(handle = n.client_handle, "opcua: data change for an unknown monitored item");
+                            continue;
+                        };
+                        samples.push(to_sample(tag, &n.value, now, &self.health));
+                    }
+                },
+                v: StatusChangeNotification => {
+                    if !v.status.is_good() {
+                        let _ = self.tx.try_send(Note::Status(v.status));
+                    }
+                }
+            )
+        }
+        if samples.is_empty() {
+            return;
+        }
+        let n = samples.len() as u64;
+        if self.tx.try_send(Note::Samples(samples)).is_err() {
+            self.health.count_dropped(n);
+        }
+    }
+}
+
+/// A data change as a sample of `tag`: its value by type, the source
+/// timestamp and the status code as quality. A value that cannot be
+/// represented is a `BAD_DECODING` sample (counted as malformed).
+fn to_sample(tag: &BoundTag, dv: &opcua::types::DataValue, now: Timestamp, health: &super::SourceHealth) -> Sample {
+    let ts = sample_time(dv, now);
+    let q = convert::quality(dv);
+    match dv.value.as_ref().and_then(value) {
+        Some(v) => tag.sample(ts, v, q),
+        None if !q.is_good() => tag.bad(ts, q),
+        None => {
+            health.count_malformed();
+            debug!(tag = %tag.tag.name, value = ?dv.value, "opcua: value of an unsupported type");
+            tag.bad(ts, Quality::BAD_DECODING)
+        }
+    }
+}
+
+/// The tags of the source with an OPC UA address.
+fn items(ctx: &SourceCtx) -> Arc<Vec<Item>> {
+    let mut out = Vec::new();
+    for (i, t) in ctx.tags.iter().enumerate() {
+        match &t.tag.address {
+            Some(TagAddress::OpcUa(id)) => out.push(Item { tag: i, node: node_id(id) }),
+            _ => warn!(source = ctx.id(), tag = %t.tag.name, "opcua: tag has no NodeId address; not read"),
+        }
+    }
+    Arc::new(out)
+}
+
+/// The session's identity: anonymous, or the user with the password from
+/// `password_env` / `password_file`.
+fn identity(sec: &OpcUaSecurity) -> Result<IdentityToken, IngestError> {
+    let Some(user) = &sec.user else { return Ok(IdentityToken::Anonymous) };
+    let password = if let Some(var) = &sec.password_env {
+        std::env::var(var).map_err(|_| {
+            IngestError::Config(format!("security.password_env: environment variable `{var}` is not set"))
+        })?
+    } else if let Some(path) = &sec.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| IngestError::Config(format!("security.password_file `{}`: {e}", path.display())))?;
+        text.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        return Err(IngestError::Config("security.user needs password_env or password_file".into()));
+    };
+    Ok(IdentityToken::new_user_name(user.clone(), password))
+}
+
+fn security(sec: &OpcUaSecurity) -> (UaPolicy, MessageSecurityMode) {
+    let policy = match sec.policy {
+        SecurityPolicy::None => UaPolicy::None,
+        SecurityPolicy::Basic256Sha256 => UaPolicy::Basic256Sha256,
+    };
+    let mode = match sec.mode {
+        SecurityMode::None => MessageSecurityMode::None,
+        SecurityMode::Sign => MessageSecurityMode::Sign,
+        SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    (policy, mode)
+}
+
+fn policy_name(uri: &str) -> &str {
+    uri.rsplit_once('#').map(|(_, n)| n).unwrap_or(uri)
+}
+
+/// The name the server's certificate gets in the PKI directories.
+fn server_cert_file(endpoint: &EndpointDescription) -> Option<String> {
+    if endpoint.server_certificate.is_null_or_empty() {
+        return None;
+    }
+    X509::from_byte_string(&endpoint.server_certificate).ok().map(|c| CertificateStore::cert_file_name(&c))
+}
+
+/// The client, with its certificate created on first start (off the async
+/// workers: an RSA key takes a while).
+async fn build_client(cfg: &OpcUaSourceConfig, pki: &Path, id: &str) -> Result<Client, IngestError> {
+    std::fs::create_dir_all(pki)
+        .map_err(|e| IngestError::Config(format!("cannot create the PKI directory `{}`: {e}", pki.display())))?;
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+    let builder = ClientBuilder::new()
+        .application_name("linepilot")
+        .application_uri(format!("urn:linepilot:{host}"))
+        .product_uri("urn:linepilot")
+        .pki_dir(pki)
+        .create_sample_keypair(true)
+        .trust_server_certs(cfg.trust_server_cert)
+        .verify_server_certs(true)
+        .session_retry_limit(0)
+        .session_name(format!("linepilot {id}"))
+        .keep_alive_interval(Duration::from_secs(5))
+        .max_failed_keep_alive_count(3)
+        .request_timeout(cfg.connect_timeout.0.max(Duration::from_secs(5)));
+    let pki_shown = pki.display().to_string();
+    tokio::task::spawn_blocking(move || builder.client())
+        .await
+        .map_err(|e| IngestError::Config(format!("building the OPC UA client failed: {e}")))?
+        .map_err(|errs| IngestError::Config(format!("OPC UA client configuration ({pki_shown}): {}", errs.join("; "))))
+}
+
+/// Runs `fut` for at most `limit`: Ok(Some(output)), Ok(None) on timeout,
+/// Err(Shutdown) when the daemon stops first.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    fut: F,
+) -> Result<Option<F::Output>, IngestError> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, fut) => Ok(r.ok()),
+        _ = stopped(stop) => Err(IngestError::Shutdown),
+    }
+}
+
+/// Closes the session politely (bounded: the server may be gone).
+async fn disconnect(session: &Session) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+}
+
+/// Resolves once the daemon stops (or its stop signal is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
