@@ -68,7 +68,10 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
     let _ = write!(
         out,
         "\n[[source]]\nid = \"{OPCUA_SOURCE}\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://{}\"\n\
-         security = {{ policy = \"None\", mode = \"None\" }}\n",
+         security = {{ policy = \"None\", mode = \"None\" }}\n\
+         # The simulator makes its own self-signed certificate: trust it (a real plant moves\n\
+         # the server's certificate from pki/opcua/rejected/ to trusted/ instead).\n\
+         trust_server_cert = true\n",
         dial(&scenario.opcua.listen)
     );
     let _ = write!(
