@@ -155,7 +155,12 @@ async fn reference_subscriber(broker: SocketAddr, catalog: &Catalog, seen: Refer
 
 /// The gateway config: the `vib_de` RMS of every machine (JSON), its power and
 /// energy (Sparkplug), and one tag on a topic the test itself publishes to.
-fn gateway_config(catalog: &Catalog, url: &str, data_dir: &std::path::Path) -> (Config, Vec<String>, Vec<String>) {
+fn gateway_config(
+    catalog: &Catalog,
+    url: &str,
+    source_extra: &str,
+    data_dir: &std::path::Path,
+) -> (Config, Vec<String>, Vec<String>) {
     let mut assets: Vec<&str> = Vec::new();
     let mut tags = String::new();
     let (mut vib, mut energy) = (Vec::new(), Vec::new());
@@ -188,7 +193,7 @@ fn gateway_config(catalog: &Catalog, url: &str, data_dir: &std::path::Path) -> (
         text.push_str(&format!("[[asset]]\nid = \"{a}\"\nname = \"{a}\"\nline = \"line1\"\nkind = \"{a}\"\n"));
     }
     text.push_str(&format!(
-        "[[source]]\nid = \"line-mqtt\"\nkind = \"mqtt\"\nurl = \"{url}\"\nclient_id = \"gateway-test\"\nkeep_alive = \"5s\"\n"
+        "[[source]]\nid = \"line-mqtt\"\nkind = \"mqtt\"\nurl = \"{url}\"\nclient_id = \"gateway-test\"\nkeep_alive = \"5s\"\n{source_extra}\n"
     ));
     text.push_str(&tags);
     text.push_str(&format!(
@@ -257,7 +262,7 @@ async fn mqtt_source_against_linesim() {
     let proxy = Proxy::start("127.0.0.1:0".parse().expect("addr"), broker).await;
     let proxy_addr = proxy.addr;
 
-    let (config, vib, energy) = gateway_config(&catalog, &format!("mqtt://{proxy_addr}"), &dir.path().join("data"));
+    let (config, vib, energy) = gateway_config(&catalog, &format!("mqtt://{proxy_addr}"), "", &dir.path().join("data"));
     assert_eq!((vib.len(), energy.len()), (6, 12), "six machines, one vib_de RMS and two meters each");
     let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
     let health = Arc::new(Health::default());
@@ -342,4 +347,151 @@ async fn mqtt_source_against_linesim() {
     tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
     proxy.stop();
     drop(running);
+}
+
+/// A `mosquitto` broker on a fixed loopback port (killed on drop).
+struct Mosquitto {
+    child: std::process::Child,
+}
+
+impl Mosquitto {
+    fn binary() -> Option<std::path::PathBuf> {
+        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    async fn start(bin: &std::path::Path, dir: &std::path::Path, port: u16) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+            .expect("mosquitto.conf");
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning mosquitto");
+        let m = Mosquitto { child };
+        wait_until_async("mosquitto to listen", Duration::from_secs(10), || async move {
+            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        m
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The same line through Debian's `mosquitto`: linesim publishes to it, the
+/// gateway keeps a persistent session (`clean_session = false`) that survives a
+/// dropped connection (the broker keeps the subscriptions: nothing is
+/// subscribed again), then the broker itself restarts (session gone: the
+/// gateway subscribes again). Skipped, with a note, when mosquitto is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_source_against_mosquitto() {
+    let Some(bin) = Mosquitto::binary() else {
+        eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let mut broker_proc = Mosquitto::start(&bin, dir.path(), port).await;
+    let broker: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/scenarios/demo.toml");
+    let mut scenario = Scenario::load(std::path::Path::new(path)).expect("demo scenario");
+    scenario.opcua.listen = "127.0.0.1:0".into();
+    scenario.opcua.pki_dir = dir.path().join("pki").display().to_string();
+    scenario.modbus.listen = "127.0.0.1:0".into();
+    scenario.mqtt.broker = Some(format!("mqtt://{broker}"));
+    let opts = LiveOptions { speed: 20.0, skip_ns: 0, start_ns: None, truth: None };
+    let running = linesim::server::Running::start(&scenario, path, opts).await.expect("linesim starts");
+    assert!(!running.mqtt.embedded);
+    let catalog = running.line.feed.catalog.clone();
+
+    let seen: Reference = Arc::default();
+    let _reference = reference_subscriber(broker, &catalog, seen.clone()).await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().expect("addr"), broker).await;
+    let proxy_addr = proxy.addr;
+    let (config, vib, energy) =
+        gateway_config(&catalog, &format!("mqtt://{proxy_addr}"), "clean_session = false", &dir.path().join("data"));
+    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
+    let health = Arc::new(Health::default());
+    let (sink, rx) = Sink::channel(256);
+    let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sources =
+        linepilot::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let snapshot = || health.snapshot().into_iter().next().expect("one source");
+    let all: Vec<String> = vib.iter().chain(&energy).cloned().collect();
+    let good = |n: &String| stored(&store, n).iter().filter(|s| s.2 == Quality::GOOD.0).count();
+    let counts = || all.iter().map(good).collect::<Vec<usize>>();
+
+    wait_until("samples through mosquitto", Duration::from_secs(40), || all.iter().all(|n| good(n) >= 2)).await;
+    let mut result = (0, Vec::new());
+    for _ in 0..30 {
+        result = check_against_reference(&store, &all, &seen);
+        if result.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(result.1.is_empty(), "stored samples differ from the published ones:\n{}", result.1.join("\n"));
+
+    // The connection drops, the broker keeps the persistent session.
+    proxy.stop();
+    wait_until("comms loss", Duration::from_secs(20), || snapshot().state == SourceState::Down).await;
+    let proxy = Proxy::start(proxy_addr, broker).await;
+    wait_until("reconnect", Duration::from_secs(30), || snapshot().state == SourceState::Connected).await;
+    let base = counts();
+    wait_until("samples in the resumed session", Duration::from_secs(30), || {
+        counts().iter().zip(&base).all(|(now, before)| now > before)
+    })
+    .await;
+    let result = check_against_reference(&store, &all, &seen);
+    assert!(result.1.is_empty(), "after the resumed session:\n{}", result.1.join("\n"));
+
+    // The broker restarts: the session is gone, the gateway subscribes again.
+    drop(broker_proc);
+    wait_until("comms loss (broker down)", Duration::from_secs(20), || snapshot().state == SourceState::Down).await;
+    broker_proc = Mosquitto::start(&bin, dir.path(), port).await;
+    wait_until("reconnect to the new broker", Duration::from_secs(30), || snapshot().state == SourceState::Connected)
+        .await;
+    let base = counts();
+    wait_until("samples after the broker restart", Duration::from_secs(40), || {
+        counts().iter().zip(&base).all(|(now, before)| now > before)
+    })
+    .await;
+    let h = snapshot();
+    assert!(h.reconnects >= 2, "{h:?}");
+    assert_eq!(h.malformed, 0, "{h:?}");
+    eprintln!("mosquitto: {} samples checked against the published ones; health: {h:?}", result.0);
+
+    let _ = stop_tx.send(true);
+    for t in sources {
+        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
+    }
+    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
+    proxy.stop();
+    drop(running);
+    drop(broker_proc);
 }
