@@ -209,7 +209,7 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
                 ctx.comms_restored(now_ns());
                 // Births and deaths may have been missed while away.
                 sp.reset();
-                if ack.session_present && !cfg.clean_session {
+                if !must_subscribe(ack.session_present, cfg.clean_session) {
                     debug!(source = ctx.id(), "MQTT session resumed; subscriptions kept by the broker");
                 } else if !filters.is_empty() {
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -255,6 +255,13 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
             }
         }
     }
+}
+
+/// Whether the filters are to be subscribed after a CONNACK: always in a clean
+/// session; in a persistent one only when the broker did not keep it (so a
+/// resumed session never gets a second, duplicate subscription).
+fn must_subscribe(session_present: bool, clean_session: bool) -> bool {
+    clean_session || !session_present
 }
 
 /// Turns one incoming message into samples; counts and logs what is malformed.
@@ -499,6 +506,14 @@ mod tests {
         assert_eq!(parse_url("mqtt://[::1]:2000").ok(), Some(("::1".into(), 2000, false)));
         assert!(parse_url("tcp://x").is_err());
         assert!(parse_url("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn subscribe_after_connack() {
+        assert!(must_subscribe(false, true));
+        assert!(must_subscribe(true, true)); // a broker that wrongly reports a session for a clean one
+        assert!(must_subscribe(false, false)); // persistent, but the broker lost it (restart)
+        assert!(!must_subscribe(true, false)); // resumed: the broker has the subscriptions
     }
 
     #[test]
