@@ -489,7 +489,13 @@ pub struct MqttAddress {
     pub json_path: Option<JsonPath>,
     /// Where the source timestamp sits in a JSON payload; `None` means time of arrival.
     pub ts_path: Option<JsonPath>,
+    /// Sparkplug B metric name; the topic is then `spBv1.0/<group>/+/<node>[/<device>]`
+    /// and the payloads are Sparkplug B protobuf, not JSON.
+    pub metric: Option<String>,
 }
+
+/// The Sparkplug B namespace (first topic level) of version 3.0.
+pub const SPARKPLUG_NAMESPACE: &str = "spBv1.0";
 
 /// The MQTT address as written in the config, before it is checked.
 #[derive(Debug, Deserialize)]
@@ -503,6 +509,9 @@ pub(crate) struct MqttAddressFields {
     /// JSON path of the timestamp.
     #[serde(default)]
     ts_path: Option<String>,
+    /// Sparkplug B metric name.
+    #[serde(default)]
+    metric: Option<String>,
 }
 
 impl MqttAddressFields {
@@ -523,11 +532,49 @@ impl MqttAddressFields {
         };
         let json_path = path("json_path", self.json_path);
         let ts_path = path("ts_path", self.ts_path);
+        let sparkplug_topic = self.topic.split('/').next() == Some(SPARKPLUG_NAMESPACE);
+        match &self.metric {
+            Some(m) => {
+                if m.is_empty() {
+                    errs.push(("metric", "metric name is empty".to_string()));
+                }
+                if let Err(e) = check_sparkplug_filter(&self.topic) {
+                    errs.push(("topic", e));
+                }
+                for (key, present) in [("json_path", json_path.is_some()), ("ts_path", ts_path.is_some())] {
+                    if present {
+                        errs.push((key, format!("`{key}` does not apply to a Sparkplug B `metric`")));
+                    }
+                }
+            }
+            None if sparkplug_topic => errs.push((
+                "topic",
+                format!("`{}` is a Sparkplug B topic: name the metric with `metric = \"...\"`", self.topic),
+            )),
+            None => {}
+        }
         if errs.is_empty() {
-            Ok(MqttAddress { topic: self.topic, json_path, ts_path })
+            Ok(MqttAddress { topic: self.topic, json_path, ts_path, metric: self.metric })
         } else {
             Err(errs)
         }
+    }
+}
+
+/// Checks the topic filter of a Sparkplug B metric: `spBv1.0/<group>/+/<node>[/<device>]`.
+pub(crate) fn check_sparkplug_filter(topic: &str) -> Result<(), String> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    let ok = matches!(levels.len(), 4 | 5)
+        && levels[0] == SPARKPLUG_NAMESPACE
+        && levels[2] == "+"
+        && levels.iter().enumerate().all(|(i, l)| i == 2 || (!l.is_empty() && !l.contains(['+', '#'])));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad Sparkplug B topic `{topic}`: expected `{SPARKPLUG_NAMESPACE}/<group>/+/<node>` (node metrics) or \
+             `{SPARKPLUG_NAMESPACE}/<group>/+/<node>/<device>` (device metrics)"
+        ))
     }
 }
 
@@ -689,6 +736,30 @@ mod tests {
         }
         for bad in ["", "plant/#/x", "plant/a#", "plant/l+/x", "a\0b"] {
             assert!(check_topic_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sparkplug_addresses() {
+        let fields = |topic: &str, metric: Option<&str>, json: Option<&str>| MqttAddressFields {
+            topic: topic.into(),
+            json_path: json.map(Into::into),
+            ts_path: None,
+            metric: metric.map(Into::into),
+        };
+        let a = fields("spBv1.0/line1/+/energy/filler", Some("Power"), None).check().unwrap();
+        assert_eq!(a.metric.as_deref(), Some("Power"));
+        assert!(fields("spBv1.0/line1/+/energy", Some("Temp"), None).check().is_ok());
+        for (topic, metric, json, key) in [
+            ("spBv1.0/line1/DDATA/energy/filler", Some("Power"), None, "topic"),
+            ("spBv1.0/+/+/energy", Some("Power"), None, "topic"),
+            ("plant/line1/+/energy", Some("Power"), None, "topic"),
+            ("spBv1.0/line1/+/energy/filler", Some(""), None, "metric"),
+            ("spBv1.0/line1/+/energy/filler", Some("Power"), Some("$.x"), "json_path"),
+            ("spBv1.0/line1/+/energy/filler", None, None, "topic"),
+        ] {
+            let errs = fields(topic, metric, json).check().unwrap_err();
+            assert!(errs.iter().any(|(k, _)| *k == key), "{topic} {metric:?}: {errs:?}");
         }
     }
 

@@ -640,7 +640,7 @@ fn address_for<'t>(
         (SourceKind::Mqtt, DeValue::Table(_)) => {
             let fields = l.de::<MqttAddressFields>(a, path)?;
             let clean = fields.clean();
-            let ok: Vec<bool> = ["topic", "json_path", "ts_path"].iter().map(|k| fields.ok(k)).collect();
+            let ok: Vec<bool> = ["topic", "json_path", "ts_path", "metric"].iter().map(|k| fields.ok(k)).collect();
             match fields.value.check() {
                 Ok(m) => clean.then_some(TagAddress::Mqtt(m)),
                 Err(errs) => {
@@ -649,7 +649,8 @@ fn address_for<'t>(
                         .filter(|(k, _)| match *k {
                             "topic" => ok[0],
                             "json_path" => ok[1],
-                            _ => ok[2],
+                            "ts_path" => ok[2],
+                            _ => ok[3],
                         })
                         .collect();
                     l.report_all(path, errs);

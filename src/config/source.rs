@@ -385,6 +385,22 @@ pub struct MqttSourceConfig {
     /// File that holds the password (e.g. a systemd credential).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Clean session (`true`, the default): the broker forgets the subscriptions
+    /// at disconnect and the gateway subscribes again. `false`: a persistent
+    /// session, the broker keeps the subscriptions and queues QoS 1/2 messages
+    /// while the gateway is away (needs a fixed `client_id`).
+    #[serde(default = "default_clean_session")]
+    pub clean_session: bool,
+    /// Keep-alive: the broker drops the connection after 1.5 × this without traffic (`30s`).
+    #[serde(default = "default_mqtt_keep_alive")]
+    pub keep_alive: HumanDuration,
+}
+
+fn default_clean_session() -> bool {
+    true
+}
+fn default_mqtt_keep_alive() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 impl MqttSourceConfig {
@@ -398,6 +414,10 @@ impl MqttSourceConfig {
             if c.is_empty() || c.len() > 65_535 {
                 errs.push(("client_id", "client_id must be 1..=65535 bytes".to_string()));
             }
+        }
+        let ka = self.keep_alive.0;
+        if ka < Duration::from_secs(1) || ka > Duration::from_secs(65_535) {
+            errs.push(("keep_alive", format!("keep_alive {} is out of range 1s..=65535s", self.keep_alive)));
         }
         errs
     }

@@ -14,6 +14,7 @@
 //!   loss (a bad-quality sample per tag and an event).
 
 pub mod health;
+pub mod mqtt;
 pub mod opcua;
 pub mod sink;
 
@@ -234,7 +235,8 @@ fn bind(store: &Store, tags: Vec<&TagConfig>) -> Result<Vec<BoundTag>, StoreErro
 async fn run_source(ctx: SourceCtx) -> Result<(), IngestError> {
     match &ctx.config {
         SourceConfig::OpcUa(_) => opcua::run(ctx).await,
-        SourceConfig::Modbus(_) | SourceConfig::Mqtt(_) => {
+        SourceConfig::Mqtt(_) => mqtt::run(ctx).await,
+        SourceConfig::Modbus(_) => {
             // Drivers arrive protocol by protocol; until one exists for a
             // kind, say so in health instead of pretending to be connected.
             ctx.health
