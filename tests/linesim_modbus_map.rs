@@ -104,7 +104,7 @@ fn example_config_modbus_tags_follow_the_map() {
 }
 
 /// `configs/demo.toml` is what `linesim map gateway` prints for the demo scenario,
-/// and it loads: every simulator tag but the Sparkplug metrics, over its protocol.
+/// and it loads: every simulator tag over its protocol.
 #[test]
 fn demo_config_is_current_and_loads() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -119,8 +119,7 @@ fn demo_config_is_current_and_loads() {
         "configs/demo.toml is stale: regenerate it with\n  cargo run -p linesim -- map gateway > configs/demo.toml"
     );
     let config = Config::from_str_named(&committed, "demo.toml").unwrap_or_else(|e| panic!("demo.toml:\n{e}"));
-    let sparkplug = catalog.tags.iter().filter(|t| matches!(t.binding, Binding::Sparkplug { .. })).count();
-    assert_eq!(config.tags.len(), catalog.len() - sparkplug);
+    assert_eq!(config.tags.len(), catalog.len());
     for t in &config.tags {
         assert!(catalog.find(&t.name).is_some(), "{} is not a simulator tag", t.name);
     }

@@ -26,8 +26,7 @@ fn dial(listen: &str) -> String {
 }
 
 /// A complete gateway config for `scenario`'s line: site, plant model, the three
-/// sources at the scenario's listen addresses, and one `[[tag]]` per simulator tag
-/// except the Sparkplug energy meters.
+/// sources at the scenario's listen addresses, and one `[[tag]]` per simulator tag.
 pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
     let mut out = String::new();
     out.push_str("# linepilot demo configuration: the bundled line simulator, all three protocols.\n");
@@ -94,9 +93,17 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
                 MQTT_SOURCE,
                 format!("{{ topic = {}, json_path = \"$.{field}\", ts_path = \"$.ts\" }}", toml_str(topic)),
             ),
-            // Modbus tags come from the register map below; Sparkplug metrics are not in
-            // the gateway's address syntax yet.
-            Binding::Modbus(_) | Binding::Sparkplug { .. } => continue,
+            Binding::Sparkplug { device, metric, .. } => (
+                MQTT_SOURCE,
+                format!(
+                    "{{ topic = \"spBv1.0/{}/+/{}/{device}\", metric = {} }}",
+                    crate::line::catalog::SPARKPLUG_GROUP,
+                    crate::line::catalog::SPARKPLUG_NODE,
+                    toml_str(metric)
+                ),
+            ),
+            // Modbus tags come from the register map below.
+            Binding::Modbus(_) => continue,
         };
         tag_entry(&mut out, t, source, &address, value_type(t.ty));
     }
