@@ -203,6 +203,16 @@ pub struct ModbusSourceConfig {
     /// Time between polls of this device's tags.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: HumanDuration,
+    /// How long one read request may take before it counts as timed out (1 s
+    /// when left out). A timed-out read is retried once.
+    #[serde(default = "default_modbus_timeout")]
+    pub timeout: HumanDuration,
+    /// Largest gap, in registers, between two tags' ranges that are still read
+    /// in one request (unused registers in between are read and ignored); 16
+    /// when left out, 0 merges only touching ranges. Coils and discrete inputs
+    /// use 16 bits per register.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
 }
 
 fn default_unit_id() -> u8 {
@@ -210,6 +220,32 @@ fn default_unit_id() -> u8 {
 }
 fn default_poll_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
+}
+fn default_modbus_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_max_gap() -> u16 {
+    16
+}
+
+impl ModbusSourceConfig {
+    /// Checks the settings; problems come back as (key, message).
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if self.poll_interval.0.is_zero() {
+            errs.push(("poll_interval", "poll_interval must be longer than 0".to_string()));
+        }
+        if self.timeout.0.is_zero() {
+            errs.push(("timeout", "timeout must be longer than 0".to_string()));
+        }
+        if self.max_gap > 124 {
+            errs.push((
+                "max_gap",
+                format!("max_gap {} is out of range 0..=124 (a read holds 125 registers)", self.max_gap),
+            ));
+        }
+        errs
+    }
 }
 
 /// How to reach a Modbus device.

@@ -14,6 +14,7 @@
 //!   loss (a bad-quality sample per tag and an event).
 
 pub mod health;
+pub mod modbus;
 pub mod sink;
 
 use std::sync::Arc;
@@ -224,10 +225,12 @@ pub fn bind_tags(config: &Config, store: &Store, source: &str) -> Result<Vec<Bou
 /// after a backoff).
 async fn run_source(ctx: SourceCtx) -> Result<(), IngestError> {
     match &ctx.config {
-        SourceConfig::OpcUa(_) | SourceConfig::Modbus(_) | SourceConfig::Mqtt(_) => {
+        SourceConfig::Modbus(_) => modbus::run(ctx).await,
+        SourceConfig::OpcUa(_) | SourceConfig::Mqtt(_) => {
             // Drivers arrive protocol by protocol; until one exists for a
             // kind, say so in health instead of pretending to be connected.
-            ctx.health.set_state(SourceState::Unsupported, Some(format!("no {} driver in this build", ctx.config.kind())));
+            ctx.health
+                .set_state(SourceState::Unsupported, Some(format!("no {} driver in this build", ctx.config.kind())));
             let mut shutdown = ctx.shutdown.clone();
             let _ = shutdown.wait_for(|s| *s).await;
             Ok(())
