@@ -234,3 +234,91 @@ async fn a_lost_server_shows_down_and_polling_resumes_when_it_returns() {
     assert!(matches!((lost, restored), (Some(a), Some(b)) if a < b), "events: {msgs:?}");
     gw.stop().await;
 }
+
+/// A pymodbus server (the Python peer) whose registers 100..103 answer
+/// exception 0x04: exactly the tags of that read are bad, the others good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_marks_exactly_the_tags_of_its_read() {
+    let ok = std::process::Command::new("python3").args(["-c", "import pymodbus"]).status();
+    assert!(
+        matches!(ok, Ok(s) if s.success()),
+        "this test needs pymodbus: python3 -m pip install -r tests/interop/requirements.txt"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/modbus_server.py");
+    let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().expect("python3");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut peer = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = peer.0.try_wait() {
+            panic!("the pymodbus server exited ({status}); python3 -m pip install -r tests/interop/requirements.txt");
+        }
+        assert!(Instant::now() < deadline, "the pymodbus server does not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = format!(
+        "[site]\nname = \"Plant\"\ntime_zone = \"UTC\"\n[store]\ndata_dir = \"{}\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n[[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n",
+        dir.path().join("data").display()
+    );
+    text.push_str(&format!(
+        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\n"
+    ));
+    let tags: [(&str, &str, &str); 9] = [
+        ("t.u16", "register = 0, type = \"u16\"", "i64"),
+        ("t.i16", "register = 1, type = \"i16\"", "i64"),
+        ("t.f32", "register = 2, type = \"f32\"", "f64"),
+        ("t.f32_cdab", "register = 4, type = \"f32\", order = \"CDAB\"", "f64"),
+        ("t.u32_scaled", "register = 6, type = \"u32\", scale = 0.5", "f64"),
+        ("t.bit0", "register = 8, type = \"bool\", bit = 0", "bool"),
+        ("t.bit4", "register = 8, type = \"bool\", bit = 4", "bool"),
+        ("t.fail_a", "register = 100, type = \"u16\"", "i64"),
+        ("t.fail_b", "register = 102, type = \"u32\"", "i64"),
+    ];
+    for (name, addr, kind) in tags {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{name}\"\nasset = \"plc\"\nsource = \"{SOURCE}\"\naddress = {{ unit = 1, table = \"holding\", {addr} }}\ndescription = \"{name}\"\nvalue_type = \"{kind}\"\n"
+        ));
+    }
+    let config = Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("config:\n{e}"));
+    let gw = Gateway::start(&config);
+    gw.wait_latest("first poll", |_| true).await;
+    // A few cycles, so every tag has been read more than once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let ids: Vec<SeriesId> = gw.ids.iter().map(|(_, id)| *id).collect();
+    let latest = gw.store.latest(&ids);
+    let got: std::collections::HashMap<&str, linepilot::store::Latest> =
+        gw.ids.iter().map(|(n, _)| n.as_str()).zip(latest.into_iter().map(|l| l.expect("sample"))).collect();
+    let want = [
+        ("t.u16", Value::I64(1234)),
+        ("t.i16", Value::I64(-7)),
+        ("t.f32", Value::F64(21.5)),
+        ("t.f32_cdab", Value::F64(-3.25)),
+        ("t.u32_scaled", Value::F64(20.0)),
+        ("t.bit0", Value::Bool(true)),
+        ("t.bit4", Value::Bool(false)),
+    ];
+    for (name, v) in want {
+        assert!(got[name].quality.is_good(), "{name}: {}", got[name].quality);
+        assert_eq!(got[name].value, v, "{name}");
+    }
+    for name in ["t.fail_a", "t.fail_b"] {
+        assert_eq!(got[name].quality, linepilot::domain::Quality::modbus_exception(4), "{name}");
+    }
+    // An exception is counted, and is no reason to reconnect.
+    let snap = gw.health.snapshot();
+    assert_eq!(snap[0].state, SourceState::Connected, "{snap:?}");
+    assert!(snap[0].errors >= 1, "{snap:?}");
+    assert_eq!(snap[0].reconnects, 0, "{snap:?}");
+    assert!(snap[0].last_error.as_deref().is_some_and(|e| e.contains("0x04")), "{snap:?}");
+    gw.stop().await;
+}
