@@ -322,3 +322,102 @@ async fn an_exception_marks_exactly_the_tags_of_its_read() {
     assert!(snap[0].last_error.as_deref().is_some_and(|e| e.contains("0x04")), "{snap:?}");
     gw.stop().await;
 }
+
+/// A Modbus TCP server in the test: unit 1 answers every holding read with
+/// register n = n; unit 3 never answers; `mute` silences every unit (a dead
+/// PLC behind a live switch).
+#[derive(Clone)]
+struct Silent {
+    mute: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio_modbus::server::Service for Silent {
+    type Request = tokio_modbus::SlaveRequest<'static>;
+    type Response = Option<tokio_modbus::Response>;
+    type Exception = tokio_modbus::ExceptionCode;
+    type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let answer = match (req.slave, req.request) {
+            _ if self.mute.load(std::sync::atomic::Ordering::SeqCst) => Ok(None),
+            (1, tokio_modbus::Request::ReadHoldingRegisters(a, n)) => {
+                Ok(Some(tokio_modbus::Response::ReadHoldingRegisters((a..a + n).collect())))
+            }
+            (1, _) => Err(tokio_modbus::ExceptionCode::IllegalFunction),
+            _ => Ok(None),
+        };
+        std::future::ready(answer)
+    }
+}
+
+/// One unit that never answers marks only its own tags `BAD_TIMEOUT`; the
+/// others keep their good values and the connection stays. When no unit
+/// answers at all, the source goes down, and comes back once answers resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_unit_times_out_alone_and_a_silent_device_goes_down() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = Silent { mute: mute.clone() };
+    tokio::spawn(async move {
+        let server = tokio_modbus::server::tcp::Server::new(listener);
+        let on_connected = |stream, peer| {
+            let service = service.clone();
+            async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone()))) }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = format!(
+        "[site]\nname = \"Plant\"\ntime_zone = \"UTC\"\n[store]\ndata_dir = \"{}\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n[[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n",
+        dir.path().join("data").display()
+    );
+    text.push_str(&format!(
+        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\ntimeout = \"150ms\"\n"
+    ));
+    for (name, unit, reg) in [("u1.a", 1, 5), ("u1.b", 1, 60), ("u3.a", 3, 5), ("u3.b", 3, 60)] {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{name}\"\nasset = \"plc\"\nsource = \"{SOURCE}\"\naddress = {{ unit = {unit}, table = \"holding\", register = {reg} }}\ndescription = \"{name}\"\nvalue_type = \"i64\"\n"
+        ));
+    }
+    let config = Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("config:\n{e}"));
+    let gw = Gateway::start(&config);
+    gw.wait_latest("first poll", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let latest = gw.store.latest(&gw.ids.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+    let got: Vec<(&str, linepilot::store::Latest)> =
+        gw.ids.iter().map(|(n, _)| n.as_str()).zip(latest.into_iter().map(|l| l.expect("sample"))).collect();
+    for (name, l) in &got {
+        match *name {
+            "u1.a" => assert_eq!((l.quality.is_good(), &l.value), (true, &Value::I64(5)), "{name}"),
+            "u1.b" => assert_eq!((l.quality.is_good(), &l.value), (true, &Value::I64(60)), "{name}"),
+            _ => assert_eq!(l.quality, linepilot::domain::Quality::BAD_TIMEOUT, "{name}"),
+        }
+    }
+    let snap = gw.health.snapshot();
+    assert_eq!(snap[0].state, SourceState::Connected, "{snap:?}");
+    assert_eq!(snap[0].reconnects, 0, "{snap:?}");
+    assert!(snap[0].last_error.as_deref().is_some_and(|e| e.contains("unit 3")), "{snap:?}");
+
+    // Nothing answers: after the retry the connection is given up and the source is down.
+    let muted_at = linepilot::domain::now_ns();
+    mute.store(true, std::sync::atomic::Ordering::SeqCst);
+    gw.wait_state(SourceState::Down).await;
+    gw.wait_latest("bad after the silence", |l| !l.quality.is_good() && l.ts >= muted_at).await;
+    // Answers resume: the source reconnects and unit 1 is good again.
+    mute.store(false, std::sync::atomic::Ordering::SeqCst);
+    let back_at = linepilot::domain::now_ns();
+    gw.wait_state(SourceState::Connected).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = gw.store.latest(&[gw.ids[0].1]).remove(0).expect("sample");
+        if l.quality.is_good() && l.ts >= back_at {
+            break;
+        }
+        assert!(Instant::now() < deadline, "unit 1 never good again: {:?}", gw.health.snapshot());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.health.snapshot()[0].reconnects >= 1);
+    gw.stop().await;
+}
