@@ -355,18 +355,7 @@ impl tokio_modbus::server::Service for Silent {
 /// answers at all, the source goes down, and comes back once answers resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_unit_times_out_alone_and_a_silent_device_goes_down() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let service = Silent { mute: mute.clone() };
-    tokio::spawn(async move {
-        let server = tokio_modbus::server::tcp::Server::new(listener);
-        let on_connected = |stream, peer| {
-            let service = service.clone();
-            async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone()))) }
-        };
-        let _ = server.serve(&on_connected, |_| {}).await;
-    });
+    let (port, mute) = start_silent_server().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = format!(
@@ -420,4 +409,53 @@ async fn a_silent_unit_times_out_alone_and_a_silent_device_goes_down() {
     }
     assert!(gw.health.snapshot()[0].reconnects >= 1);
     gw.stop().await;
+}
+
+/// Starts [`Silent`] on a free loopback port; returns the port and its mute switch.
+async fn start_silent_server() -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = Silent { mute: mute.clone() };
+    tokio::spawn(async move {
+        let server = tokio_modbus::server::tcp::Server::new(listener);
+        let on_connected = |stream, peer| {
+            let service = service.clone();
+            async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone()))) }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+    (port, mute)
+}
+
+/// Tags named by a poll group poll at its interval, the others at `poll_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_groups_poll_at_their_own_interval() {
+    let (port, _mute) = start_silent_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = format!(
+        "[site]\nname = \"Plant\"\ntime_zone = \"UTC\"\n[store]\ndata_dir = \"{}\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n[[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n",
+        dir.path().join("data").display()
+    );
+    text.push_str(&format!(
+        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:{port}\"\npoll_interval = \"100ms\"\npoll_groups = [{{ interval = \"1s\", tags = [\"slow.*\"] }}]\n"
+    ));
+    for (name, reg) in [("fast.a", 1), ("slow.a", 2), ("slow.b", 3)] {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{name}\"\nasset = \"plc\"\nsource = \"{SOURCE}\"\naddress = {{ unit = 1, table = \"holding\", register = {reg} }}\ndescription = \"{name}\"\nvalue_type = \"i64\"\n"
+        ));
+    }
+    let config = Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("config:\n{e}"));
+    let from = linepilot::domain::now_ns();
+    let gw = Gateway::start(&config);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (store, ids) = (gw.store.clone(), gw.ids.clone());
+    gw.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let to = linepilot::domain::now_ns();
+    let count = |i: usize| store.range(ids[i].1, from, to).expect("range").len();
+    let (fast, slow_a, slow_b) = (count(0), count(1), count(2));
+    assert!((15..=30).contains(&fast), "fast tag: {fast} samples in 2.5 s at 100 ms");
+    assert!((2..=4).contains(&slow_a), "slow tag: {slow_a} samples in 2.5 s at 1 s");
+    assert_eq!(slow_a, slow_b, "one group, one read");
 }

@@ -213,6 +213,32 @@ pub struct ModbusSourceConfig {
     /// use 16 bits per register.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
+    /// Tags polled at another interval than `poll_interval`, e.g.
+    /// `poll_groups = [{ interval = "10s", tags = ["utilities.*"] }]`. A tag
+    /// belongs to the first group with a pattern that matches its name; the
+    /// rest poll at `poll_interval`.
+    #[serde(default)]
+    pub poll_groups: Vec<ModbusPollGroup>,
+}
+
+/// Tags of a Modbus source polled at their own interval.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusPollGroup {
+    /// Time between polls of the group's tags.
+    pub interval: HumanDuration,
+    /// Tag names; a trailing `*` matches every name that starts with what comes before it.
+    pub tags: Vec<String>,
+}
+
+impl ModbusPollGroup {
+    /// Whether `name` matches one of the group's patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        self.tags.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        })
+    }
 }
 
 fn default_unit_id() -> u8 {
@@ -243,6 +269,23 @@ impl ModbusSourceConfig {
                 "max_gap",
                 format!("max_gap {} is out of range 0..=124 (a read holds 125 registers)", self.max_gap),
             ));
+        }
+        for (i, g) in self.poll_groups.iter().enumerate() {
+            if g.interval.0.is_zero() {
+                errs.push(("poll_groups", format!("poll_groups[{i}]: interval must be longer than 0")));
+            }
+            if g.tags.is_empty() {
+                errs.push(("poll_groups", format!("poll_groups[{i}]: `tags` lists no tag name or pattern")));
+            }
+            for p in &g.tags {
+                let body = p.strip_suffix('*').unwrap_or(p);
+                if p.is_empty() || body.contains('*') {
+                    errs.push((
+                        "poll_groups",
+                        format!("poll_groups[{i}]: `{p}` is not a tag name or a `prefix*` pattern"),
+                    ));
+                }
+            }
         }
         errs
     }

@@ -4,7 +4,9 @@
 //!   reads as possible (gap ≤ `max_gap`, ≤ 125 registers / 2000 bits per read).
 //! - [`decode`]: registers and bits become values (type, byte/word order, bit,
 //!   scale, offset); a non-finite float is `BAD_DECODING`.
-//! - [`run`]: the poll loop. Every `poll_interval` each planned read runs with
+//! - [`run`]: the poll loop. Tags poll every `poll_interval`, or at the
+//!   interval of the first of the source's `poll_groups` that names them; each
+//!   group has its own plan. Every cycle each planned read of a group runs with
 //!   the unit id set per request and a per-request `timeout`; samples carry the
 //!   cycle's poll time. An exception answer marks exactly the tags of that read
 //!   `modbus_exception(code)` and is counted in health (no reconnect). A read
@@ -46,12 +48,25 @@ enum Outcome {
     Broken(String),
 }
 
-/// The source's settings the poll loop needs, and its plan.
+/// Tags polled at one interval, and their reads.
+struct Group {
+    interval: Duration,
+    plan: Vec<ReadRequest>,
+}
+
+/// The source's settings the poll loop needs, and its plan per poll group.
 struct Poller {
     addrs: Vec<Option<ModbusAddress>>,
-    plan: Vec<ReadRequest>,
-    interval: Duration,
+    groups: Vec<Group>,
     timeout: Duration,
+}
+
+/// How one poll cycle of a group went.
+struct Cycle {
+    /// Some unit answered (data or exception).
+    answered: bool,
+    /// The connection broke; the reason.
+    broken: Option<String>,
 }
 
 /// Runs a Modbus source until shutdown.
@@ -73,7 +88,7 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
         }
     };
     let poller = Poller::new(&ctx, &cfg);
-    info!(source = ctx.id(), endpoint = %cfg.endpoint, tags = ctx.tags.len(), reads = poller.plan.len(), "modbus source planned");
+    info!(source = ctx.id(), endpoint = %cfg.endpoint, tags = ctx.tags.len(), reads = poller.reads(), groups = poller.groups.len(), "modbus source planned");
 
     let mut backoff = Backoff::new(Duration::from_secs(30));
     // True from the recorded comms loss until the first answer afterwards.
@@ -142,10 +157,27 @@ impl Poller {
                 }
             })
             .collect();
-        let indexed: Vec<(usize, &ModbusAddress)> =
-            addrs.iter().enumerate().filter_map(|(i, a)| a.as_ref().map(|a| (i, a))).collect();
-        let plan = plan::plan(&indexed, cfg.max_gap);
-        Poller { plan, addrs, interval: cfg.poll_interval.0, timeout: cfg.timeout.0 }
+        // Group 0 is `poll_interval`; group g + 1 is `poll_groups[g]`.
+        let mut members: Vec<Vec<(usize, &ModbusAddress)>> = vec![Vec::new(); cfg.poll_groups.len() + 1];
+        for (i, a) in addrs.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let name = &ctx.tags[i].tag.name;
+            let g = cfg.poll_groups.iter().position(|g| g.matches(name)).map_or(0, |g| g + 1);
+            members[g].push((i, a));
+        }
+        let intervals = std::iter::once(cfg.poll_interval.0).chain(cfg.poll_groups.iter().map(|g| g.interval.0));
+        let groups = members
+            .iter()
+            .zip(intervals)
+            .filter(|(m, _)| !m.is_empty())
+            .map(|(m, interval)| Group { interval, plan: plan::plan(m, cfg.max_gap) })
+            .collect();
+        Poller { addrs, groups, timeout: cfg.timeout.0 }
+    }
+
+    /// Reads in one poll cycle, over all groups.
+    fn reads(&self) -> usize {
+        self.groups.iter().map(|g| g.plan.len()).sum()
     }
 
     /// Polls over one connection until it breaks (Ok(reason)) or the daemon stops.
@@ -156,84 +188,103 @@ impl Poller {
         lost: &mut bool,
         backoff: &mut Backoff,
     ) -> Result<String, IngestError> {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = ctx.shutdown.clone();
+        let start = tokio::time::Instant::now();
+        let mut due: Vec<tokio::time::Instant> = vec![start; self.groups.len()];
         loop {
+            let Some(next) = due.iter().min().copied() else {
+                // No tags: nothing to poll, stay connected until shutdown.
+                ctx.comms_restored(now_ns());
+                let _ = shutdown.wait_for(|s| *s).await;
+                return Err(IngestError::Shutdown);
+            };
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
                 _ = shutdown.wait_for(|s| *s) => return Err(IngestError::Shutdown),
             }
-            let ts = now_ns();
-            let mut samples: Vec<Sample> = Vec::with_capacity(ctx.tags.len());
-            let mut silent_units: HashSet<u8> = HashSet::new();
-            let mut answered = false;
-            let mut broken = None;
-            for req in &self.plan {
-                if silent_units.contains(&req.unit) {
-                    self.mark(ctx, req, ts, Quality::BAD_TIMEOUT, &mut samples);
+            for (g, group) in self.groups.iter().enumerate() {
+                let now = tokio::time::Instant::now();
+                if due[g] > now {
                     continue;
                 }
-                let mut outcome = self.read(&mut client, req).await;
-                if matches!(outcome, Outcome::Timeout) {
-                    debug!(
-                        source = ctx.id(),
-                        unit = req.unit,
-                        start = req.start,
-                        "modbus read timed out; retrying once"
-                    );
-                    outcome = self.read(&mut client, req).await;
+                // The next poll is one interval on; a cycle that overran starts the count again.
+                due[g] = (due[g] + group.interval).max(now);
+                let ts = now_ns();
+                let cycle = self.cycle(ctx, &mut client, group, ts).await?;
+                if cycle.answered && (*lost || ctx.health.snapshot().state != SourceState::Connected) {
+                    ctx.comms_restored(ts);
+                    *lost = false;
+                    backoff.reset();
                 }
-                match outcome {
-                    Outcome::Words(words) => {
-                        answered = true;
-                        self.decode_words(ctx, req, &words, ts, &mut samples);
-                    }
-                    Outcome::Bits(bits) => {
-                        answered = true;
-                        self.decode_bits(ctx, req, &bits, ts, &mut samples);
-                    }
-                    Outcome::Exception(code) => {
-                        answered = true;
-                        let msg = format!(
-                            "unit {} {:?} {}+{}: exception 0x{code:02X}",
-                            req.unit, req.table, req.start, req.count
-                        );
-                        debug!(source = ctx.id(), unit = req.unit, code, "modbus exception");
-                        ctx.health.error(msg);
-                        self.mark(ctx, req, ts, Quality::modbus_exception(code), &mut samples);
-                    }
-                    Outcome::Timeout => {
-                        let msg = format!("unit {}: no answer within {:?}", req.unit, self.timeout);
-                        warn!(source = ctx.id(), unit = req.unit, "modbus unit does not answer");
-                        ctx.health.error(msg);
-                        silent_units.insert(req.unit);
-                        self.mark(ctx, req, ts, Quality::BAD_TIMEOUT, &mut samples);
-                    }
-                    Outcome::Broken(reason) => {
-                        broken = Some(reason);
-                        break;
-                    }
+                if let Some(reason) = cycle.broken {
+                    return Ok(reason);
                 }
-            }
-            if answered && (*lost || ctx.health.snapshot().state != SourceState::Connected) {
-                ctx.comms_restored(ts);
-                *lost = false;
-                backoff.reset();
-            }
-            // The read samples go out before a broken connection is reported,
-            // so `comms_lost`'s samples come after them.
-            if broken.is_none() || answered {
-                ctx.sink.send(samples).await.map_err(|_| IngestError::Shutdown)?;
-            }
-            if let Some(reason) = broken {
-                return Ok(reason);
-            }
-            if !answered && !self.plan.is_empty() {
-                let _ = client.disconnect().await;
-                return Ok(format!("no unit answered within {:?} (twice)", self.timeout));
+                if !cycle.answered && !group.plan.is_empty() {
+                    let _ = client.disconnect().await;
+                    return Ok(format!("no unit answered within {:?} (twice)", self.timeout));
+                }
             }
         }
+    }
+
+    /// Runs the reads of one group once and sends their samples, stamped `ts`.
+    async fn cycle(
+        &self,
+        ctx: &SourceCtx,
+        client: &mut Context,
+        group: &Group,
+        ts: Timestamp,
+    ) -> Result<Cycle, IngestError> {
+        let mut samples: Vec<Sample> = Vec::with_capacity(ctx.tags.len());
+        let mut silent_units: HashSet<u8> = HashSet::new();
+        let mut answered = false;
+        let mut broken = None;
+        for req in &group.plan {
+            if silent_units.contains(&req.unit) {
+                self.mark(ctx, req, ts, Quality::BAD_TIMEOUT, &mut samples);
+                continue;
+            }
+            let mut outcome = self.read(client, req).await;
+            if matches!(outcome, Outcome::Timeout) {
+                debug!(source = ctx.id(), unit = req.unit, start = req.start, "modbus read timed out; retrying once");
+                outcome = self.read(client, req).await;
+            }
+            match outcome {
+                Outcome::Words(words) => {
+                    answered = true;
+                    self.decode_words(ctx, req, &words, ts, &mut samples);
+                }
+                Outcome::Bits(bits) => {
+                    answered = true;
+                    self.decode_bits(ctx, req, &bits, ts, &mut samples);
+                }
+                Outcome::Exception(code) => {
+                    answered = true;
+                    let msg = format!(
+                        "unit {} {:?} {}+{}: exception 0x{code:02X}",
+                        req.unit, req.table, req.start, req.count
+                    );
+                    debug!(source = ctx.id(), unit = req.unit, code, "modbus exception");
+                    ctx.health.error(msg);
+                    self.mark(ctx, req, ts, Quality::modbus_exception(code), &mut samples);
+                }
+                Outcome::Timeout => {
+                    let msg = format!("unit {}: no answer within {:?}", req.unit, self.timeout);
+                    warn!(source = ctx.id(), unit = req.unit, "modbus unit does not answer");
+                    ctx.health.error(msg);
+                    silent_units.insert(req.unit);
+                    self.mark(ctx, req, ts, Quality::BAD_TIMEOUT, &mut samples);
+                }
+                Outcome::Broken(reason) => {
+                    broken = Some(reason);
+                    break;
+                }
+            }
+        }
+        // What was read goes out before a broken connection is reported, so
+        // `comms_lost`'s samples come after it.
+        ctx.sink.send(samples).await.map_err(|_| IngestError::Shutdown)?;
+        Ok(Cycle { answered, broken })
     }
 
     /// One read with the timeout.
@@ -300,4 +351,46 @@ impl Poller {
 
 fn exception_code(code: ExceptionCode) -> u8 {
     code.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, SourceConfig};
+
+    const BASE: &str = "[site]\nname = \"P\"\n[[area]]\nid = \"a\"\nname = \"A\"\n[[line]]\nid = \"l\"\nname = \"L\"\narea = \"a\"\n[[asset]]\nid = \"m\"\nname = \"M\"\nline = \"l\"\nkind = \"m\"\n[[source]]\nid = \"plc\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:5020\"\n";
+
+    #[test]
+    fn source_settings_have_defaults_and_poll_groups_load() {
+        let c = Config::from_str_named(BASE, "t.toml").expect("loads");
+        let SourceConfig::Modbus(m) = &c.sources[0] else { panic!("not modbus") };
+        assert_eq!(m.timeout.0, std::time::Duration::from_secs(1));
+        assert_eq!(m.max_gap, 16);
+        assert!(m.poll_groups.is_empty());
+        let text = format!(
+            "{BASE}timeout = \"250ms\"\nmax_gap = 0\n[[source.poll_groups]]\ninterval = \"10s\"\ntags = [\"utilities.*\", \"washer.temp\"]\n"
+        );
+        let c = Config::from_str_named(&text, "t.toml").expect("loads");
+        let SourceConfig::Modbus(m) = &c.sources[0] else { panic!("not modbus") };
+        assert_eq!(m.max_gap, 0);
+        assert_eq!(m.poll_groups[0].interval.0, std::time::Duration::from_secs(10));
+        assert!(m.poll_groups[0].matches("utilities.air_pressure"));
+        assert!(m.poll_groups[0].matches("washer.temp"));
+        assert!(!m.poll_groups[0].matches("washer.temperature"));
+    }
+
+    #[test]
+    fn bad_source_settings_are_reported_with_their_key() {
+        for (extra, key) in [
+            ("timeout = \"0s\"\n", "timeout"),
+            ("max_gap = 200\n", "max_gap"),
+            ("poll_interval = \"0s\"\n", "poll_interval"),
+            ("poll_groups = [{ interval = \"1s\", tags = [] }]\n", "poll_groups"),
+            ("poll_groups = [{ interval = \"1s\", tags = [\"a*b\"] }]\n", "poll_groups"),
+            ("poll_groups = [{ interval = \"1s\", tags = [\"a\"], every = 2 }]\n", "every"),
+        ] {
+            let text = format!("{BASE}{extra}");
+            let err = Config::from_str_named(&text, "t.toml").expect_err(extra).to_string();
+            assert!(err.contains(key) && err.contains("t.toml:"), "{extra}: {err}");
+        }
+    }
 }
