@@ -239,6 +239,16 @@ async fn a_lost_server_shows_down_and_polling_resumes_when_it_returns() {
 /// exception 0x04: exactly the tags of that read are bad, the others good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_marks_exactly_the_tags_of_its_read() {
+    exception_marks_its_read(false).await;
+}
+
+/// The same over RTU frames on TCP (`rtu+tcp://`), as serial device servers speak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_reads_and_exceptions() {
+    exception_marks_its_read(true).await;
+}
+
+async fn exception_marks_its_read(rtu: bool) {
     let ok = std::process::Command::new("python3").args(["-c", "import pymodbus"]).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
@@ -246,7 +256,12 @@ async fn an_exception_marks_exactly_the_tags_of_its_read() {
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/modbus_server.py");
-    let child = std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().expect("python3");
+    let child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .args(rtu.then_some("rtu"))
+        .spawn()
+        .expect("python3");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -270,7 +285,8 @@ async fn an_exception_marks_exactly_the_tags_of_its_read() {
         dir.path().join("data").display()
     );
     text.push_str(&format!(
-        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"tcp://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\n"
+        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"{}://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\n",
+        if rtu { "rtu+tcp" } else { "tcp" }
     ));
     let tags: [(&str, &str, &str); 9] = [
         ("t.u16", "register = 0, type = \"u16\"", "i64"),

@@ -194,7 +194,8 @@ impl OpcUaSecurity {
 pub struct ModbusSourceConfig {
     /// Name tags use in `source = "..."`.
     pub id: String,
-    /// `tcp://host:port` (port 502 when left out) or
+    /// `tcp://host:port` (port 502 when left out), `rtu+tcp://host:port` (RTU
+    /// frames over TCP, as serial-to-Ethernet converters speak) or
     /// `rtu:///dev/ttyUSB0?baud=19200&parity=E`.
     pub endpoint: ModbusEndpoint,
     /// Unit (slave) id used by tags that do not name their own `unit`.
@@ -301,6 +302,13 @@ pub enum ModbusEndpoint {
         /// TCP port.
         port: u16,
     },
+    /// Modbus RTU frames over a TCP connection (serial device servers).
+    RtuOverTcp {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
     /// Modbus RTU over a serial line.
     Rtu {
         /// Serial device, e.g. `/dev/ttyUSB0`.
@@ -359,6 +367,10 @@ impl FromStr for ModbusEndpoint {
             }
             return Ok(ModbusEndpoint::Rtu { device: PathBuf::from(device), baud, parity });
         }
+        if s.starts_with("rtu+tcp://") {
+            let (host, port) = check_url(s, &[("rtu+tcp", 502)], false)?;
+            return Ok(ModbusEndpoint::RtuOverTcp { host, port });
+        }
         let (host, port) =
             check_url(s, &[("tcp", 502)], false).map_err(|e| format!("{e} (or `rtu:///dev/ttyUSB0?baud=19200`)"))?;
         Ok(ModbusEndpoint::Tcp { host, port })
@@ -376,6 +388,7 @@ impl fmt::Display for ModbusEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModbusEndpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            ModbusEndpoint::RtuOverTcp { host, port } => write!(f, "rtu+tcp://{host}:{port}"),
             ModbusEndpoint::Rtu { device, baud, parity } => {
                 let p = match parity {
                     Parity::None => "N",

@@ -3,7 +3,9 @@
 Unit 1 serves holding registers 0..9 with known values, and registers
 100..103 that always answer exception 0x04 (server device failure).
 
-    python3 tests/interop/modbus_server.py PORT
+    python3 tests/interop/modbus_server.py PORT [rtu]
+
+With `rtu` the server speaks RTU frames over TCP (as a serial device server does).
 """
 
 import asyncio
@@ -13,6 +15,7 @@ import sys
 
 try:
     from pymodbus.constants import ExcCodes
+    from pymodbus import FramerType
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 except ImportError as e:  # pragma: no cover
@@ -36,7 +39,7 @@ async def action(function_code, start_address, address, count, current_registers
     return None
 
 
-async def main(port):
+async def main(port, framer):
     device = SimDevice(
         id=1,
         simdata=[
@@ -45,10 +48,11 @@ async def main(port):
         ],
         action=action,
     )
-    server = ModbusTcpServer([device], address=("127.0.0.1", port))
+    server = ModbusTcpServer([device], address=("127.0.0.1", port), framer=framer)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(int(sys.argv[1])))
+    rtu = len(sys.argv) > 2 and sys.argv[2] == "rtu"
+    asyncio.run(main(int(sys.argv[1]), FramerType.RTU if rtu else FramerType.SOCKET))

@@ -1,4 +1,5 @@
-//! Modbus TCP driver: polls a device's registers and coils and turns them into samples.
+//! Modbus driver (Modbus TCP, and RTU frames over TCP): polls a device's
+//! registers and coils and turns them into samples.
 //!
 //! - [`plan`]: per unit id and table, the tags' ranges are coalesced into as few
 //!   reads as possible (gap ≤ `max_gap`, ≤ 125 registers / 2000 bits per read).
@@ -74,8 +75,9 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
     let SourceConfig::Modbus(cfg) = ctx.config.clone() else {
         return Err(IngestError::Config(format!("source {} is not a Modbus source", ctx.id())));
     };
-    let (host, port) = match &cfg.endpoint {
-        ModbusEndpoint::Tcp { host, port } => (host.clone(), *port),
+    let (host, port, rtu) = match &cfg.endpoint {
+        ModbusEndpoint::Tcp { host, port } => (host.clone(), *port, false),
+        ModbusEndpoint::RtuOverTcp { host, port } => (host.clone(), *port, true),
         ModbusEndpoint::Rtu { .. } => {
             // Serial RTU needs a serial port crate this build does not have: say
             // so in health instead of restarting in a loop.
@@ -97,7 +99,7 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
         if ctx.stopping() {
             return Ok(());
         }
-        let reason = match connect(&host, port, poller.timeout.max(Duration::from_secs(1))).await {
+        let reason = match connect(&host, port, rtu, poller.timeout.max(Duration::from_secs(1))).await {
             Ok(client) => {
                 debug!(source = ctx.id(), host = %host, port, "modbus connected");
                 match poller.poll(&mut ctx, client, &mut lost, &mut backoff).await {
@@ -122,8 +124,8 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
     }
 }
 
-/// Opens a Modbus TCP connection.
-async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Context, String> {
+/// Opens a TCP connection speaking Modbus TCP, or RTU frames when `rtu`.
+async fn connect(host: &str, port: u16, rtu: bool, timeout: Duration) -> Result<Context, String> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -131,8 +133,9 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Context, St
             .collect();
         let mut last = format!("{host}:{port} resolves to no address");
         for addr in addrs {
-            match tokio_modbus::client::tcp::connect(addr).await {
-                Ok(c) => return Ok(c),
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(stream) if rtu => return Ok(tokio_modbus::client::rtu::attach_slave(stream, Slave(1))),
+                Ok(stream) => return Ok(tokio_modbus::client::tcp::attach(stream)),
                 Err(e) => last = format!("cannot connect to {addr}: {e}"),
             }
         }
@@ -376,6 +379,18 @@ mod tests {
         assert!(m.poll_groups[0].matches("utilities.air_pressure"));
         assert!(m.poll_groups[0].matches("washer.temp"));
         assert!(!m.poll_groups[0].matches("washer.temperature"));
+    }
+
+    #[test]
+    fn rtu_over_tcp_endpoints_parse_and_print() {
+        use crate::config::ModbusEndpoint;
+        let e: ModbusEndpoint = "rtu+tcp://10.0.0.7:4001".parse().expect("parses");
+        assert_eq!(e, ModbusEndpoint::RtuOverTcp { host: "10.0.0.7".into(), port: 4001 });
+        assert_eq!(e.to_string(), "rtu+tcp://10.0.0.7:4001");
+        assert_eq!("rtu+tcp://gw".parse::<ModbusEndpoint>().expect("parses").to_string(), "rtu+tcp://gw:502");
+        for bad in ["rtu+tcp://", "rtu+tcp://h:0", "rtu+tcp://h:502/x"] {
+            assert!(bad.parse::<ModbusEndpoint>().is_err(), "{bad}");
+        }
     }
 
     #[test]
