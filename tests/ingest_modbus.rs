@@ -15,6 +15,8 @@ use linesim::line::live::LiveOptions;
 use linesim::line::scenario::Scenario;
 use linesim::line::{Binding, PlcType, Val};
 use linesim::server::Running;
+
+mod common;
 use tokio::sync::watch;
 
 const SOURCE: &str = "linesim-modbus";
@@ -45,6 +47,12 @@ async fn start_line(pki: &Path, modbus_port: u16) -> Running {
 
 /// The gateway config: the line's assets, one Modbus source and the whole register map.
 fn gateway_config(running: &Running, data_dir: &Path) -> Config {
+    let text = gateway_text(running, data_dir);
+    Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("gateway config does not load:\n{e}"))
+}
+
+/// The text of [`gateway_config`].
+fn gateway_text(running: &Running, data_dir: &Path) -> String {
     let catalog = &running.line.feed.catalog;
     let mut assets: Vec<&str> = Vec::new();
     for t in &catalog.tags {
@@ -66,7 +74,7 @@ fn gateway_config(running: &Running, data_dir: &Path) -> Config {
     let map = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linesim/modbus-map.toml"))
         .expect("configs/linesim/modbus-map.toml");
     text.push_str(&map);
-    Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("gateway config does not load:\n{e}"))
+    text
 }
 
 /// The ingest core in-process: store, channel, writer, supervised sources.
@@ -474,4 +482,45 @@ async fn poll_groups_poll_at_their_own_interval() {
     assert!((15..=30).contains(&fast), "fast tag: {fast} samples in 2.5 s at 100 ms");
     assert!((2..=4).contains(&slow_a), "slow tag: {slow_a} samples in 2.5 s at 1 s");
     assert_eq!(slow_a, slow_b, "one group, one read");
+}
+
+/// The real daemon binary with the linesim register map: `/healthz` shows the
+/// source connected with samples, then `down` when the server goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_the_modbus_source_in_healthz() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start_line(&dir.path().join("pki"), 0).await;
+    let text = gateway_text(&running, &dir.path().join("data"));
+    let cfg = dir.path().join("linepilot.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let daemon = tokio::task::block_in_place(|| common::Daemon::start(&cfg));
+    let addr = daemon.addr.clone();
+    let source = move || -> serde_json::Value {
+        let url = format!("http://{addr}/healthz");
+        let mut resp = ureq::get(&url).config().http_status_as_error(false).build().call().expect("healthz");
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().expect("body")).expect("json");
+        v["sources"].as_array().and_then(|s| s.iter().find(|s| s["id"] == SOURCE).cloned()).expect("source in healthz")
+    };
+    let wait = |want: &'static str| {
+        let source = source.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let s = tokio::task::block_in_place(&source);
+                if s["state"] == want && (want != "connected" || s["samples"].as_u64().unwrap_or(0) >= 60) {
+                    return s;
+                }
+                assert!(Instant::now() < deadline, "never {want}: {s}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let s = wait("connected").await;
+    assert_eq!(s["kind"], "modbus");
+    assert_eq!(s["tags"], 60);
+    drop(running);
+    let s = wait("down").await;
+    assert!(s["bad_samples"].as_u64().unwrap_or(0) >= 60, "{s}");
+    tokio::task::block_in_place(|| daemon.stop());
 }

@@ -311,7 +311,7 @@ impl Poller {
             Err(_) => Outcome::Timeout,
             Ok(Ok(Ok(o))) => o,
             Ok(Ok(Err(code))) => Outcome::Exception(exception_code(code)),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Outcome::Broken(format!("connection: {e}")),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Outcome::Broken(format!("connection closed or failed: {e}")),
             // A stale answer (e.g. a late reply to a timed-out read): the stream is out of step.
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Outcome::Broken(format!("protocol: {e}")),
         }
