@@ -514,6 +514,8 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
                 SourceConfig::OpcUa(p.value)
             }),
             SourceKind::Modbus => l.de::<ModbusSourceConfig>(&settings, &base).map(|p| {
+                let errs = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
+                l.report_all(&base, errs);
                 unit_ids.insert(p.value.id.clone(), p.value.unit_id);
                 SourceConfig::Modbus(p.value)
             }),

@@ -246,7 +246,8 @@ impl OpcUaSecurity {
 pub struct ModbusSourceConfig {
     /// Name tags use in `source = "..."`.
     pub id: String,
-    /// `tcp://host:port` (port 502 when left out) or
+    /// `tcp://host:port` (port 502 when left out), `rtu+tcp://host:port` (RTU
+    /// frames over TCP, as serial-to-Ethernet converters speak) or
     /// `rtu:///dev/ttyUSB0?baud=19200&parity=E`.
     pub endpoint: ModbusEndpoint,
     /// Unit (slave) id used by tags that do not name their own `unit`.
@@ -255,6 +256,42 @@ pub struct ModbusSourceConfig {
     /// Time between polls of this device's tags.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: HumanDuration,
+    /// How long one read request may take before it counts as timed out (1 s
+    /// when left out). A timed-out read is retried once.
+    #[serde(default = "default_modbus_timeout")]
+    pub timeout: HumanDuration,
+    /// Largest gap, in registers, between two tags' ranges that are still read
+    /// in one request (unused registers in between are read and ignored); 16
+    /// when left out, 0 merges only touching ranges. Coils and discrete inputs
+    /// use 16 bits per register.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// Tags polled at another interval than `poll_interval`, e.g.
+    /// `poll_groups = [{ interval = "10s", tags = ["utilities.*"] }]`. A tag
+    /// belongs to the first group with a pattern that matches its name; the
+    /// rest poll at `poll_interval`.
+    #[serde(default)]
+    pub poll_groups: Vec<ModbusPollGroup>,
+}
+
+/// Tags of a Modbus source polled at their own interval.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusPollGroup {
+    /// Time between polls of the group's tags.
+    pub interval: HumanDuration,
+    /// Tag names; a trailing `*` matches every name that starts with what comes before it.
+    pub tags: Vec<String>,
+}
+
+impl ModbusPollGroup {
+    /// Whether `name` matches one of the group's patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        self.tags.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        })
+    }
 }
 
 fn default_unit_id() -> u8 {
@@ -263,12 +300,62 @@ fn default_unit_id() -> u8 {
 fn default_poll_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
+fn default_modbus_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_max_gap() -> u16 {
+    16
+}
+
+impl ModbusSourceConfig {
+    /// Checks the settings; problems come back as (key, message).
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if self.poll_interval.0.is_zero() {
+            errs.push(("poll_interval", "poll_interval must be longer than 0".to_string()));
+        }
+        if self.timeout.0.is_zero() {
+            errs.push(("timeout", "timeout must be longer than 0".to_string()));
+        }
+        if self.max_gap > 124 {
+            errs.push((
+                "max_gap",
+                format!("max_gap {} is out of range 0..=124 (a read holds 125 registers)", self.max_gap),
+            ));
+        }
+        for (i, g) in self.poll_groups.iter().enumerate() {
+            if g.interval.0.is_zero() {
+                errs.push(("poll_groups", format!("poll_groups[{i}]: interval must be longer than 0")));
+            }
+            if g.tags.is_empty() {
+                errs.push(("poll_groups", format!("poll_groups[{i}]: `tags` lists no tag name or pattern")));
+            }
+            for p in &g.tags {
+                let body = p.strip_suffix('*').unwrap_or(p);
+                if p.is_empty() || body.contains('*') {
+                    errs.push((
+                        "poll_groups",
+                        format!("poll_groups[{i}]: `{p}` is not a tag name or a `prefix*` pattern"),
+                    ));
+                }
+            }
+        }
+        errs
+    }
+}
 
 /// How to reach a Modbus device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModbusEndpoint {
     /// Modbus TCP.
     Tcp {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Modbus RTU frames over a TCP connection (serial device servers).
+    RtuOverTcp {
         /// Host name or IP address.
         host: String,
         /// TCP port.
@@ -332,6 +419,10 @@ impl FromStr for ModbusEndpoint {
             }
             return Ok(ModbusEndpoint::Rtu { device: PathBuf::from(device), baud, parity });
         }
+        if s.starts_with("rtu+tcp://") {
+            let (host, port) = check_url(s, &[("rtu+tcp", 502)], false)?;
+            return Ok(ModbusEndpoint::RtuOverTcp { host, port });
+        }
         let (host, port) =
             check_url(s, &[("tcp", 502)], false).map_err(|e| format!("{e} (or `rtu:///dev/ttyUSB0?baud=19200`)"))?;
         Ok(ModbusEndpoint::Tcp { host, port })
@@ -349,6 +440,7 @@ impl fmt::Display for ModbusEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModbusEndpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            ModbusEndpoint::RtuOverTcp { host, port } => write!(f, "rtu+tcp://{host}:{port}"),
             ModbusEndpoint::Rtu { device, baud, parity } => {
                 let p = match parity {
                     Parity::None => "N",

@@ -20,7 +20,7 @@ pub enum SourceState {
     Connected,
     /// The connection is lost; retrying with backoff.
     Down,
-    /// No driver for this kind in this build.
+    /// This build cannot serve the configured transport (serial RTU, MQTT over TLS).
     Unsupported,
     /// Stopped (daemon shutting down).
     Stopped,

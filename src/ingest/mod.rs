@@ -14,6 +14,7 @@
 //!   loss (a bad-quality sample per tag and an event).
 
 pub mod health;
+pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
 pub mod sink;
@@ -235,16 +236,8 @@ fn bind(store: &Store, tags: Vec<&TagConfig>) -> Result<Vec<BoundTag>, StoreErro
 async fn run_source(ctx: SourceCtx) -> Result<(), IngestError> {
     match &ctx.config {
         SourceConfig::OpcUa(_) => opcua::run(ctx).await,
+        SourceConfig::Modbus(_) => modbus::run(ctx).await,
         SourceConfig::Mqtt(_) => mqtt::run(ctx).await,
-        SourceConfig::Modbus(_) => {
-            // Drivers arrive protocol by protocol; until one exists for a
-            // kind, say so in health instead of pretending to be connected.
-            ctx.health
-                .set_state(SourceState::Unsupported, Some(format!("no {} driver in this build", ctx.config.kind())));
-            let mut shutdown = ctx.shutdown.clone();
-            let _ = shutdown.wait_for(|s| *s).await;
-            Ok(())
-        }
     }
 }
 
