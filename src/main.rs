@@ -172,7 +172,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Run { config, data_dir, listen } => {
-            init_logging("info");
+            // async-opcua warns about an empty endpoint list in its client config on every session.
+            init_logging("info,opcua_client::config=error");
             run(config, data_dir, listen)
         }
         Cmd::Import { config, data_dir, format, precision, input } => {
@@ -180,7 +181,7 @@ fn main() -> ExitCode {
             import(config, data_dir, format, &precision, input)
         }
         Cmd::Demo { config, scenario, speed, data_dir, listen } => {
-            init_logging("info,opcua_server=warn,rumqttd=off");
+            init_logging("info,opcua_server=warn,opcua_client::config=error,rumqttd=off");
             demo(config, scenario, speed, data_dir, listen)
         }
         Cmd::Status { config, data_dir, json } => {

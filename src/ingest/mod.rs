@@ -103,6 +103,15 @@ pub fn coerce(v: Value, kind: ValueKind) -> Value {
     }
 }
 
+/// A PLC `REAL` (f32) as the decimal it shows (21.7, not 21.700000762939453):
+/// the shortest decimal that reads back as the same f32.
+pub fn plc_real(x: f32) -> f64 {
+    if !x.is_finite() {
+        return x as f64;
+    }
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 /// A zero of a kind: the value of a bad-quality sample.
 pub fn zero(kind: ValueKind) -> Value {
     match kind {

@@ -90,7 +90,7 @@ pub fn decode_registers(addr: &ModbusAddress, words: &[u16]) -> Result<Value, De
         ModbusDataType::I32 => Raw::Int(i32::from_be_bytes(arr(&bytes)).into()),
         ModbusDataType::U64 => Raw::Int(u64::from_be_bytes(arr(&bytes)).into()),
         ModbusDataType::I64 => Raw::Int(i64::from_be_bytes(arr(&bytes)).into()),
-        ModbusDataType::F32 => Raw::Float(f32::from_be_bytes(arr(&bytes)).into()),
+        ModbusDataType::F32 => Raw::Float(crate::ingest::plc_real(f32::from_be_bytes(arr(&bytes)))),
         ModbusDataType::F64 => Raw::Float(f64::from_be_bytes(arr(&bytes))),
     };
     scaled(raw, addr.scale, addr.offset)

@@ -53,7 +53,7 @@ pub fn value(v: &Variant) -> Option<Value> {
         Variant::UInt32(x) => Value::I64(*x as i64),
         Variant::Int64(x) => Value::I64(*x),
         Variant::UInt64(x) => Value::I64(i64::try_from(*x).ok()?),
-        Variant::Float(x) => Value::F64(f32_to_f64(*x)),
+        Variant::Float(x) => Value::F64(crate::ingest::plc_real(*x)),
         Variant::Double(x) => Value::F64(*x),
         Variant::String(s) => Value::Str(s.as_ref().to_string()),
         Variant::LocalizedText(t) => Value::Str(t.text.as_ref().to_string()),
@@ -62,15 +62,6 @@ pub fn value(v: &Variant) -> Option<Value> {
         Variant::Variant(inner) => return value(inner),
         _ => return None,
     })
-}
-
-/// A PLC `REAL` as the decimal it shows (21.7, not 21.700000762939453): the
-/// shortest decimal that reads back as the same f32.
-fn f32_to_f64(x: f32) -> f64 {
-    if !x.is_finite() {
-        return x as f64;
-    }
-    x.to_string().parse().unwrap_or(x as f64)
 }
 
 #[cfg(test)]
