@@ -104,6 +104,17 @@ fn arr<const N: usize>(bytes: &[u8]) -> [u8; N] {
 }
 
 /// Applies `value * scale + offset`; integers stay integers when neither is set.
+/// `x * scale`, but a decimal scale (0.1, 0.01, ...) divides by its inverse so
+/// that 403 × 0.1 reads 40.3, not 40.300000000000004.
+fn apply_scale(x: f64, scale: f64) -> f64 {
+    let inv = 1.0 / scale;
+    if scale != 0.0 && scale.abs() < 1.0 && (inv - inv.round()).abs() < 1e-9 * inv.abs() {
+        x / inv.round()
+    } else {
+        x * scale
+    }
+}
+
 fn scaled(raw: Raw, scale: Option<f64>, offset: Option<f64>) -> Result<Value, DecodeError> {
     let x = match raw {
         Raw::Int(i) if scale.is_none() && offset.is_none() => {
@@ -116,7 +127,7 @@ fn scaled(raw: Raw, scale: Option<f64>, offset: Option<f64>) -> Result<Value, De
         Raw::Int(i) => i as f64,
         Raw::Float(f) => f,
     };
-    let y = x * scale.unwrap_or(1.0) + offset.unwrap_or(0.0);
+    let y = apply_scale(x, scale.unwrap_or(1.0)) + offset.unwrap_or(0.0);
     if y.is_finite() {
         Ok(Value::F64(y))
     } else {
@@ -127,6 +138,14 @@ fn scaled(raw: Raw, scale: Option<f64>, offset: Option<f64>) -> Result<Value, De
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_scales_give_the_decimal() {
+        assert_eq!(apply_scale(403.0, 0.1), 40.3);
+        assert_eq!(apply_scale(765_123.0, 0.01), 7651.23);
+        assert_eq!(apply_scale(2_801.0, 0.001), 2.801);
+        assert_eq!(apply_scale(3.0, 2.5), 7.5);
+    }
     use crate::config::ModbusTable;
 
     fn addr(t: ModbusDataType, order: WordOrder) -> ModbusAddress {
