@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use linepilot::api::query::{self, QueryParams};
-use linepilot::config::Config;
+use linepilot::config::{Config, OpcUaSecurity, SecurityMode, SecurityPolicy};
+use linepilot::ingest::opcua::discover::DiscoverOptions;
 use linepilot::line_protocol::Precision;
 use linepilot::store::StoreError;
 
@@ -132,6 +133,48 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Browse an OPC UA server and print a config snippet: a commented [[source]] and one [[tag]] per variable.
+    Discover {
+        /// Server endpoint, `opcua://host:port` (or `opc.tcp://host:port`).
+        endpoint: String,
+        /// Levels below the Objects folder to browse.
+        #[arg(long, default_value_t = 4)]
+        depth: usize,
+        /// Message security (policy Basic256Sha256 with Sign / SignAndEncrypt).
+        #[arg(long, value_enum, default_value = "None")]
+        security: DiscoverSecurity,
+        /// User name (anonymous when left out); needs --password-env.
+        #[arg(long, requires = "password_env")]
+        user: Option<String>,
+        /// Environment variable that holds the user's password.
+        #[arg(long, requires = "user")]
+        password_env: Option<String>,
+        /// Trust the server's certificate on first contact (copied to pki/opcua/trusted/).
+        #[arg(long)]
+        trust_server_cert: bool,
+        /// Source id written in the snippet.
+        #[arg(long, default_value = "opcua1")]
+        source_id: String,
+        /// Asset id written in every [[tag]] (default: the variable's parent object, snake_cased).
+        #[arg(long)]
+        asset: Option<String>,
+        /// Data directory whose pki/opcua/ holds the client certificate (the daemon's, to share trust).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Seconds allowed to connect and for each request.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum DiscoverSecurity {
+    #[value(name = "None")]
+    None,
+    #[value(name = "Sign")]
+    Sign,
+    #[value(name = "SignAndEncrypt")]
+    SignAndEncrypt,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -195,6 +238,34 @@ fn main() -> ExitCode {
         Cmd::Tags { config, data_dir, live, filter } => {
             init_logging("warn");
             tags(config, data_dir, live, filter)
+        }
+        Cmd::Discover {
+            endpoint,
+            depth,
+            security,
+            user,
+            password_env,
+            trust_server_cert,
+            source_id,
+            asset,
+            data_dir,
+            timeout,
+        } => {
+            init_logging("warn,opcua_client::config=error");
+            let (policy, mode) = match security {
+                DiscoverSecurity::None => (SecurityPolicy::None, SecurityMode::None),
+                DiscoverSecurity::Sign => (SecurityPolicy::Basic256Sha256, SecurityMode::Sign),
+                DiscoverSecurity::SignAndEncrypt => (SecurityPolicy::Basic256Sha256, SecurityMode::SignAndEncrypt),
+            };
+            let opts = DiscoverOptions {
+                endpoint,
+                depth,
+                security: OpcUaSecurity { policy, mode, user, password_env, password_file: None },
+                trust_server_cert,
+                data_dir,
+                timeout: std::time::Duration::from_secs_f64(timeout.clamp(0.1, 3600.0)),
+            };
+            discover(opts, &source_id, asset.as_deref())
         }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
@@ -313,6 +384,48 @@ fn import(
     store.flush()?;
     store.close();
     println!("imported {samples} samples ({series} new series) from {}", input.display());
+    Ok(())
+}
+
+/// `linepilot discover`: the snippet on stdout, progress and summary on stderr.
+fn discover(opts: DiscoverOptions, source_id: &str, asset: Option<&str>) -> Result<()> {
+    use linepilot::ingest::opcua::discover as d;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let vars = rt.block_on(d::discover(&opts, |line| eprintln!("discover: {line}")))?;
+    let mut out = std::io::stdout().lock();
+    match asset {
+        Some(a) => write!(out, "{}", d::snippet(&vars, &opts, source_id, a))?,
+        None => {
+            // One asset per parent object: group the variables by it.
+            let mut groups: Vec<(String, Vec<d::Variable>)> = Vec::new();
+            for v in vars.iter().cloned() {
+                let parent = v.path.len().checked_sub(2).and_then(|i| v.path.get(i)).map(|p| d::snake(p));
+                let parent = parent.filter(|p| !p.is_empty()).unwrap_or_else(|| "asset".into());
+                match groups.iter_mut().find(|(a, _)| *a == parent) {
+                    Some((_, vs)) => vs.push(v),
+                    None => groups.push((parent, vec![v])),
+                }
+            }
+            let mut first = true;
+            for (a, vs) in &groups {
+                let text = d::snippet(vs, &opts, source_id, a);
+                // The commented [[source]] only once.
+                let body = if first { text.as_str() } else { text.split_once("\n\n").map(|(_, b)| b).unwrap_or("") };
+                if !first {
+                    writeln!(out)?;
+                }
+                write!(out, "{body}")?;
+                first = false;
+            }
+        }
+    }
+    out.flush()?;
+    let untyped = vars.iter().filter(|v| v.value_type.is_none()).count();
+    eprintln!("discover: {} variables ({untyped} without a value type, written commented out)", vars.len());
     Ok(())
 }
 

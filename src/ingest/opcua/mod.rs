@@ -14,6 +14,7 @@
 //! (or set `trust_server_cert = true`).
 
 mod convert;
+pub mod discover;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,7 +94,7 @@ struct Driver {
 }
 
 /// Ends the session's event loop when the session is given up.
-struct EventLoop(JoinHandle<StatusCode>);
+pub(crate) struct EventLoop(JoinHandle<StatusCode>);
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
@@ -139,54 +140,10 @@ impl Driver {
     /// session is lost (Err) or the daemon stops (Err(Shutdown)).
     async fn session(&mut self, client: &Client) -> Result<(), IngestError> {
         let mut stop = self.ctx.shutdown.clone();
-        let limit = self.cfg.connect_timeout.0;
         let url_owned = self.cfg.endpoint.clone();
         let url = url_owned.as_str();
-        let (policy, mode) = security(&self.cfg.security);
-
-        let endpoints = match within(limit, &mut stop, client.get_server_endpoints_from_url(url)).await? {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => return Err(IngestError::Connection(format!("{url}: cannot list endpoints: {e}"))),
-            None => return Err(IngestError::Connection(format!("{url}: no answer to GetEndpoints within {limit:?}"))),
-        };
-        let endpoint = Client::find_matching_endpoint(&endpoints, url, policy, mode).ok_or_else(|| {
-            let offered: Vec<String> = endpoints
-                .iter()
-                .map(|e| format!("{}/{:?}", policy_name(e.security_policy_uri.as_ref()), e.security_mode))
-                .collect();
-            IngestError::Config(format!(
-                "{url} offers no endpoint with policy {policy} and mode {mode:?} (it offers {})",
-                offered.join(", ")
-            ))
-        })?;
-        let cert_file = server_cert_file(&endpoint);
-        let (session, event_loop) = client
-            .session_builder()
-            .connect_to_endpoint_directly(endpoint)
-            .and_then(|b| b.user_identity_token(self.identity.clone()).build(client.certificate_store().clone()))
-            .map_err(|e| IngestError::Connection(format!("{url}: {e}")))?;
-        // Reconnection is ours (see the module doc): the event loop ends when the link drops.
-        session.disable_reconnects();
-        let mut events = EventLoop(event_loop.spawn());
-
-        // A refused login or certificate ends the event loop while
-        // `wait_for_connection` would wait forever: race them, with a limit.
-        tokio::select! {
-            connected = session.wait_for_connection() => {
-                if !connected {
-                    return Err(IngestError::Connection(format!("{url}: session closed while connecting")));
-                }
-            }
-            end = &mut events.0 => return Err(self.connect_error(end, cert_file.as_deref())),
-            _ = tokio::time::sleep(limit) => {
-                return Err(IngestError::Connection(format!(
-                    "{url}: no session within {limit:?} (secure channel or login does not complete)"
-                )));
-            }
-            _ = stopped(&mut stop) => return Err(IngestError::Shutdown),
-        }
-        info!(source = self.ctx.id(), endpoint = url, policy = %policy, mode = ?mode, "opcua: session active");
-
+        let (session, mut events) =
+            open_session(client, &self.cfg, &self.identity, &self.pki, self.ctx.id(), &mut stop).await?;
         let (tx, mut rx) = mpsc::channel(NOTIFY_QUEUE);
         let sub = self.subscribe(&session, tx, &mut stop).await;
         let sub = match sub {
@@ -338,45 +295,110 @@ impl Driver {
             },
         }
     }
+}
 
-    /// Why connecting failed, with the fix for an untrusted certificate.
-    fn connect_error(&self, end: Result<StatusCode, tokio::task::JoinError>, cert_file: Option<&str>) -> IngestError {
-        let url = &self.cfg.endpoint;
-        let code = match end {
-            Ok(c) => c,
-            Err(e) => return IngestError::Connection(format!("{url}: event loop failed: {e}")),
-        };
-        if code == StatusCode::BadCertificateUntrusted || code == StatusCode::BadSecurityChecksFailed {
-            let (policy, _) = security(&self.cfg.security);
-            if policy != UaPolicy::None {
-                let hint = match cert_file {
-                    Some(name) => format!(
-                        "the server's certificate is not trusted: move `{}` to `{}` (or set trust_server_cert = true)",
-                        self.pki.join("rejected").join(name).display(),
-                        self.pki.join("trusted").join(name).display()
-                    ),
-                    None => format!(
-                        "the server's certificate is not trusted: move it from `{}` to `{}` (or set trust_server_cert = true)",
-                        self.pki.join("rejected").display(),
-                        self.pki.join("trusted").display()
-                    ),
-                };
-                warn!(source = self.ctx.id(), endpoint = %url, status = %code, "opcua: {hint}");
-                return IngestError::Connection(format!("{url}: {code}: {hint}"));
+/// Opens a session to `cfg.endpoint` with the source's security and
+/// identity: lists the endpoints, picks the configured policy and mode,
+/// connects and waits until the session is active (bounded by
+/// `connect_timeout`). Shared by the source driver and `linepilot discover`.
+pub(crate) async fn open_session(
+    client: &Client,
+    cfg: &OpcUaSourceConfig,
+    identity: &IdentityToken,
+    pki: &Path,
+    id: &str,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(Arc<Session>, EventLoop), IngestError> {
+    let limit = cfg.connect_timeout.0;
+    let url = cfg.endpoint.as_str();
+    let (policy, mode) = security(&cfg.security);
+
+    let endpoints = match within(limit, stop, client.get_server_endpoints_from_url(url)).await? {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Err(IngestError::Connection(format!("{url}: cannot list endpoints: {e}"))),
+        None => return Err(IngestError::Connection(format!("{url}: no answer to GetEndpoints within {limit:?}"))),
+    };
+    let endpoint = Client::find_matching_endpoint(&endpoints, url, policy, mode).ok_or_else(|| {
+        let offered: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{}/{:?}", policy_name(e.security_policy_uri.as_ref()), e.security_mode))
+            .collect();
+        IngestError::Config(format!(
+            "{url} offers no endpoint with policy {policy} and mode {mode:?} (it offers {})",
+            offered.join(", ")
+        ))
+    })?;
+    let cert_file = server_cert_file(&endpoint);
+    let (session, event_loop) = client
+        .session_builder()
+        .connect_to_endpoint_directly(endpoint)
+        .and_then(|b| b.user_identity_token(identity.clone()).build(client.certificate_store().clone()))
+        .map_err(|e| IngestError::Connection(format!("{url}: {e}")))?;
+    // Reconnection is ours (see the module doc): the event loop ends when the link drops.
+    session.disable_reconnects();
+    let mut events = EventLoop(event_loop.spawn());
+
+    // A refused login or certificate ends the event loop while
+    // `wait_for_connection` would wait forever: race them, with a limit.
+    tokio::select! {
+        connected = session.wait_for_connection() => {
+            if !connected {
+                return Err(IngestError::Connection(format!("{url}: session closed while connecting")));
             }
         }
-        let login = matches!(
-            code,
-            StatusCode::BadUserAccessDenied
-                | StatusCode::BadIdentityTokenRejected
-                | StatusCode::BadIdentityTokenInvalid
-        );
-        if login {
-            let who = self.cfg.security.user.as_deref().map(|u| format!("user `{u}`")).unwrap_or("anonymous".into());
-            return IngestError::Connection(format!("{url}: login as {who} refused: {code}"));
+        end = &mut events.0 => return Err(connect_error(cfg, pki, id, end, cert_file.as_deref())),
+        _ = tokio::time::sleep(limit) => {
+            return Err(IngestError::Connection(format!(
+                "{url}: no session within {limit:?} (secure channel or login does not complete)"
+            )));
         }
-        IngestError::Connection(format!("{url}: cannot connect: {code}"))
+        _ = stopped(stop) => return Err(IngestError::Shutdown),
     }
+    info!(source = id, endpoint = url, policy = %policy, mode = ?mode, "opcua: session active");
+    Ok((session, events))
+}
+
+/// Why connecting failed, with the fix for an untrusted certificate.
+fn connect_error(
+    cfg: &OpcUaSourceConfig,
+    pki: &Path,
+    id: &str,
+    end: Result<StatusCode, tokio::task::JoinError>,
+    cert_file: Option<&str>,
+) -> IngestError {
+    let url = &cfg.endpoint;
+    let code = match end {
+        Ok(c) => c,
+        Err(e) => return IngestError::Connection(format!("{url}: event loop failed: {e}")),
+    };
+    if code == StatusCode::BadCertificateUntrusted || code == StatusCode::BadSecurityChecksFailed {
+        let (policy, _) = security(&cfg.security);
+        if policy != UaPolicy::None {
+            let hint = match cert_file {
+                Some(name) => format!(
+                    "the server's certificate is not trusted: move `{}` to `{}` (or set trust_server_cert = true)",
+                    pki.join("rejected").join(name).display(),
+                    pki.join("trusted").join(name).display()
+                ),
+                None => format!(
+                    "the server's certificate is not trusted: move it from `{}` to `{}` (or set trust_server_cert = true)",
+                    pki.join("rejected").display(),
+                    pki.join("trusted").display()
+                ),
+            };
+            warn!(source = id, endpoint = %url, status = %code, "opcua: {hint}");
+            return IngestError::Connection(format!("{url}: {code}: {hint}"));
+        }
+    }
+    let login = matches!(
+        code,
+        StatusCode::BadUserAccessDenied | StatusCode::BadIdentityTokenRejected | StatusCode::BadIdentityTokenInvalid
+    );
+    if login {
+        let who = cfg.security.user.as_deref().map(|u| format!("user `{u}`")).unwrap_or("anonymous".into());
+        return IngestError::Connection(format!("{url}: login as {who} refused: {code}"));
+    }
+    IngestError::Connection(format!("{url}: cannot connect: {code}"))
 }
 
 /// The subscription's callback: a notification message becomes one batch.
@@ -450,7 +472,7 @@ fn items(ctx: &SourceCtx) -> Arc<Vec<Item>> {
 
 /// The session's identity: anonymous, or the user with the password from
 /// `password_env` / `password_file`.
-fn identity(sec: &OpcUaSecurity) -> Result<IdentityToken, IngestError> {
+pub(crate) fn identity(sec: &OpcUaSecurity) -> Result<IdentityToken, IngestError> {
     let Some(user) = &sec.user else { return Ok(IdentityToken::Anonymous) };
     let password = if let Some(var) = &sec.password_env {
         std::env::var(var).map_err(|_| {
@@ -493,7 +515,7 @@ fn server_cert_file(endpoint: &EndpointDescription) -> Option<String> {
 
 /// The client, with its certificate created on first start (off the async
 /// workers: an RSA key takes a while).
-async fn build_client(cfg: &OpcUaSourceConfig, pki: &Path, id: &str) -> Result<Client, IngestError> {
+pub(crate) async fn build_client(cfg: &OpcUaSourceConfig, pki: &Path, id: &str) -> Result<Client, IngestError> {
     std::fs::create_dir_all(pki)
         .map_err(|e| IngestError::Config(format!("cannot create the PKI directory `{}`: {e}", pki.display())))?;
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
@@ -519,7 +541,7 @@ async fn build_client(cfg: &OpcUaSourceConfig, pki: &Path, id: &str) -> Result<C
 
 /// Runs `fut` for at most `limit`: Ok(Some(output)), Ok(None) on timeout,
 /// Err(Shutdown) when the daemon stops first.
-async fn within<F: std::future::Future>(
+pub(crate) async fn within<F: std::future::Future>(
     limit: Duration,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     fut: F,
@@ -531,7 +553,7 @@ async fn within<F: std::future::Future>(
 }
 
 /// Closes the session politely (bounded: the server may be gone).
-async fn disconnect(session: &Session) {
+pub(crate) async fn disconnect(session: &Session) {
     let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
 }
 
