@@ -17,7 +17,6 @@ use linepilot::config::{Config, ModbusEndpoint, SourceConfig};
 use linepilot::domain::SeriesKey;
 use linepilot::ingest::{self, Health, Sink};
 use linepilot::store::points::Column;
-use linepilot::store::Store;
 use linesim::line::live::LiveOptions;
 use linesim::line::scenario::Scenario;
 use linesim::line::{Binding, PlcType, Val};

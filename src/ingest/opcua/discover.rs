@@ -117,7 +117,7 @@ pub async fn discover(opts: &DiscoverOptions, mut progress: impl FnMut(&str)) ->
         deadband: None,
         connect_timeout: HumanDuration(opts.timeout),
     };
-    for (key, msg) in cfg.check() {
+    if let Some((key, msg)) = cfg.check().into_iter().next() {
         return Err(DiscoverError::Session(IngestError::Config(format!("{key}: {msg}"))));
     }
     let ident = identity(&cfg.security)?;
@@ -155,7 +155,7 @@ async fn walk(
         for (parent, refs) in level.iter().zip(results) {
             for r in refs {
                 // Properties (EngineeringUnits, EURange, ...) describe a node; they are not tags.
-                if r.reference_type_id == NodeId::from(ReferenceTypeId::HasProperty) {
+                if r.reference_type_id == ReferenceTypeId::HasProperty {
                     continue;
                 }
                 if r.node_id.server_index != 0 || r.node_id.node_id.namespace == 0 {
