@@ -29,7 +29,7 @@ use std::time::Duration;
 use linepilot::config::{Config, ModbusTable};
 use linepilot::ingest::modbus::plan::ReadRequest;
 use linepilot::ingest::modbus::CyclePoller;
-use linepilot::ingest::{bind_tags, SourceCtx, SourceHealth, Sink};
+use linepilot::ingest::{bind_tags, Sink, SourceCtx, SourceHealth};
 use linesim::line::live::LiveOptions;
 use linesim::line::scenario::Scenario;
 use linesim::line::Binding;
@@ -146,7 +146,14 @@ fn pymodbus(port: u16, plan: &Path, seconds: f64, rate: Option<f64>) -> Phase {
     assert_eq!(v["errors"], 0, "pymodbus peer got errors: {v}");
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    Phase { cycles: n("cycles"), registers: n("registers"), bits: n("bits"), samples: 0, wall: f("wall_s"), cpu: f("cpu_s") }
+    Phase {
+        cycles: n("cycles"),
+        registers: n("registers"),
+        bits: n("bits"),
+        samples: 0,
+        wall: f("wall_s"),
+        cpu: f("cpu_s"),
+    }
 }
 
 /// Starts the demo line frozen on its own runtime and threads; returns the
@@ -213,7 +220,11 @@ fn main() {
     let tags = Arc::new(bind_tags(&config, &store, SOURCE).expect("tags"));
     let source = config.sources.iter().find(|s| s.id() == SOURCE).expect("source").clone();
     let machine = support::machine();
-    println!("ingest_modbus: linesim Modbus TCP at {addr}, {} tags, {seconds} s per phase, load {}", tags.len(), machine["loadavg"]);
+    println!(
+        "ingest_modbus: linesim Modbus TCP at {addr}, {} tags, {seconds} s per phase, load {}",
+        tags.len(),
+        machine["loadavg"]
+    );
 
     // The gateway side: a single-threaded runtime on this thread.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -243,11 +254,7 @@ fn main() {
     });
     let (regs, bits) = per_cycle(&plan);
     assert_eq!(ours_max.samples, ours_max.cycles * tags.len() as u64, "every tag once per cycle");
-    println!(
-        "plan: {} reads per cycle, {regs} registers + {bits} bits, {} tags (samples)",
-        plan.len(),
-        tags.len()
-    );
+    println!("plan: {} reads per cycle, {regs} registers + {bits} bits, {} tags (samples)", plan.len(), tags.len());
 
     let plan_file = tmp.path().join("plan.json");
     let plan_json: Vec<_> = plan
