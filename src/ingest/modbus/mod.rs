@@ -68,6 +68,8 @@ struct Cycle {
     answered: bool,
     /// The connection broke; the reason.
     broken: Option<String>,
+    /// Samples sent.
+    samples: usize,
 }
 
 /// Runs a Modbus source until shutdown.
@@ -144,6 +146,54 @@ async fn connect(host: &str, port: u16, rtu: bool, timeout: Duration) -> Result<
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(format!("connecting to {host}:{port} timed out after {timeout:?}")),
+    }
+}
+
+/// A Modbus source's poll cycle outside the poll loop, for benchmarks and
+/// tools: the same plan, reads, decoding and sink as [`run`], one cycle per
+/// call, with no pacing, reconnection or health transitions.
+pub struct CyclePoller {
+    poller: Poller,
+    client: Context,
+}
+
+impl CyclePoller {
+    /// Plans `ctx`'s tags and connects to its TCP (or RTU-over-TCP) endpoint.
+    pub async fn connect(ctx: &SourceCtx) -> Result<CyclePoller, IngestError> {
+        let SourceConfig::Modbus(cfg) = &ctx.config else {
+            return Err(IngestError::Config(format!("source {} is not a Modbus source", ctx.id())));
+        };
+        let (host, port, rtu) = match &cfg.endpoint {
+            ModbusEndpoint::Tcp { host, port } => (host.clone(), *port, false),
+            ModbusEndpoint::RtuOverTcp { host, port } => (host.clone(), *port, true),
+            ModbusEndpoint::Rtu { .. } => {
+                return Err(IngestError::Config(format!("{} is not supported in this build", cfg.endpoint)))
+            }
+        };
+        let poller = Poller::new(ctx, cfg);
+        let client = connect(&host, port, rtu, poller.timeout.max(Duration::from_secs(1)))
+            .await
+            .map_err(IngestError::Connection)?;
+        Ok(CyclePoller { poller, client })
+    }
+
+    /// The planned reads of one cycle (every poll group).
+    pub fn plan(&self) -> Vec<ReadRequest> {
+        self.poller.groups.iter().flat_map(|g| g.plan.iter().cloned()).collect()
+    }
+
+    /// Runs every planned read once, as the poll loop does, and sends the
+    /// samples to `ctx.sink`; returns how many samples were sent.
+    pub async fn poll_once(&mut self, ctx: &SourceCtx) -> Result<usize, IngestError> {
+        let mut sent = 0;
+        for group in &self.poller.groups {
+            let cycle = self.poller.cycle(ctx, &mut self.client, group, now_ns()).await?;
+            if let Some(reason) = cycle.broken {
+                return Err(IngestError::Connection(reason));
+            }
+            sent += cycle.samples;
+        }
+        Ok(sent)
     }
 }
 
@@ -286,8 +336,9 @@ impl Poller {
         }
         // What was read goes out before a broken connection is reported, so
         // `comms_lost`'s samples come after it.
+        let sent = samples.len();
         ctx.sink.send(samples).await.map_err(|_| IngestError::Shutdown)?;
-        Ok(Cycle { answered, broken })
+        Ok(Cycle { answered, broken, samples: sent })
     }
 
     /// One read with the timeout.
