@@ -4,41 +4,19 @@
 //! must load as a config once a site, area, line, asset and the matching
 //! `[[source]]` are put in front of it.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use linepilot::config::{Config, SourceConfig, TagAddress};
 use linepilot::domain::ValueKind;
 use linesim::line::live::LiveOptions;
-use linesim::line::scenario::Scenario;
 use linesim::line::{Binding, PlcType};
 use linesim::server::Running;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 async fn start_line(pki: &std::path::Path) -> Running {
-    let path = repo_root().join("configs/scenarios/demo.toml");
-    let mut sc = Scenario::load(&path).expect("demo scenario");
-    sc.opcua.listen = "127.0.0.1:0".into();
-    sc.opcua.pki_dir = pki.display().to_string();
-    sc.modbus.listen = "127.0.0.1:0".into();
-    sc.mqtt.listen = "127.0.0.1:0".into();
-    sc.mqtt.broker = None;
     let opts = LiveOptions { speed: 0.0, skip_ns: 0, start_ns: Some(1_700_000_000_000_000_000), truth: None };
-    let started = Instant::now();
-    loop {
-        match Running::start(&sc, &path.display().to_string(), opts.clone()).await {
-            Ok(r) => return r,
-            Err(e) if started.elapsed() < Duration::from_secs(20) => {
-                eprintln!("linesim does not start yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => panic!("linesim: {e}"),
-        }
-    }
+    common::start_line(pki, opts, |_| {}).await
 }
 
 fn expected_kind(ty: PlcType) -> ValueKind {

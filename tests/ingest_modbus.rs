@@ -23,26 +23,10 @@ const SOURCE: &str = "linesim-modbus";
 
 /// Starts the demo line frozen two hours into its run, Modbus on `modbus_port` (0: any).
 async fn start_line(pki: &Path, modbus_port: u16) -> Running {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/scenarios/demo.toml");
-    let mut scenario = Scenario::load(Path::new(path)).expect("demo scenario");
-    scenario.opcua.listen = "127.0.0.1:0".into();
-    scenario.opcua.pki_dir = pki.display().to_string();
-    scenario.mqtt.listen = "127.0.0.1:0".into();
-    scenario.modbus.listen = format!("127.0.0.1:{modbus_port}");
-    let start_ns = scenario.start_ns(path).expect("start");
+    let path = common::demo_scenario_path();
+    let start_ns = Scenario::load(&path).and_then(|s| s.start_ns("demo.toml")).expect("demo scenario start");
     let opts = LiveOptions { speed: 0.0, skip_ns: 2 * 3_600_000_000_000, start_ns: Some(start_ns), truth: None };
-    // The port of a stopped server may take a moment to be free again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Running::start(&scenario, path, opts.clone()).await {
-            Ok(r) => return r,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("linesim start failed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("linesim does not start: {e}"),
-        }
-    }
+    common::start_line(pki, opts, |sc| sc.modbus.listen = format!("127.0.0.1:{modbus_port}")).await
 }
 
 /// The gateway config: the line's assets, one Modbus source and the whole register map.

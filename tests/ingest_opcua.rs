@@ -7,6 +7,8 @@
 //! record the gap (bad samples, an event, health) and get every tag's data
 //! again on its own.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use linepilot::store::events::EventQuery;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
 use linesim::line::live::LiveOptions;
-use linesim::line::scenario::Scenario;
 use linesim::line::{Binding, Catalog, PlcType, Val};
 use linesim::server::Running;
 use parking_lot::Mutex;
@@ -33,10 +34,6 @@ const PASSWORD_ENV: &str = "LINEPILOT_TEST_OPCUA_PASSWORD";
 enum Security {
     None,
     Encrypted,
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The OPC UA tags of the catalog: (catalog index, node path, type).
@@ -54,27 +51,14 @@ fn opcua_tags(catalog: &Catalog) -> Vec<(usize, String, PlcType)> {
 
 /// Starts the line with its servers; the OPC UA server on `port` (0: any).
 async fn start_line(pki: &Path, port: u16, start_ns: Option<i64>) -> Running {
-    let path = repo_root().join("configs/scenarios/demo.toml");
-    let mut sc = Scenario::load(&path).expect("demo scenario");
-    sc.opcua.listen = format!("127.0.0.1:{port}");
-    sc.opcua.pki_dir = pki.display().to_string();
-    if !sc.opcua.users.iter().any(|u| u.user == USER) {
-        sc.opcua.users.push(linesim::server::UserConfig { user: USER.into(), password: PASSWORD.into() });
-    }
-    sc.modbus.listen = "127.0.0.1:0".into();
-    sc.mqtt.listen = "127.0.0.1:0".into();
     let opts = LiveOptions { speed: SPEED, skip_ns: 0, start_ns, truth: None };
-    let started = Instant::now();
-    loop {
-        match Running::start(&sc, &path.display().to_string(), opts.clone()).await {
-            Ok(r) => return r,
-            Err(e) if started.elapsed() < Duration::from_secs(20) => {
-                eprintln!("linesim does not start yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => panic!("linesim: {e}"),
+    common::start_line(pki, opts, |sc| {
+        sc.opcua.listen = format!("127.0.0.1:{port}");
+        if !sc.opcua.users.iter().any(|u| u.user == USER) {
+            sc.opcua.users.push(linesim::server::UserConfig { user: USER.into(), password: PASSWORD.into() });
         }
-    }
+    })
+    .await
 }
 
 /// What linesim served: (catalog index, source timestamp) → value, and the newest frame time.

@@ -92,3 +92,38 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The demo scenario of the line simulator.
+pub fn demo_scenario_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/scenarios/demo.toml")
+}
+
+/// Starts the simulated line (`configs/scenarios/demo.toml`) in-process with
+/// every server on a free loopback port and its OPC UA PKI in `pki`; `edit`
+/// adjusts the scenario (e.g. a fixed port to restart a server on). Retries
+/// for 20 s while a just-stopped server's port is not free yet.
+pub async fn start_line(
+    pki: &Path,
+    opts: linesim::line::live::LiveOptions,
+    edit: impl FnOnce(&mut linesim::line::scenario::Scenario),
+) -> linesim::server::Running {
+    let path = demo_scenario_path();
+    let mut sc = linesim::line::scenario::Scenario::load(&path).expect("demo scenario");
+    sc.opcua.listen = "127.0.0.1:0".into();
+    sc.opcua.pki_dir = pki.display().to_string();
+    sc.modbus.listen = "127.0.0.1:0".into();
+    sc.mqtt.listen = "127.0.0.1:0".into();
+    sc.mqtt.broker = None;
+    edit(&mut sc);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match linesim::server::Running::start(&sc, &path.display().to_string(), opts.clone()).await {
+            Ok(r) => return r,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("linesim does not start yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("linesim does not start: {e}"),
+        }
+    }
+}
