@@ -153,6 +153,11 @@ impl SourceHealth {
         }
     }
 
+    /// The connection state.
+    pub fn state(&self) -> SourceState {
+        self.status.lock().state
+    }
+
     /// Records an error that does not change the state (a Modbus exception, a bad payload).
     pub fn error(&self, message: String) {
         let mut s = self.status.lock();
@@ -236,6 +241,6 @@ impl Health {
 
     /// True when every source is connected (or there are none).
     pub fn all_connected(&self) -> bool {
-        self.sources.lock().iter().all(|h| h.snapshot().state == SourceState::Connected)
+        self.sources.lock().iter().all(|h| h.state() == SourceState::Connected)
     }
 }

@@ -64,9 +64,14 @@ pub struct BoundTag {
 }
 
 impl BoundTag {
-    /// A sample of this tag with a value of its kind (converted if needed).
+    /// A sample of this tag with a value of its kind (converted if needed); a
+    /// value that does not convert (text where a number is configured, a
+    /// float too large for an integer) becomes a `BAD_DECODING` sample.
     pub fn sample(&self, ts: Timestamp, value: Value, quality: Quality) -> Sample {
-        Sample { series: self.series, ts, value: coerce(value, self.tag.value_type), quality }
+        match coerce(value, self.tag.value_type) {
+            Some(value) => Sample { series: self.series, ts, value, quality },
+            None => self.bad(ts, Quality::BAD_DECODING),
+        }
     }
 
     /// A bad-quality sample (the value carries no information) at `ts`.
@@ -75,32 +80,31 @@ impl BoundTag {
     }
 }
 
-/// Converts a decoded value to the series' kind; what cannot be converted
-/// becomes a zero of the kind with `BAD_DECODING` left to the caller's check.
-pub fn coerce(v: Value, kind: ValueKind) -> Value {
-    match (v, kind) {
+/// Converts a decoded value to the series' kind; `None` when it does not convert.
+pub fn coerce(v: Value, kind: ValueKind) -> Option<Value> {
+    Some(match (v, kind) {
         (Value::F64(x), ValueKind::F64) => Value::F64(x),
         (Value::I64(x), ValueKind::F64) => Value::F64(x as f64),
         (Value::Bool(b), ValueKind::F64) => Value::F64(b as u8 as f64),
-        (Value::F64(x), ValueKind::I64) => Value::I64(x.round() as i64),
+        (Value::F64(x), ValueKind::I64) if x.is_finite() && x.abs() < 9.2e18 => Value::I64(x.round() as i64),
+        (Value::F64(_), ValueKind::I64) => return None,
         (Value::I64(x), ValueKind::I64) => Value::I64(x),
         (Value::Bool(b), ValueKind::I64) => Value::I64(b as i64),
         (Value::Bool(b), ValueKind::Bool) => Value::Bool(b),
         (Value::I64(x), ValueKind::Bool) => Value::Bool(x != 0),
         (Value::F64(x), ValueKind::Bool) => Value::Bool(x != 0.0),
         (Value::Str(s), ValueKind::Str) => Value::Str(s),
-        (v, ValueKind::Str) => Value::Str(match v {
-            Value::F64(x) => x.to_string(),
-            Value::I64(x) => x.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Str(s) => s,
-        }),
-        (Value::Str(s), k) => match k {
-            ValueKind::F64 => Value::F64(s.trim().parse().unwrap_or(f64::NAN)),
-            ValueKind::I64 => Value::I64(s.trim().parse().unwrap_or(0)),
-            _ => Value::Bool(matches!(s.trim(), "true" | "1" | "on" | "TRUE" | "True")),
+        (Value::F64(x), ValueKind::Str) => Value::Str(x.to_string()),
+        (Value::I64(x), ValueKind::Str) => Value::Str(x.to_string()),
+        (Value::Bool(b), ValueKind::Str) => Value::Str(b.to_string()),
+        (Value::Str(s), ValueKind::F64) => Value::F64(s.trim().parse().ok()?),
+        (Value::Str(s), ValueKind::I64) => Value::I64(s.trim().parse().ok()?),
+        (Value::Str(s), ValueKind::Bool) => match s.trim() {
+            "true" | "TRUE" | "True" | "1" | "on" => Value::Bool(true),
+            "false" | "FALSE" | "False" | "0" | "off" => Value::Bool(false),
+            _ => return None,
         },
-    }
+    })
 }
 
 /// A PLC `REAL` (f32) as the decimal it shows (21.7, not 21.700000762939453):
@@ -158,7 +162,7 @@ impl SourceCtx {
 
     /// Records that the connection is back.
     pub fn comms_restored(&self, ts: Timestamp) {
-        let was_down = self.health.snapshot().state == SourceState::Down;
+        let was_down = self.health.state() == SourceState::Down;
         self.health.set_state(SourceState::Connected, None);
         if was_down {
             self.event(ts, 0, format!("{}: connection restored", self.id()), serde_json::json!({}));
@@ -301,4 +305,22 @@ async fn supervise_one(mut ctx: SourceCtx) {
         }
     }
     ctx.health.set_state(SourceState::Stopped, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_convert_to_the_series_kind_or_not_at_all() {
+        assert_eq!(coerce(Value::I64(3), ValueKind::F64), Some(Value::F64(3.0)));
+        assert_eq!(coerce(Value::F64(2.6), ValueKind::I64), Some(Value::I64(3)));
+        assert_eq!(coerce(Value::Str(" 4.5 ".into()), ValueKind::F64), Some(Value::F64(4.5)));
+        assert_eq!(coerce(Value::Str("off".into()), ValueKind::Bool), Some(Value::Bool(false)));
+        // Text that is not a number, and floats no integer can hold, do not pass as good data.
+        assert_eq!(coerce(Value::Str("n/a".into()), ValueKind::F64), None);
+        assert_eq!(coerce(Value::Str("maybe".into()), ValueKind::Bool), None);
+        assert_eq!(coerce(Value::F64(f64::NAN), ValueKind::I64), None);
+        assert_eq!(coerce(Value::F64(1e30), ValueKind::I64), None);
+    }
 }

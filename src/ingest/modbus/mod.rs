@@ -264,7 +264,7 @@ impl Poller {
                 due[g] = (due[g] + group.interval).max(now);
                 let ts = now_ns();
                 let cycle = self.cycle(ctx, &mut client, group, ts).await?;
-                if cycle.answered && (*lost || ctx.health.snapshot().state != SourceState::Connected) {
+                if cycle.answered && (*lost || ctx.health.state() != SourceState::Connected) {
                     ctx.comms_restored(ts);
                     *lost = false;
                     backoff.reset();
