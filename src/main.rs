@@ -611,7 +611,6 @@ fn demo(
     data_dir: Option<PathBuf>,
     listen: Option<String>,
 ) -> Result<()> {
-    use linepilot::config::{ModbusEndpoint, SourceConfig};
     let mut cfg = load_config(&config)?;
     let path = scenario.display().to_string();
     let mut sc = linesim::line::scenario::Scenario::load(&scenario)?;
@@ -634,16 +633,7 @@ fn demo(
             truth: Some(data.join("linesim-truth.jsonl")),
         };
         let line = linesim::server::Running::start(&sc, &path, opts).await.context("starting the line simulator")?;
-        for s in &mut cfg.sources {
-            match s {
-                SourceConfig::OpcUa(o) => o.endpoint = line.opcua.endpoint_url.clone(),
-                SourceConfig::Modbus(m) => {
-                    m.endpoint =
-                        ModbusEndpoint::Tcp { host: line.modbus.addr.ip().to_string(), port: line.modbus.addr.port() }
-                }
-                SourceConfig::Mqtt(m) => m.url = format!("mqtt://{}", line.mqtt.addr),
-            }
-        }
+        linepilot::service::demo::point_sources_at(&mut cfg, &line);
         eprintln!("linepilot demo: simulator {}", line.endpoints());
         let res = linepilot::service::run(cfg, linepilot::service::RunOptions { data_dir, listen }).await;
         line.line.stop();

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use linepilot::config::{Config, ModbusEndpoint, SourceConfig};
+use linepilot::config::Config;
 use linepilot::domain::SeriesKey;
 use linepilot::ingest::{self, Health, Sink};
 use linepilot::store::points::Column;
@@ -90,15 +90,7 @@ async fn all_protocols_store_what_the_line_served() {
     let text = std::fs::read_to_string(root.join("configs/demo.toml")).expect("configs/demo.toml");
     let mut config = Config::from_str_named(&text, "demo.toml").expect("demo config loads");
     config.store.data_dir = dir.path().join("data");
-    for s in &mut config.sources {
-        match s {
-            SourceConfig::OpcUa(o) => o.endpoint = line.opcua.endpoint_url.clone(),
-            SourceConfig::Modbus(m) => {
-                m.endpoint = ModbusEndpoint::Tcp { host: "127.0.0.1".into(), port: line.modbus.addr.port() }
-            }
-            SourceConfig::Mqtt(m) => m.url = format!("mqtt://{}", line.mqtt.addr),
-        }
-    }
+    linepilot::service::demo::point_sources_at(&mut config, &line);
     let store = Arc::new(linepilot::service::open_store(&config, None, true).expect("store opens"));
     let health = Arc::new(Health::default());
     let (sink, rx) = Sink::channel(256);

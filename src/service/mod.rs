@@ -8,6 +8,8 @@ use std::sync::Arc;
 use thiserror::Error;
 use tracing::{info, warn};
 
+pub mod demo;
+
 use crate::config::Config;
 use crate::domain::SeriesKey;
 use crate::store::{Store, StoreArgs, StoreError};
