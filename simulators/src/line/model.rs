@@ -513,7 +513,7 @@ impl Model {
     fn update_faults(&mut self) {
         let rel = self.rel();
         for f in 0..self.faults.len() {
-            let p = self.faults[f].clone();
+            let p = &self.faults[f];
             let phase = self.phase[f];
             let next = match phase {
                 Phase::Pending if rel >= p.start_ns => Phase::Active,
@@ -531,8 +531,10 @@ impl Model {
                 continue;
             }
             self.phase[f] = next;
+            // Only a transition needs its own copy (the truth record borrows `self`).
+            let p = p.clone();
             let asset = match (p.machine, p.server, p.tag) {
-                (Some(m), _, _) if p.kind != FaultKind::Changeover || p.machine.is_some() => MACHINES[m].id.to_string(),
+                (Some(m), _, _) => MACHINES[m].id.to_string(),
                 (_, Some(s), _) => server_name(s).to_string(),
                 (_, _, Some(t)) => self.catalog.tags[t].asset.to_string(),
                 _ => "line".to_string(),
