@@ -224,6 +224,20 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
 }
 
 /// Every good sample of `names` in the store was published with that timestamp and value.
+/// `check_against_reference`, retried for up to 3 s: the reference subscriber
+/// may see a message a moment after the gateway stored it.
+async fn settled_check(store: &Store, names: &[String], seen: &Reference) -> (usize, Vec<String>) {
+    let mut result = check_against_reference(store, names, seen);
+    for _ in 0..30 {
+        if result.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        result = check_against_reference(store, names, seen);
+    }
+    result
+}
+
 fn check_against_reference(store: &Store, names: &[String], seen: &Reference) -> (usize, Vec<String>) {
     let seen = seen.lock();
     let mut checked = 0;
@@ -283,15 +297,7 @@ async fn mqtt_source_against_linesim() {
     .await;
     assert_eq!(snapshot().state, SourceState::Connected);
     let all: Vec<String> = vib.iter().chain(&energy).cloned().collect();
-    // The reference subscriber may see a message a moment after the gateway stored it.
-    let mut result = (0, Vec::new());
-    for _ in 0..30 {
-        result = check_against_reference(&store, &all, &seen);
-        if result.1.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let result = settled_check(&store, &all, &seen).await;
     assert!(result.1.is_empty(), "stored samples differ from the published ones:\n{}", result.1.join("\n"));
     assert!(result.0 >= vib.len() * 3 + energy.len() * 2, "checked {} samples", result.0);
     // Timestamps are the line's (from the payloads), not the time of arrival: at
@@ -446,14 +452,7 @@ async fn mqtt_source_against_mosquitto() {
     let counts = || all.iter().map(good).collect::<Vec<usize>>();
 
     wait_until("samples through mosquitto", Duration::from_secs(40), || all.iter().all(|n| good(n) >= 2)).await;
-    let mut result = (0, Vec::new());
-    for _ in 0..30 {
-        result = check_against_reference(&store, &all, &seen);
-        if result.1.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let result = settled_check(&store, &all, &seen).await;
     assert!(result.1.is_empty(), "stored samples differ from the published ones:\n{}", result.1.join("\n"));
 
     // The connection drops, the broker keeps the persistent session.
