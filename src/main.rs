@@ -260,7 +260,7 @@ fn main() -> ExitCode {
             let opts = DiscoverOptions {
                 endpoint,
                 depth,
-                security: OpcUaSecurity { policy, mode, user, password_env, password_file: None },
+                security: OpcUaSecurity { policy, mode, user, password_env, ..Default::default() },
                 trust_server_cert,
                 data_dir,
                 timeout: std::time::Duration::from_secs_f64(timeout.clamp(0.1, 3600.0)),

@@ -701,6 +701,43 @@ fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], parsed: &Parsed<TagConfig>, a
             }
         }
     }
+    let numeric = kind == ValueKind::F64 || kind == ValueKind::I64;
+    if let Some(d) = tag.deadband.filter(|_| parsed.ok("deadband")) {
+        let path = join(base, &[key("deadband")]);
+        if !numeric {
+            l.report_at(&path, format!("deadband applies to f64 and i64 tags, not {kind}"));
+        } else if !d.is_finite() || d < 0.0 {
+            l.report_at(&path, format!("deadband ({d}) must be a number >= 0"));
+        }
+    }
+    // Keys only an OPC UA server understands; unknowable while the address is bad.
+    let opcua = match (address, &tag.source) {
+        (Some(a), _) => Some(matches!(a, TagAddress::OpcUa(_))),
+        (None, None) => Some(false),
+        (None, Some(_)) => None,
+    };
+    if let Some(p) = tag.deadband_percent.filter(|_| parsed.ok("deadband_percent")) {
+        let path = join(base, &[key("deadband_percent")]);
+        if opcua == Some(false) {
+            l.report_at(&path, "deadband_percent applies to tags of an opcua source; use `deadband` (absolute)");
+        } else if !numeric {
+            l.report_at(&path, format!("deadband_percent applies to f64 and i64 tags, not {kind}"));
+        } else if !(0.0..=100.0).contains(&p) {
+            l.report_at(&path, format!("deadband_percent ({p}) must be within 0..=100"));
+        } else if tag.deadband.is_some() {
+            l.report_at(&path, "give `deadband` or `deadband_percent`, not both");
+        }
+    }
+    if let Some(s) = tag.sampling_interval.filter(|_| parsed.ok("sampling_interval")) {
+        if opcua == Some(false) {
+            l.report_at(
+                &join(base, &[key("sampling_interval")]),
+                "sampling_interval applies to tags of an opcua source (Modbus tags use the source's poll_groups)",
+            );
+        } else if s.0.is_zero() {
+            l.report_at(&join(base, &[key("sampling_interval")]), "sampling_interval must be more than 0");
+        }
+    }
     if let Some(TagAddress::Modbus(m)) = address {
         let fits = match m.data_type {
             ModbusDataType::Bool => kind == ValueKind::Bool,

@@ -32,7 +32,7 @@ pub use address::{
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
 pub use source::{
-    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaSecurity, OpcUaSourceConfig, Parity, SecurityMode,
+    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, Parity, SecurityMode,
     SecurityPolicy, SourceConfig, SourceKind,
 };
 

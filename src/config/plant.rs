@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer};
 
 use crate::config::address::TagAddress;
+use crate::config::units::HumanDuration;
 use crate::domain::ValueKind;
 
 /// `[site]`: the plant as a whole.
@@ -117,6 +118,19 @@ pub struct TagConfig {
     /// (e.g. `["running", "idle", "fault"]`).
     #[serde(default)]
     pub states: Option<Vec<String>>,
+    /// Absolute deadband of a number tag, in its unit: a new value is kept only when
+    /// it differs from the last kept one by more than this; a change of quality is
+    /// always kept. An OPC UA server applies it (a DataChangeFilter); for Modbus, MQTT
+    /// and polled OPC UA nodes the gateway does.
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// OPC UA only: deadband in percent of the node's `EURange`, applied by the server.
+    #[serde(default)]
+    pub deadband_percent: Option<f64>,
+    /// OPC UA only: how often the server samples this node (the source's
+    /// `sampling_interval` when left out).
+    #[serde(default)]
+    pub sampling_interval: Option<HumanDuration>,
 }
 
 fn default_value_type() -> ValueKind {

@@ -116,6 +116,29 @@ pub struct OpcUaSourceConfig {
     /// Time allowed to connect and log in before the attempt counts as failed (default `10s`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// `subscribe` (default): monitored items in a subscription; nodes the server
+    /// refuses to monitor are polled instead. `poll`: read every node each
+    /// `poll_interval`, for servers without subscriptions.
+    #[serde(default)]
+    pub mode: OpcUaMode,
+    /// Time between reads of polled nodes (default `1s`).
+    #[serde(default = "default_opcua_poll_interval")]
+    pub poll_interval: HumanDuration,
+}
+
+/// How an OPC UA source gets its values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpcUaMode {
+    /// Monitored items in a subscription (changes pushed by the server).
+    #[default]
+    Subscribe,
+    /// The Read service every `poll_interval`.
+    Poll,
+}
+
+fn default_opcua_poll_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 fn default_publishing_interval() -> HumanDuration {
@@ -150,6 +173,12 @@ pub struct OpcUaSecurity {
     /// File that holds the user's password (e.g. a systemd credential).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// X.509 user identity: the user's certificate (DER or PEM file), instead of `user`.
+    #[serde(default)]
+    pub user_cert: Option<PathBuf>,
+    /// The private key (PEM file) of `user_cert`.
+    #[serde(default)]
+    pub user_key: Option<PathBuf>,
 }
 
 /// OPC UA security policy.
@@ -199,6 +228,9 @@ impl OpcUaSourceConfig {
         if self.connect_timeout.0.is_zero() {
             errs.push(("connect_timeout", "connect_timeout must be more than 0".to_string()));
         }
+        if self.poll_interval.0.is_zero() {
+            errs.push(("poll_interval", "poll_interval must be more than 0".to_string()));
+        }
         errs
     }
 }
@@ -230,6 +262,15 @@ impl OpcUaSecurity {
             (None, true) => errs.push((
                 if self.password_env.is_some() { "security.password_env" } else { "security.password_file" },
                 "a password needs `user`".to_string(),
+            )),
+            _ => {}
+        }
+        match (&self.user_cert, &self.user_key) {
+            (Some(_), None) => errs.push(("security.user_cert", "`user_cert` needs `user_key`".to_string())),
+            (None, Some(_)) => errs.push(("security.user_key", "`user_key` needs `user_cert`".to_string())),
+            (Some(_), Some(_)) if self.user.is_some() => errs.push((
+                "security.user_cert",
+                "give one user identity: `user` (with a password) or `user_cert`, not both".to_string(),
             )),
             _ => {}
         }

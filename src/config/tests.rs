@@ -517,3 +517,89 @@ fn load_reads_files_and_names_them() {
     assert!(err.diagnostics().is_empty());
     assert!(err.to_string().contains("nope.toml: cannot read config"));
 }
+
+#[test]
+fn bad_deadbands_and_opcua_only_keys() {
+    let d = errors(
+        r#"[[tag]]
+name = "flag"
+asset = "filler"
+description = "d"
+value_type = "bool"
+deadband = 1.0
+[[tag]]
+name = "level"
+asset = "filler"
+source = "io"
+address = { table = "holding", register = 1 }
+description = "d"
+deadband = -2.0
+deadband_percent = 5.0
+sampling_interval = "100ms"
+[[tag]]
+name = "pressure"
+asset = "filler"
+source = "plc"
+address = "ns=2;s=P"
+description = "d"
+deadband_percent = 120.0
+sampling_interval = "0s"
+"#,
+    );
+    let listing: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+    assert_eq!(d.len(), 6, "{}", listing.join("\n"));
+    is(&d[0], B + 6, 12, "tag[0].deadband", "deadband applies to f64 and i64 tags, not bool");
+    is(&d[1], B + 13, 12, "tag[1].deadband", "deadband (-2) must be a number >= 0");
+    is(&d[2], B + 14, 20, "tag[1].deadband_percent", "deadband_percent applies to tags of an opcua source");
+    is(&d[3], B + 15, 21, "tag[1].sampling_interval", "sampling_interval applies to tags of an opcua source");
+    is(&d[4], B + 22, 20, "tag[2].deadband_percent", "deadband_percent (120) must be within 0..=100");
+    is(&d[5], B + 23, 21, "tag[2].sampling_interval", "sampling_interval must be more than 0");
+
+    // The same keys, well formed, load.
+    let ok = format!(
+        "{BASE}{}",
+        r#"[[tag]]
+name = "pressure"
+asset = "filler"
+source = "plc"
+address = "ns=2;s=P"
+description = "d"
+deadband_percent = 1.5
+sampling_interval = "100ms"
+[[tag]]
+name = "level"
+asset = "filler"
+source = "io"
+address = { table = "holding", register = 1 }
+description = "d"
+deadband = 0.5
+"#
+    );
+    let c = load(&ok).expect("loads");
+    assert_eq!(c.tags[0].deadband_percent, Some(1.5));
+    assert_eq!(c.tags[0].sampling_interval.map(|s| s.0), Some(std::time::Duration::from_millis(100)));
+    assert_eq!(c.tags[1].deadband, Some(0.5));
+}
+
+#[test]
+fn opcua_poll_mode_and_certificate_identity() {
+    let text = BASE.replace(
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\n",
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\nmode = \"poll\"\npoll_interval = \"2s\"\nsecurity = { policy = \"Basic256Sha256\", mode = \"Sign\", user_cert = \"u.der\", user_key = \"u.pem\" }\n",
+    );
+    let c = load(&text).expect("loads");
+    let SourceConfig::OpcUa(o) = &c.sources[0] else { panic!("opcua first") };
+    assert_eq!(o.mode, OpcUaMode::Poll);
+    assert_eq!(o.poll_interval.0, std::time::Duration::from_secs(2));
+    assert_eq!(o.security.user_cert.as_deref(), Some(std::path::Path::new("u.der")));
+
+    let text = BASE.replace(
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\n",
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\nmode = \"pull\"\nsecurity = { policy = \"Basic256Sha256\", mode = \"Sign\", user_cert = \"u.der\" }\n",
+    );
+    let d = errors_of(&text);
+    let listing: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+    assert_eq!(d.len(), 2, "{}", listing.join("\n"));
+    assert!(listing[0].contains("source[0].mode") && listing[0].contains("`pull`"), "{}", listing[0]);
+    assert!(listing[1].contains("security.user_cert") && listing[1].contains("needs `user_key`"), "{}", listing[1]);
+}

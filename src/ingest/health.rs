@@ -62,6 +62,7 @@ pub struct SourceHealth {
     stored: AtomicU64,
     errors: AtomicU64,
     malformed: AtomicU64,
+    suppressed: AtomicU64,
     reconnects: AtomicU64,
     last_sample_ts: AtomicI64,
     last_stored_at: AtomicI64,
@@ -106,6 +107,8 @@ pub struct Snapshot {
     pub errors: u64,
     /// Malformed payloads (MQTT) or undecodable values.
     pub malformed: u64,
+    /// Samples held back because they stayed within their tag's deadband.
+    pub deadband_suppressed: u64,
     /// Reconnections.
     pub reconnects: u64,
 }
@@ -128,6 +131,7 @@ impl SourceHealth {
             stored: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             last_sample_ts: AtomicI64::new(0),
             last_stored_at: AtomicI64::new(0),
@@ -164,6 +168,11 @@ impl SourceHealth {
         s.last_error = Some(message);
         s.last_error_at = Some(crate::domain::now_ns());
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts samples held back by the tags' deadbands.
+    pub fn count_suppressed(&self, n: u64) {
+        self.suppressed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a malformed payload or an undecodable value.
@@ -215,6 +224,7 @@ impl SourceHealth {
             dropped: self.dropped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            deadband_suppressed: self.suppressed.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }

@@ -13,6 +13,7 @@
 //!   source whose task ends with an error, with backoff, and records the comms
 //!   loss (a bad-quality sample per tag and an event).
 
+pub mod deadband;
 pub mod health;
 pub mod modbus;
 pub mod mqtt;
@@ -269,8 +270,8 @@ pub fn supervise(
         let h = health.register(source.id(), source.kind(), tags.len());
         let ctx = SourceCtx {
             config: source.clone(),
+            sink: sink.for_source(h.clone()).with_deadband(&tags, source_deadband(source)),
             tags,
-            sink: sink.for_source(h.clone()),
             health: h,
             store: store.clone(),
             shutdown: shutdown.clone(),
@@ -278,6 +279,14 @@ pub fn supervise(
         tasks.push(tokio::spawn(supervise_one(ctx)));
     }
     Ok(tasks)
+}
+
+/// A source-wide deadband for tags without their own.
+fn source_deadband(source: &SourceConfig) -> Option<f64> {
+    match source {
+        SourceConfig::OpcUa(c) => c.deadband,
+        _ => None,
+    }
 }
 
 async fn supervise_one(mut ctx: SourceCtx) {

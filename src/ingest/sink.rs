@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::deadband::Deadband;
 use super::health::{SourceHealth, Tally};
+use super::BoundTag;
 use crate::domain::Sample;
 use crate::store::Store;
 
@@ -21,6 +24,7 @@ pub struct Batch {
 pub struct Sink {
     tx: mpsc::Sender<Batch>,
     health: Option<Arc<SourceHealth>>,
+    deadband: Option<Arc<Mutex<Deadband>>>,
 }
 
 /// The channel is closed: the daemon is stopping.
@@ -32,16 +36,36 @@ impl Sink {
     /// A channel holding at most `capacity` batches, and its receiving end for [`writer`].
     pub fn channel(capacity: usize) -> (Sink, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Sink { tx, health: None }, rx)
+        (Sink { tx, health: None, deadband: None }, rx)
     }
 
     /// The same channel, counting into `health`.
     pub fn for_source(&self, health: Arc<SourceHealth>) -> Sink {
-        Sink { tx: self.tx.clone(), health: Some(health) }
+        Sink { tx: self.tx.clone(), health: Some(health), deadband: None }
+    }
+
+    /// The same sink, holding back samples of `tags` that stay within their
+    /// tag's `deadband`, else `default` (no filter when no tag has one).
+    pub fn with_deadband(mut self, tags: &[BoundTag], default: Option<f64>) -> Sink {
+        self.deadband = Deadband::for_tags(tags, default).map(|d| Arc::new(Mutex::new(d)));
+        self
+    }
+
+    /// Applies the deadband; counts what it holds back.
+    fn filter(&self, samples: &mut Vec<Sample>) {
+        if let Some(db) = &self.deadband {
+            let n = db.lock().retain(samples);
+            if n > 0 {
+                if let Some(h) = &self.health {
+                    h.count_suppressed(n);
+                }
+            }
+        }
     }
 
     /// Sends samples, waiting while the channel is full (backpressure).
-    pub async fn send(&self, samples: Vec<Sample>) -> Result<(), Closed> {
+    pub async fn send(&self, mut samples: Vec<Sample>) -> Result<(), Closed> {
+        self.filter(&mut samples);
         if samples.is_empty() {
             return Ok(());
         }
@@ -53,7 +77,8 @@ impl Sink {
     }
 
     /// Sends samples if there is room; otherwise drops them and counts the drop.
-    pub fn try_send(&self, samples: Vec<Sample>) -> Result<(), Closed> {
+    pub fn try_send(&self, mut samples: Vec<Sample>) -> Result<(), Closed> {
+        self.filter(&mut samples);
         if samples.is_empty() {
             return Ok(());
         }

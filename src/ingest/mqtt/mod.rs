@@ -455,6 +455,9 @@ mod tests {
                 value_type: kind,
                 limits: None,
                 states: None,
+                deadband: None,
+                deadband_percent: None,
+                sampling_interval: None,
             },
             series: crate::domain::SeriesId(i),
         }

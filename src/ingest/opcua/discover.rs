@@ -116,6 +116,8 @@ pub async fn discover(opts: &DiscoverOptions, mut progress: impl FnMut(&str)) ->
         queue_size: 10,
         deadband: None,
         connect_timeout: HumanDuration(opts.timeout),
+        mode: Default::default(),
+        poll_interval: HumanDuration(Duration::from_secs(1)),
     };
     if let Some((key, msg)) = cfg.check().into_iter().next() {
         return Err(DiscoverError::Session(IngestError::Config(format!("{key}: {msg}"))));

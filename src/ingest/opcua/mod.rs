@@ -1,7 +1,10 @@
 //! OPC UA client source (async-opcua).
 //!
 //! One session per source and one subscription with a monitored item per
-//! tag. When the session is lost (server restart, network, keep-alive
+//! tag (its sampling interval and deadband from the tag, else the source).
+//! Nodes the server will not monitor (a filter or service it does not
+//! support, too many items) are read every `poll_interval` instead, and a
+//! source with `mode = "poll"` reads every node that way. When the session is lost (server restart, network, keep-alive
 //! failures, a subscription the server dropped), the whole session is thrown
 //! away and built again with its subscription and **every** monitored item:
 //! the crate's own reconnect (subscription transfer or re-creation) is turned
@@ -33,7 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
-use crate::config::{OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress};
+use crate::config::{OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress};
 use crate::domain::{now_ns, Quality, Sample, Timestamp, ValueKind};
 
 pub use convert::{node_id, sample_time, timestamp, value};
@@ -43,6 +46,8 @@ pub use convert::{node_id, sample_time, timestamp, value};
 const NOTIFY_QUEUE: usize = 1024;
 /// Monitored items per CreateMonitoredItems call (servers limit the count).
 const ITEMS_PER_CALL: usize = 500;
+/// Nodes per Read call when polling.
+const READS_PER_CALL: usize = 1000;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -61,7 +66,7 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     let items = items(&ctx);
     let pki = pki_dir(ctx.store.paths().root());
     let client = build_client(&cfg, &pki, ctx.id()).await?;
-    let mut driver = Driver { ctx, cfg, identity, items, pki, link: Link::default() };
+    let mut driver = Driver { ctx, cfg, identity, items, pki, link: Link::default(), polled: Vec::new() };
     driver.run(client).await
 }
 
@@ -91,6 +96,8 @@ struct Driver {
     items: Arc<Vec<Item>>,
     pki: PathBuf,
     link: Link,
+    /// Items read with the Read service in the current session.
+    polled: Vec<Item>,
 }
 
 /// Ends the session's event loop when the session is given up.
@@ -145,21 +152,52 @@ impl Driver {
         let (session, mut events) =
             open_session(client, &self.cfg, &self.identity, &self.pki, self.ctx.id(), &mut stop).await?;
         let (tx, mut rx) = mpsc::channel(NOTIFY_QUEUE);
-        let sub = self.subscribe(&session, tx, &mut stop).await;
-        let sub = match sub {
-            Ok(s) => s,
+        self.polled.clear();
+        let subscribed = match self.cfg.mode {
+            OpcUaMode::Subscribe => self.subscribe(&session, tx, &mut stop).await,
+            OpcUaMode::Poll => {
+                drop(tx);
+                self.polled = self.items.to_vec();
+                Ok(None)
+            }
+        };
+        match subscribed {
+            Ok(Some(sub)) => debug!(source = self.ctx.id(), subscription = sub, "opcua: subscribed"),
+            Ok(None) => {}
             Err(e) => {
                 disconnect(&session).await;
                 return Err(e);
             }
-        };
-        debug!(source = self.ctx.id(), subscription = sub, "opcua: subscribed");
+        }
+        if !self.polled.is_empty() {
+            info!(
+                source = self.ctx.id(),
+                nodes = self.polled.len(),
+                interval_ms = self.cfg.poll_interval.0.as_millis() as u64,
+                "opcua: polling"
+            );
+        }
         if self.items.is_empty() {
             self.restored();
         }
+        let mut poll = tokio::time::interval(self.cfg.poll_interval.0);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let result = loop {
             tokio::select! {
+                _ = poll.tick(), if !self.polled.is_empty() => {
+                    let samples = match self.read_polled(&session, &mut stop).await {
+                        Ok(s) => s,
+                        Err(e) => break Err(e),
+                    };
+                    if !self.link.flowing {
+                        self.restored();
+                    }
+                    self.note_times(&samples);
+                    if self.ctx.sink.send(samples).await.is_err() {
+                        break Err(IngestError::Shutdown);
+                    }
+                }
                 note = rx.recv() => match note {
                     Some(Note::Samples(samples)) => {
                         if samples.is_empty() {
@@ -168,11 +206,7 @@ impl Driver {
                         if !self.link.flowing {
                             self.restored();
                         }
-                        for s in &samples {
-                            if s.quality.is_good() {
-                                self.link.last_ts = self.link.last_ts.max(s.ts);
-                            }
-                        }
+                        self.note_times(&samples);
                         if self.ctx.sink.send(samples).await.is_err() {
                             break Err(IngestError::Shutdown);
                         }
@@ -197,6 +231,46 @@ impl Driver {
         result
     }
 
+    /// Keeps the newest good source timestamp (a gap sample sorts after it).
+    fn note_times(&mut self, samples: &[Sample]) {
+        for s in samples {
+            if s.quality.is_good() {
+                self.link.last_ts = self.link.last_ts.max(s.ts);
+            }
+        }
+    }
+
+    /// One Read of every polled node (in chunks the server accepts); a
+    /// failed or unanswered Read ends the session.
+    async fn read_polled(
+        &self,
+        session: &Session,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Vec<Sample>, IngestError> {
+        let limit = self.cfg.connect_timeout.0;
+        let now = now_ns();
+        let mut samples = Vec::with_capacity(self.polled.len());
+        for chunk in self.polled.chunks(READS_PER_CALL) {
+            let nodes: Vec<ReadValueId> = chunk.iter().map(|it| value_of(&it.node)).collect();
+            let values = match within(limit, stop, session.read(&nodes, TimestampsToReturn::Both, 0.0)).await? {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => return Err(IngestError::Connection(format!("Read: {e}"))),
+                None => return Err(IngestError::Connection(format!("Read: no answer within {limit:?}"))),
+            };
+            if values.len() != chunk.len() {
+                return Err(IngestError::Protocol(format!(
+                    "Read of {} nodes answered {} values",
+                    chunk.len(),
+                    values.len()
+                )));
+            }
+            for (it, dv) in chunk.iter().zip(values.iter()) {
+                samples.push(to_sample(&self.ctx.tags[it.tag], dv, now, &self.ctx.health));
+            }
+        }
+        Ok(samples)
+    }
+
     /// Data flows (again).
     fn restored(&mut self) {
         self.link.flowing = true;
@@ -212,7 +286,7 @@ impl Driver {
         session: &Session,
         tx: mpsc::Sender<Note>,
         stop: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Result<u32, IngestError> {
+    ) -> Result<Option<u32>, IngestError> {
         let limit = self.cfg.connect_timeout.0;
         let publishing = self.cfg.publishing_interval.0;
         // Keep-alive after 10 empty publishes; the server drops the subscription after 3 missed keep-alives.
@@ -220,6 +294,11 @@ impl Driver {
         let sub =
             match within(limit, stop, session.create_subscription(publishing, 30, 10, 0, 0, true, handler)).await? {
                 Some(Ok(id)) => id,
+                Some(Err(e)) if cannot_subscribe(e.status()) => {
+                    warn!(source = self.ctx.id(), status = %e.status(), "opcua: the server has no subscriptions; polling every node");
+                    self.polled = self.items.to_vec();
+                    return Ok(None);
+                }
                 Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateSubscription: {e}"))),
                 None => return Err(IngestError::Connection(format!("CreateSubscription: no answer within {limit:?}"))),
             };
@@ -243,12 +322,17 @@ impl Driver {
                     continue;
                 }
                 let tag = &self.ctx.tags[it.tag];
+                if cannot_subscribe(code) {
+                    info!(source = self.ctx.id(), tag = %tag.tag.name, node = %it.node, status = %code, "opcua: the server will not monitor this node; polling it");
+                    self.polled.push(it.clone());
+                    continue;
+                }
                 warn!(source = self.ctx.id(), tag = %tag.tag.name, node = %it.node, status = %code, "opcua: the server refused to monitor this node");
                 self.ctx.health.error(format!("{}: {} ({}): {code}", tag.tag.name, it.node, code.bits()));
                 refused.push(tag.bad(now_ns(), Quality::from_status(code.bits())));
             }
         }
-        if !self.items.is_empty() && created == 0 {
+        if !self.items.is_empty() && created == 0 && self.polled.is_empty() {
             return Err(IngestError::Protocol(format!(
                 "the server refused every monitored item ({} tags), e.g. {}",
                 self.items.len(),
@@ -265,36 +349,67 @@ impl Driver {
         if !refused.is_empty() && self.ctx.sink.send(refused).await.is_err() {
             return Err(IngestError::Shutdown);
         }
-        Ok(sub)
+        Ok(Some(sub))
     }
 
+    /// The monitored item of a tag: the tag's sampling interval and deadband,
+    /// else the source's.
     fn request(&self, it: &Item, tag: &BoundTag) -> MonitoredItemCreateRequest {
-        let filter = match (self.cfg.deadband, tag.tag.value_type) {
-            (Some(d), ValueKind::F64 | ValueKind::I64) if d > 0.0 => ExtensionObject::from_message(DataChangeFilter {
+        let numeric = matches!(tag.tag.value_type, ValueKind::F64 | ValueKind::I64);
+        let deadband = match (tag.tag.deadband_percent, tag.tag.deadband.or(self.cfg.deadband)) {
+            (Some(p), _) if p > 0.0 => Some((DeadbandType::Percent, p)),
+            (_, Some(d)) if d > 0.0 => Some((DeadbandType::Absolute, d)),
+            _ => None,
+        };
+        let filter = match deadband {
+            Some((kind, value)) if numeric => ExtensionObject::from_message(DataChangeFilter {
                 trigger: DataChangeTrigger::StatusValue,
-                deadband_type: DeadbandType::Absolute as u32,
-                deadband_value: d,
+                deadband_type: kind as u32,
+                deadband_value: value,
             }),
             _ => ExtensionObject::null(),
         };
+        let sampling = tag.tag.sampling_interval.map_or(self.cfg.sampling_interval.0, |s| s.0);
         MonitoredItemCreateRequest {
-            item_to_monitor: ReadValueId {
-                node_id: it.node.clone(),
-                attribute_id: AttributeId::Value as u32,
-                index_range: Default::default(),
-                data_encoding: QualifiedName::null(),
-            },
+            item_to_monitor: value_of(&it.node),
             monitoring_mode: MonitoringMode::Reporting,
             requested_parameters: MonitoringParameters {
                 // Handle = tag index + 1 (0 would make the crate pick one).
                 client_handle: it.tag as u32 + 1,
-                sampling_interval: self.cfg.sampling_interval.0.as_secs_f64() * 1000.0,
+                sampling_interval: sampling.as_secs_f64() * 1000.0,
                 filter,
                 queue_size: self.cfg.queue_size,
                 discard_oldest: true,
             },
         }
     }
+}
+
+/// The Value attribute of a node.
+fn value_of(node: &NodeId) -> ReadValueId {
+    ReadValueId {
+        node_id: node.clone(),
+        attribute_id: AttributeId::Value as u32,
+        index_range: Default::default(),
+        data_encoding: QualifiedName::null(),
+    }
+}
+
+/// Status codes that say "this cannot be subscribed, but may be read":
+/// the node is then polled.
+fn cannot_subscribe(code: StatusCode) -> bool {
+    [
+        StatusCode::BadServiceUnsupported,
+        StatusCode::BadNotSupported,
+        StatusCode::BadNotImplemented,
+        StatusCode::BadTooManySubscriptions,
+        StatusCode::BadTooManyMonitoredItems,
+        StatusCode::BadMonitoredItemFilterUnsupported,
+        StatusCode::BadMonitoredItemFilterInvalid,
+        StatusCode::BadFilterNotAllowed,
+        StatusCode::BadDeadbandFilterInvalid,
+    ]
+    .contains(&code)
 }
 
 /// Opens a session to `cfg.endpoint` with the source's security and
@@ -395,7 +510,11 @@ fn connect_error(
         StatusCode::BadUserAccessDenied | StatusCode::BadIdentityTokenRejected | StatusCode::BadIdentityTokenInvalid
     );
     if login {
-        let who = cfg.security.user.as_deref().map(|u| format!("user `{u}`")).unwrap_or("anonymous".into());
+        let who = match (&cfg.security.user, &cfg.security.user_cert) {
+            (Some(u), _) => format!("user `{u}`"),
+            (None, Some(c)) => format!("the certificate `{}`", c.display()),
+            (None, None) => "anonymous".into(),
+        };
         return IngestError::Connection(format!("{url}: login as {who} refused: {code}"));
     }
     IngestError::Connection(format!("{url}: cannot connect: {code}"))
@@ -470,9 +589,18 @@ fn items(ctx: &SourceCtx) -> Arc<Vec<Item>> {
     Arc::new(out)
 }
 
-/// The session's identity: anonymous, or the user with the password from
-/// `password_env` / `password_file`.
+/// The session's identity: an X.509 user certificate, the user with the
+/// password from `password_env` / `password_file`, or anonymous.
 pub(crate) fn identity(sec: &OpcUaSecurity) -> Result<IdentityToken, IngestError> {
+    if let (Some(cert), Some(key)) = (&sec.user_cert, &sec.user_key) {
+        return IdentityToken::new_x509_path(cert, key).map_err(|e| {
+            IngestError::Config(format!(
+                "security.user_cert `{}` / user_key `{}`: {e}",
+                cert.display(),
+                key.display()
+            ))
+        });
+    }
     let Some(user) = &sec.user else { return Ok(IdentityToken::Anonymous) };
     let password = if let Some(var) = &sec.password_env {
         std::env::var(var).map_err(|_| {
