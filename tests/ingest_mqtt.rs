@@ -37,6 +37,8 @@ type Reference = Arc<Mutex<HashMap<String, HashMap<i64, f64>>>>;
 
 const MALFORMED_TOPIC: &str = "test/gateway/malformed";
 const MALFORMED_TAG: &str = "test.malformed";
+const DEADBAND_TOPIC: &str = "test/gateway/deadband";
+const DEADBAND_TAG: &str = "test.deadband";
 
 /// A TCP proxy from a fixed local port to the broker; `stop` closes the
 /// listener and every connection through it.
@@ -199,6 +201,9 @@ fn gateway_config(
     text.push_str(&format!(
         "[[tag]]\nname = \"{MALFORMED_TAG}\"\nasset = \"test\"\nsource = \"line-mqtt\"\ndescription = \"test\"\naddress = {{ topic = \"{MALFORMED_TOPIC}\", json_path = \"$.v\" }}\n"
     ));
+    text.push_str(&format!(
+        "[[tag]]\nname = \"{DEADBAND_TAG}\"\nasset = \"test\"\nsource = \"line-mqtt\"\ndescription = \"test\"\naddress = {{ topic = \"{DEADBAND_TOPIC}\" }}\ndeadband = 0.1\n"
+    ));
     let config = Config::from_str_named(&text, "gateway.toml").unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
     (config, vib, energy)
 }
@@ -319,6 +324,18 @@ async fn mqtt_source_against_linesim() {
     let h = snapshot();
     assert_eq!(h.malformed, 2);
     assert_eq!(h.state, SourceState::Connected);
+
+    // 2b. A tag with `deadband = 0.1`: only moves of more than 0.1 from the last kept value are kept.
+    for v in ["1.0", "1.05", "1.2", "1.15", "1.25", "2.0", "-1"] {
+        reference.publish(DEADBAND_TOPIC, QoS::AtLeastOnce, false, v.as_bytes().to_vec()).await.expect("publish");
+    }
+    wait_until("the deadband tag's last value", Duration::from_secs(10), || {
+        stored(&store, DEADBAND_TAG).iter().any(|s| s.1 == -1.0)
+    })
+    .await;
+    let kept: Vec<f64> = stored(&store, DEADBAND_TAG).iter().map(|s| s.1).collect();
+    assert_eq!(kept, [1.0, 1.2, 2.0, -1.0], "1.05, 1.15 and 1.25 are within 0.1 of the last kept value");
+    assert_eq!(snapshot().deadband_suppressed, 3);
 
     // 3. The broker goes away: comms loss; it comes back on the same port: samples resume.
     let before = stored(&store, &vib[0]).len();

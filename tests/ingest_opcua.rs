@@ -131,11 +131,29 @@ fn gateway_config_trust(dir: &Path, catalog: &Catalog, endpoint: &str, security:
             t.description.replace('"', "'")
         ));
     }
+    // A twin of the first analog tag with a percent deadband: linesim's nodes have no
+    // EURange, so the server refuses the filter and the driver polls the node instead.
+    let (i, path, _) = percent_twin(catalog);
+    text.push_str(&format!(
+        "[[tag]]\nname = \"{PCT_TAG}\"\nasset = \"{}\"\nsource = \"plc1\"\naddress = \"ns=2;s={path}\"\n\
+         description = \"twin with a percent deadband\"\ndeadband_percent = 1.0\nsampling_interval = \"50ms\"\n",
+        catalog.tags[i].asset
+    ));
     match Config::from_str_named(&text, "ingest-opcua.toml") {
         Ok(c) => c,
         Err(e) => panic!("gateway config does not load:\n{e}\n{text}"),
     }
 }
+
+/// The tag the percent-deadband twin copies: the first analog OPC UA tag.
+fn percent_twin(catalog: &Catalog) -> (usize, String, PlcType) {
+    opcua_tags(catalog)
+        .into_iter()
+        .find(|(i, _, ty)| matches!(ty, PlcType::F32 | PlcType::F64) && !catalog.tags[*i].unit.is_empty())
+        .expect("an analog OPC UA tag")
+}
+
+const PCT_TAG: &str = "check.percent_deadband_twin";
 
 /// One stored sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +282,20 @@ async fn line_through_restart(security: Security) {
         assert_eq!(tags_ok, tags.len(), "every tag has a sample matching what linesim served");
         assert!(matched > tags.len() * 2, "values keep arriving ({matched})");
         assert!(unknown * 10 <= matched, "nearly every stored sample is one the recorder saw ({unknown} unseen)");
+    }
+    {
+        // The twin the server would not monitor (percent deadband, no EURange) is polled:
+        // its values are ones linesim served, at the source timestamps it served them.
+        let (i, _, ty) = percent_twin(&catalog);
+        let served = served1.lock();
+        let polled: Vec<Stored> = stored(&store, PCT_TAG).into_iter().filter(|s| s.quality == 0).collect();
+        assert!(polled.len() >= 2, "the polled twin has values: {polled:?}");
+        for s in &polled {
+            if let Some(v) = served.values.get(&(i, s.ts)) {
+                assert!(same(ty, *v, s.value), "{PCT_TAG} @ {}: stored {}, served {v:?}", s.ts, s.value);
+            }
+        }
+        assert!(polled.iter().any(|s| served.values.contains_key(&(i, s.ts))), "polled values are served ones");
     }
     // Source timestamps are simulated time (10x faster than the wall clock), not the arrival time.
     let newest = names.iter().flat_map(|n| stored(&store, n)).map(|s| s.ts).max().unwrap_or(0);

@@ -233,6 +233,7 @@ async fn asyncua_client_browses_reads_subscribes_and_logs_in() {
         anonymous: true,
         pki_dir: tmp.join("pki").to_string_lossy().into_owned(),
         trust_client_certs: true,
+        bench_variables: 0,
     };
     let server = opcua::start(&cfg, feed).await.expect("start the OPC UA server");
     assert_ne!(server.addr.port(), 0);

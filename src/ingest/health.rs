@@ -99,6 +99,8 @@ pub struct Snapshot {
     pub last_stored_at: Timestamp,
     /// Samples sent into the store channel.
     pub samples: u64,
+    /// Of which durable in the store.
+    pub stored_samples: u64,
     /// Of which not good quality.
     pub bad_samples: u64,
     /// Samples dropped because the channel was full.
@@ -197,8 +199,8 @@ impl SourceHealth {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn stored(&self, at: Timestamp) {
-        self.stored.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn stored(&self, at: Timestamp, samples: u64) {
+        self.stored.fetch_add(samples, Ordering::Relaxed);
         self.last_stored_at.store(at, Ordering::Relaxed);
     }
 
@@ -220,6 +222,7 @@ impl SourceHealth {
             last_sample_ts: self.last_sample_ts.load(Ordering::Relaxed),
             last_stored_at: self.last_stored_at.load(Ordering::Relaxed),
             samples: self.samples.load(Ordering::Relaxed),
+            stored_samples: self.stored.load(Ordering::Relaxed),
             bad_samples: self.bad_samples.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),

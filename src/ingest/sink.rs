@@ -102,13 +102,13 @@ impl Sink {
 /// what has queued up (up to `max_batch` samples) into one durable write.
 pub async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Batch>, max_batch: usize) {
     while let Some(first) = rx.recv().await {
+        let mut sources = vec![(first.health, first.samples.len() as u64)];
         let mut samples = first.samples;
-        let mut sources = vec![first.health];
         while samples.len() < max_batch {
             match rx.try_recv() {
                 Ok(b) => {
+                    sources.push((b.health, b.samples.len() as u64));
                     samples.extend(b.samples);
-                    sources.push(b.health);
                 }
                 Err(_) => break,
             }
@@ -118,13 +118,13 @@ pub async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Batch>, max_batch:
             Ok(()) => {
                 debug!(samples = n, "ingest batch stored");
                 let now = crate::domain::now_ns();
-                for h in &sources {
-                    h.stored(now);
+                for (h, n) in &sources {
+                    h.stored(now, *n);
                 }
             }
             Err(e) => {
                 warn!(error = %e, samples = n, "the store refused an ingest batch");
-                for h in &sources {
+                for (h, _) in &sources {
                     h.store_error(&e.to_string());
                 }
             }

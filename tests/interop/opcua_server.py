@@ -28,7 +28,7 @@ variable, with SourceTimestamp = ServerTimestamp = now (UTC):
   String  f"s{k}-{i}"
 The last variable (index N-1) carries the quality: with n = k+1, when n % 5 == 0
 its status is UncertainLastUsableValue (0x40900000) with the new value; else when
-n % 7 == 0 it is BadSensorFailure (0x808B0000) and the value is null (an OPC UA
+n % 7 == 0 it is BadSensorFailure (0x808C0000) and the value is null (an OPC UA
 server sends no value with a Bad status, asyncua nulls it); else Good (0).
 
 Log: each change is appended to DIR/changes.jsonl (flushed after every step, before
@@ -76,7 +76,7 @@ NS = 2
 TYPES = ["Double", "Float", "Int32", "UInt16", "Int64", "Boolean", "String"]
 NUMERIC = {"Double", "Float", "Int32", "UInt16", "Int64"}
 UNCERTAIN = ua.StatusCodes.UncertainLastUsableValue  # 0x40900000
-BAD = ua.StatusCodes.BadSensorFailure  # 0x808B0000
+BAD = ua.StatusCodes.BadSensorFailure  # 0x808C0000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -225,6 +225,48 @@ async def build(args, d):
     return server, url, variables
 
 
+class Stepper:
+    """Writes step k to every variable, logging it first."""
+
+    def __init__(self, server, variables, log_path):
+        self.server = server
+        self.variables = variables
+        self.last = len(variables) - 1
+        self.held = None  # value of the last variable before the current step
+        self.out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    async def step(self, k):
+        now = datetime.now(timezone.utc)
+        ts_ns = to_ns(now)
+        lines = []
+        values = []
+        for i, ty, vt, nid, name in self.variables:
+            v = value_of(ty, k, i)
+            status = status_of(k) if i == self.last else ua.StatusCodes.Good
+            if status == BAD:
+                # The value is held, but asyncua (as the spec asks) stores null with a Bad status.
+                dv_value = ua.Variant(self.held if self.held is not None else v, vt)
+                logged = None
+            else:
+                dv_value = ua.Variant(v, vt)
+                logged = v
+                if i == self.last:
+                    self.held = v
+            dv = ua.DataValue(dv_value, StatusCode=ua.StatusCode(status), SourceTimestamp=now, ServerTimestamp=now)
+            values.append((nid, dv))
+            lines.append(json.dumps({"node": name, "type": ty, "value": logged, "ts_ns": ts_ns, "status": status}))
+        # Log first: every value a client can ever see is then in the log, even after SIGKILL.
+        # One write(2) a step, so a kill leaves no partial line.
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        while data:
+            data = data[os.write(self.out, data) :]
+        for nid, dv in values:
+            await self.server.write_attribute_value(nid, dv)
+
+    def close(self):
+        os.close(self.out)
+
+
 async def run(args, d):
     server, url, variables = await build(args, d)
     period = args.period_ms / 1000.0
@@ -233,57 +275,31 @@ async def run(args, d):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    await server.start()
-    # Start-up builds ~6000 standard nodes; the cyclic GC only slows that down (~15%).
-    gc.freeze()
-    gc.enable()
+    stepper = Stepper(server, variables, d / "changes.jsonl")
     try:
-        print(f"READY {url}", flush=True)
-        last = len(variables) - 1
-        held = None  # value of the last variable before the current step
-        with open(d / "changes.jsonl", "a", encoding="utf-8") as out:
-            k = 0
-            start = loop.time()
-            while not stop.is_set():
-                now = datetime.now(timezone.utc)
-                ts_ns = to_ns(now)
-                lines = []
-                values = []
-                for i, ty, vt, nid, name in variables:
-                    v = value_of(ty, k, i)
-                    status = status_of(k) if i == last else ua.StatusCodes.Good
-                    if status == BAD:
-                        # The value is held, but asyncua (as the spec asks) sends null with a Bad status.
-                        dv_value = ua.Variant(held if held is not None else v, vt)
-                        logged = None
-                    else:
-                        dv_value = ua.Variant(v, vt)
-                        logged = v
-                        if i == last:
-                            held = v
-                    dv = ua.DataValue(
-                        dv_value,
-                        StatusCode=ua.StatusCode(status),
-                        SourceTimestamp=now,
-                        ServerTimestamp=now,
-                    )
-                    values.append((nid, dv))
-                    lines.append(
-                        json.dumps({"node": name, "type": ty, "value": logged, "ts_ns": ts_ns, "status": status})
-                    )
-                # Log first: every value a client can ever see is then in the log, even after SIGKILL.
-                out.write("\n".join(lines) + "\n")
-                out.flush()
-                for nid, dv in values:
-                    await server.write_attribute_value(nid, dv)
-                k += 1
+        # Step 0 before clients can connect: no client sees a value that is not in the log.
+        start = loop.time()
+        await stepper.step(0)
+        await server.start()
+        # Start-up builds ~6000 standard nodes; the cyclic GC only slows that down (~15%).
+        gc.freeze()
+        gc.enable()
+        try:
+            print(f"READY {url}", flush=True)
+            k = 1
+            while True:
                 delay = start + k * period - loop.time()
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=max(delay, 0))
+                    break
                 except asyncio.TimeoutError:
                     pass
+                await stepper.step(k)
+                k += 1
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
+        stepper.close()
 
 
 def main():

@@ -31,6 +31,10 @@ pub struct OpcUaConfig {
     /// Trust every client certificate (a simulator convenience; a real server would not).
     #[serde(default = "yes")]
     pub trust_client_certs: bool,
+    /// Extra Double variables `Line1/Bench/B00000`.. that all change once per
+    /// simulated second, for load tests of clients (0, the default: none).
+    #[serde(default)]
+    pub bench_variables: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -89,6 +93,7 @@ impl Default for OpcUaConfig {
             anonymous: true,
             pki_dir: default_pki(),
             trust_client_certs: true,
+            bench_variables: 0,
         }
     }
 }

@@ -109,6 +109,45 @@ struct Built {
     vars: Vec<Var>,
     /// The stamp of each variable's value.
     last: Vec<i64>,
+    /// The load-test variables (`bench_variables`) and the second they hold.
+    bench: Bench,
+}
+
+/// `Line1/Bench/Bnnnnn`: Double variables that all change once per simulated second.
+struct Bench {
+    nodes: Vec<NodeId>,
+    second: i64,
+}
+
+impl Bench {
+    /// Value of bench variable `i` in simulated second `s` (a sawtooth per variable).
+    fn value(s: i64, i: usize) -> f64 {
+        ((s.rem_euclid(1000) * 7 + i as i64) % 1000) as f64 / 10.0
+    }
+
+    /// Sets every variable when the frame enters a new second.
+    fn publish(&mut self, nodes: &SimpleNodeManager, handle: &ServerHandle, frame: &Frame) {
+        let second = frame.ts_ns.div_euclid(1_000_000_000);
+        if self.nodes.is_empty() || second == self.second {
+            return;
+        }
+        self.second = second;
+        let now = DateTime::now();
+        let updates = self.nodes.iter().enumerate().map(|(i, node)| {
+            let dv = DataValue {
+                value: Some(Variant::Double(Bench::value(second, i))),
+                status: Some(StatusCode::Good),
+                source_timestamp: Some(ua_time(second * 1_000_000_000)),
+                source_picoseconds: None,
+                server_timestamp: Some(now),
+                server_picoseconds: None,
+            };
+            (node, None, dv)
+        });
+        if let Err(e) = nodes.set_values(handle.subscriptions(), updates) {
+            error!(error = %e, "opcua: setting bench values failed");
+        }
+    }
 }
 
 /// Binds `cfg.listen` (port 0 picks a free port), builds the server (creating
@@ -212,11 +251,12 @@ async fn supervise(setup: Arc<Setup>, mut feed: Feed, listener: TcpListener, add
                 }
             }
         };
-        let Built { server, handle, nodes, vars, mut last } = b;
+        let Built { server, handle, nodes, vars, mut last, mut bench } = b;
         let mut run = tokio::spawn(server.run_with(listener_now));
         // Frames that arrived since the build.
         let frame = feed.frames.borrow_and_update().clone();
         publish(&setup.catalog, &nodes, &handle, &vars, &frame, &mut last);
+        bench.publish(&nodes, &handle, &frame);
         let why = if frame.down.opcua {
             Halt::CommsLoss
         } else {
@@ -231,6 +271,7 @@ async fn supervise(setup: Arc<Setup>, mut feed: Feed, listener: TcpListener, add
                             break Halt::CommsLoss;
                         }
                         publish(&setup.catalog, &nodes, &handle, &vars, &frame, &mut last);
+                        bench.publish(&nodes, &handle, &frame);
                     }
                     res = &mut run => {
                         match res {
@@ -362,7 +403,9 @@ fn build(setup: &Setup, port: u16, frame: &Frame) -> Result<Built, OpcUaError> {
     let vars = populate(setup, &nodes, ns)?;
     let mut last = vec![i64::MIN; vars.len()];
     publish(&setup.catalog, &nodes, &handle, &vars, frame, &mut last);
-    Ok(Built { server, handle, nodes, vars, last })
+    let mut bench = Bench { nodes: populate_bench(cfg.bench_variables, &nodes, ns)?, second: i64::MIN };
+    bench.publish(&nodes, &handle, frame);
+    Ok(Built { server, handle, nodes, vars, last, bench })
 }
 
 /// Creates `Objects/Line1`, the machine objects and their variables.
@@ -440,6 +483,43 @@ fn populate(setup: &Setup, nodes: &SimpleNodeManager, ns: u16) -> Result<Vec<Var
     }
     debug!(machines = machines.len(), variables = vars.len(), "opcua: address space built");
     Ok(vars)
+}
+
+/// `Objects/Line1/Bench` with `n` Double variables (none when `n` is 0).
+fn populate_bench(n: usize, nodes: &SimpleNodeManager, ns: u16) -> Result<Vec<NodeId>, OpcUaError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut space = nodes.address_space().write();
+    let folder = NodeId::new(ns, "Line1/Bench");
+    let ok = ObjectBuilder::new(&folder, QualifiedName::new(ns, "Bench"), "Bench")
+        .description(LocalizedText::new("", "Load-test variables, all changing once per second"))
+        .has_type_definition(ObjectTypeId::BaseObjectType)
+        .organized_by(NodeId::new(ns, "Line1"))
+        .insert(&mut *space);
+    if !ok {
+        return Err(OpcUaError::AddressSpace("cannot add Line1/Bench".into()));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("B{i:05}");
+        let node = NodeId::new(ns, format!("Line1/Bench/{name}"));
+        let ok = VariableBuilder::new(&node, QualifiedName::new(ns, name.as_str()), name.as_str())
+            .data_type(DataTypeId::Double)
+            .value(Variant::Double(0.0))
+            .value_rank(-1)
+            .access_level(AccessLevel::CURRENT_READ)
+            .user_access_level(AccessLevel::CURRENT_READ)
+            .minimum_sampling_interval(0.0)
+            .has_type_definition(VariableTypeId::BaseDataVariableType)
+            .component_of(folder.clone())
+            .insert(&mut *space);
+        if !ok {
+            return Err(OpcUaError::AddressSpace(format!("cannot add Line1/Bench/{name}")));
+        }
+        out.push(node);
+    }
+    Ok(out)
 }
 
 /// Sets every variable whose stamp moved since `last`, notifying subscriptions.

@@ -122,13 +122,32 @@ pub fn timestamp(doc: &serde_json::Value, path: &JsonPath) -> Result<Timestamp, 
     let bad = |why: String| DecodeError::BadTimestamp { path: path.to_string(), why };
     let v = path.select(doc).ok_or_else(|| DecodeError::Missing(path.to_string()))?;
     match v {
-        serde_json::Value::Number(n) => {
-            let x = n.as_f64().ok_or_else(|| bad(format!("number {n} is out of range")))?;
-            epoch_number(x).ok_or_else(|| bad(format!("{n} is not an epoch time")))
+        // Integers exactly (an epoch in ms times 1e6 is past f64's 53 bits); fractions as floats.
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => epoch_integer(i),
+            None => n.as_f64().and_then(epoch_number),
         }
+        .ok_or_else(|| bad(format!("{n} is not an epoch time"))),
         serde_json::Value::String(s) => rfc3339(s.as_str()).map_err(bad),
         other => Err(bad(format!("is an {}, not a number or an RFC 3339 string", json_type(other)))),
     }
+}
+
+/// An integer epoch time in s, ms, µs or ns, by magnitude, exactly.
+pub fn epoch_integer(x: i64) -> Option<Timestamp> {
+    if x <= 0 {
+        return None;
+    }
+    let scale = if x < 10_000_000_000 {
+        1_000_000_000
+    } else if x < 10_000_000_000_000 {
+        1_000_000
+    } else if x < 10_000_000_000_000_000 {
+        1_000
+    } else {
+        1
+    };
+    x.checked_mul(scale)
 }
 
 /// An epoch time in s, ms, µs or ns, by magnitude (years ~1973..~2286 in each unit).
@@ -262,6 +281,10 @@ mod tests {
             assert_eq!(timestamp(&doc, &path(p)), Ok(want), "{p}");
         }
         assert_eq!(timestamp(&doc, &path("$.frac")), Ok(want + 500_000_000));
+        // Integers are exact: 1795945769145 ms * 1e6 as a float would be ...144999936 ns.
+        let odd = serde_json::json!({ "ms": 1_795_945_769_145_i64, "us": 1_795_945_769_145_123_i64 });
+        assert_eq!(timestamp(&odd, &path("$.ms")), Ok(1_795_945_769_145_000_000));
+        assert_eq!(timestamp(&odd, &path("$.us")), Ok(1_795_945_769_145_123_000));
         for p in ["$.bad", "$.zero", "$.obj"] {
             assert!(matches!(timestamp(&doc, &path(p)), Err(DecodeError::BadTimestamp { .. })), "{p}");
         }
