@@ -92,14 +92,21 @@ fn gateway_config(dir: &Path, endpoint: &str, n: usize) -> std::path::PathBuf {
     path
 }
 
-fn stored_samples(addr: &str) -> u64 {
+/// The source's health in `/healthz`.
+fn source(addr: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(&support::get_text(&format!("http://{addr}/healthz"))).expect("healthz JSON");
-    v["sources"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["id"] == SOURCE))
-        .and_then(|s| s["stored_samples"].as_u64())
-        .unwrap_or(0)
+    v["sources"].as_array().and_then(|a| a.iter().find(|s| s["id"] == SOURCE).cloned()).unwrap_or_default()
+}
+
+fn stored_samples(addr: &str) -> u64 {
+    source(addr)["stored_samples"].as_u64().unwrap_or(0)
+}
+
+/// Good samples stored (sent minus bad: all of them are durable once `stored_samples` catches up).
+fn good_samples(addr: &str) -> u64 {
+    let s = source(addr);
+    s["samples"].as_u64().unwrap_or(0).saturating_sub(s["bad_samples"].as_u64().unwrap_or(0))
 }
 
 fn now_ns() -> i64 {
@@ -158,7 +165,7 @@ fn main() {
     let started = Instant::now();
     let daemon = Daemon::start(&cfg);
     let pid = daemon.child.id();
-    while stored_samples(&daemon.addr) < n as u64 {
+    while good_samples(&daemon.addr) < n as u64 {
         assert!(started.elapsed() < Duration::from_secs(180), "the items did not all report within 3 minutes");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -169,6 +176,9 @@ fn main() {
     let (c1, s1, wall) = (proc_cpu(pid), stored_samples(&daemon.addr), t0.elapsed().as_secs_f64());
     let rss = support::proc_status_kb(pid, "VmRSS").unwrap_or(0);
     let hwm = support::proc_status_kb(pid, "VmHWM").unwrap_or(0);
+    let health = source(&daemon.addr);
+    assert_eq!(health["bad_samples"], 0, "no item refused, no comms loss: {health}");
+    assert_eq!(health["polled_tags"], 0, "every item subscribed: {health}");
     let ours_rate = (s1 - s0) as f64 / wall;
     let ours_cores = (c1 - c0) / wall;
     let latency = change_to_visible(&daemon.addr, n, 20.0);

@@ -296,6 +296,7 @@ async fn line_through_restart(security: Security) {
             }
         }
         assert!(polled.iter().any(|s| served.values.contains_key(&(i, s.ts))), "polled values are served ones");
+        assert_eq!(health.snapshot()[0].polled_tags, 1, "only the twin is polled");
     }
     // Source timestamps are simulated time (10x faster than the wall clock), not the arrival time.
     let newest = names.iter().flat_map(|n| stored(&store, n)).map(|s| s.ts).max().unwrap_or(0);

@@ -197,6 +197,8 @@ async fn asyncua_server_killed_and_restarted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(state("plc-sub"), SourceState::Connected);
     assert_eq!(state("plc-poll"), SourceState::Connected);
+    let polled = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source").polled_tags;
+    assert_eq!((polled("plc-sub"), polled("plc-poll")), (0, POLLED.len() as u64));
 
     // 2. The server dies: the gap is recorded.
     let killed_at = linepilot::domain::now_ns();

@@ -527,6 +527,16 @@ pub struct MqttSourceConfig {
     /// Keep-alive: the broker drops the connection after 1.5 × this without traffic (`30s`).
     #[serde(default = "default_mqtt_keep_alive")]
     pub keep_alive: HumanDuration,
+    /// `mqtts://` only: PEM file of the CA(s) that signed the broker's
+    /// certificate; the system's trusted roots when left out.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` only: PEM certificate (chain) the gateway presents to the broker.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `mqtts://` only: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_clean_session() -> bool {
@@ -551,6 +561,20 @@ impl MqttSourceConfig {
         let ka = self.keep_alive.0;
         if ka < Duration::from_secs(1) || ka > Duration::from_secs(65_535) {
             errs.push(("keep_alive", format!("keep_alive {} is out of range 1s..=65535s", self.keep_alive)));
+        }
+        if !self.url.starts_with("mqtts://") {
+            for (key, set) in
+                [("ca_file", self.ca_file.is_some()), ("client_cert", self.client_cert.is_some()), ("client_key", self.client_key.is_some())]
+            {
+                if set {
+                    errs.push((key, format!("{key} applies to TLS: use an mqtts:// url")));
+                }
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => errs.push(("client_cert", "`client_cert` needs `client_key`".to_string())),
+            (None, Some(_)) => errs.push(("client_key", "`client_key` needs `client_cert`".to_string())),
+            _ => {}
         }
         errs
     }

@@ -20,7 +20,7 @@ pub enum SourceState {
     Connected,
     /// The connection is lost; retrying with backoff.
     Down,
-    /// This build cannot serve the configured transport (serial RTU, MQTT over TLS).
+    /// This build cannot serve the configured transport (serial RTU).
     Unsupported,
     /// Stopped (daemon shutting down).
     Stopped,
@@ -63,6 +63,7 @@ pub struct SourceHealth {
     errors: AtomicU64,
     malformed: AtomicU64,
     suppressed: AtomicU64,
+    polled: AtomicU64,
     reconnects: AtomicU64,
     last_sample_ts: AtomicI64,
     last_stored_at: AtomicI64,
@@ -111,6 +112,8 @@ pub struct Snapshot {
     pub malformed: u64,
     /// Samples held back because they stayed within their tag's deadband.
     pub deadband_suppressed: u64,
+    /// Tags read by polling instead of a subscription (OPC UA).
+    pub polled_tags: u64,
     /// Reconnections.
     pub reconnects: u64,
 }
@@ -134,6 +137,7 @@ impl SourceHealth {
             errors: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
+            polled: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             last_sample_ts: AtomicI64::new(0),
             last_stored_at: AtomicI64::new(0),
@@ -170,6 +174,12 @@ impl SourceHealth {
         s.last_error = Some(message);
         s.last_error_at = Some(crate::domain::now_ns());
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many of the source's tags are read by polling (OPC UA: `mode = "poll"`,
+    /// or nodes the server would not monitor).
+    pub fn set_polled(&self, n: usize) {
+        self.polled.store(n as u64, Ordering::Relaxed);
     }
 
     /// Counts samples held back by the tags' deadbands.
@@ -228,6 +238,7 @@ impl SourceHealth {
             errors: self.errors.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             deadband_suppressed: self.suppressed.load(Ordering::Relaxed),
+            polled_tags: self.polled.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }

@@ -6,7 +6,8 @@ the same N nodes as the gateway, doing nothing with the values but counting them
         --prefix "ns=2;s=Line1/Bench/B" --seconds 30 [--interval-ms 1000]
 
 Subscribes `ns=2;s=<prefix>00000` .. `<prefix>{N-1:05}` (sampling and
-publishing interval --interval-ms, queue size 2), waits until every node has
+publishing interval --interval-ms, queue size 2, --per-sub nodes per
+subscription), waits until every node has
 reported once, then measures for --seconds: notifications received, process
 CPU (user + system) and peak RSS. Prints one JSON object on stdout.
 """
@@ -41,21 +42,24 @@ async def main(args):
     client = Client(url=args.url, timeout=60)
     async with client:
         counter = Counter()
-        sub = await client.create_subscription(
-            ua.CreateSubscriptionParameters(
-                RequestedPublishingInterval=args.interval_ms,
-                RequestedLifetimeCount=300,
-                RequestedMaxKeepAliveCount=10,
-                MaxNotificationsPerPublish=0,
-                PublishingEnabled=True,
-                Priority=0,
-            ),
-            counter,
-        )
         nodes = [client.get_node(f"{args.prefix}{i:05}") for i in range(args.nodes)]
         t0 = time.monotonic()
-        for k in range(0, len(nodes), 1000):
-            await sub.subscribe_data_change(nodes[k : k + 1000], queuesize=2, sampling_interval=args.interval_ms)
+        # One subscription per --per-sub nodes (servers limit items per subscription; linesim: 1000).
+        for k in range(0, len(nodes), args.per_sub):
+            sub = await client.create_subscription(
+                ua.CreateSubscriptionParameters(
+                    RequestedPublishingInterval=args.interval_ms,
+                    RequestedLifetimeCount=300,
+                    RequestedMaxKeepAliveCount=10,
+                    MaxNotificationsPerPublish=0,
+                    PublishingEnabled=True,
+                    Priority=0,
+                ),
+                counter,
+            )
+            await sub.subscribe_data_change(
+                nodes[k : k + args.per_sub], queuesize=2, sampling_interval=args.interval_ms
+            )
         subscribe_s = time.monotonic() - t0
         deadline = time.monotonic() + 120
         while len(counter.seen) < args.nodes and time.monotonic() < deadline:
@@ -83,4 +87,5 @@ if __name__ == "__main__":
     p.add_argument("--prefix", default="ns=2;s=Line1/Bench/B")
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--interval-ms", type=float, default=1000)
+    p.add_argument("--per-sub", type=int, default=1000)
     asyncio.run(main(p.parse_args()))

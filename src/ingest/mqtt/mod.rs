@@ -16,15 +16,21 @@
 //! are subscribed again unless the broker kept a persistent session
 //! (`clean_session = false`), so no filter is ever subscribed twice.
 //!
-//! Not supported yet: TLS (`mqtts://`, reported in health), MQTT 5.
+//! `mqtts://` connects over TLS (see [`tls`]): the broker's certificate is
+//! checked against `ca_file` or the system's roots, and `client_cert` /
+//! `client_key` authenticate the gateway. Not supported yet: MQTT 5.
 
 pub mod decode;
 pub mod sparkplug;
+mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
+};
 use tracing::{debug, info, warn};
 
 use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
@@ -166,15 +172,6 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     let cfg = cfg.clone();
     let mut shutdown = ctx.shutdown.clone();
     let (host, port, tls) = parse_url(&cfg.url)?;
-    if tls {
-        // Not a transient failure: say so and idle, instead of a restart loop.
-        ctx.health.set_state(
-            SourceState::Unsupported,
-            Some(format!("{}: mqtts:// (TLS) is not supported by this build", cfg.url)),
-        );
-        let _ = shutdown.wait_for(|s| *s).await;
-        return Ok(());
-    }
     let password = read_password(&cfg)?;
     let (mut routes, mut sp) = Routes::new(&ctx.tags);
 
@@ -185,6 +182,10 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(user) = &cfg.username {
         opts.set_credentials(user.clone(), password.unwrap_or_default());
+    }
+    if tls {
+        let config = tls::client_config(&cfg)?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config))));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, REQUESTS);
     let filters: Vec<SubscribeFilter> =

@@ -109,7 +109,7 @@ impl Drop for EventLoop {
     }
 }
 
-/// From the subscription callback (in the event loop) to the driver.
+/// From the subscription callbacks (in the event loop) to the driver.
 enum Note {
     Samples(Vec<Sample>),
     Status(StatusCode),
@@ -153,22 +153,26 @@ impl Driver {
             open_session(client, &self.cfg, &self.identity, &self.pki, self.ctx.id(), &mut stop).await?;
         let (tx, mut rx) = mpsc::channel(NOTIFY_QUEUE);
         self.polled.clear();
-        let subscribed = match self.cfg.mode {
+        let created = match self.cfg.mode {
             OpcUaMode::Subscribe => self.subscribe(&session, tx, &mut stop).await,
             OpcUaMode::Poll => {
-                drop(tx);
                 self.polled = self.items.to_vec();
                 Ok(None)
             }
         };
-        match subscribed {
-            Ok(Some(sub)) => debug!(source = self.ctx.id(), subscription = sub, "opcua: subscribed"),
-            Ok(None) => {}
+        // Without a subscription nothing sends notifications: do not wait for them.
+        let subscribed = match created {
+            Ok(Some(subs)) => {
+                debug!(source = self.ctx.id(), subscriptions = subs, "opcua: subscribed");
+                true
+            }
+            Ok(None) => false,
             Err(e) => {
                 disconnect(&session).await;
                 return Err(e);
             }
-        }
+        };
+        self.ctx.health.set_polled(self.polled.len());
         if !self.polled.is_empty() {
             info!(
                 source = self.ctx.id(),
@@ -198,7 +202,7 @@ impl Driver {
                         break Err(IngestError::Shutdown);
                     }
                 }
-                note = rx.recv() => match note {
+                note = rx.recv(), if subscribed => match note {
                     Some(Note::Samples(samples)) => {
                         if samples.is_empty() {
                             continue;
@@ -279,8 +283,12 @@ impl Driver {
         info!(source = self.ctx.id(), endpoint = %self.cfg.endpoint, "opcua: data flowing");
     }
 
-    /// Creates the subscription and a monitored item per tag. Tags whose item
-    /// the server refuses get a sample with the server's status code.
+    /// Creates the subscriptions and a monitored item per tag. Servers limit
+    /// the items per subscription (often 1000) and per call: when one is full
+    /// another is opened, a call that is too big is halved, and what the
+    /// server will not take at all is polled. Tags whose item the server
+    /// refuses outright get a sample with the server's status code.
+    /// Returns the number of subscriptions (0: every node is polled).
     async fn subscribe(
         &mut self,
         session: &Session,
@@ -289,32 +297,77 @@ impl Driver {
     ) -> Result<Option<u32>, IngestError> {
         let limit = self.cfg.connect_timeout.0;
         let publishing = self.cfg.publishing_interval.0;
-        // Keep-alive after 10 empty publishes; the server drops the subscription after 3 missed keep-alives.
         let handler = Notify { tags: self.ctx.tags.clone(), tx, health: self.ctx.health.clone() };
-        let sub =
-            match within(limit, stop, session.create_subscription(publishing, 30, 10, 0, 0, true, handler)).await? {
-                Some(Ok(id)) => id,
-                Some(Err(e)) if cannot_subscribe(e.status()) => {
-                    warn!(source = self.ctx.id(), status = %e.status(), "opcua: the server has no subscriptions; polling every node");
-                    self.polled = self.items.to_vec();
-                    return Ok(None);
-                }
-                Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateSubscription: {e}"))),
-                None => return Err(IngestError::Connection(format!("CreateSubscription: no answer within {limit:?}"))),
-            };
+        let mut subs: Vec<u32> = Vec::new();
+        // Items in the newest subscription, and whether the next chunk needs a new one.
+        let (mut in_sub, mut need_sub) = (0usize, true);
+        // Items per subscription the server allows, learnt when the first one fills up.
+        let mut per_sub: Option<usize> = None;
         let mut refused: Vec<Sample> = Vec::new();
         let mut created = 0usize;
-        for chunk in self.items.chunks(ITEMS_PER_CALL) {
+        let items = self.items.clone();
+        let (mut next, mut size) = (0usize, ITEMS_PER_CALL);
+        while next < items.len() {
+            if need_sub {
+                // Keep-alive after 10 empty publishes; the server drops the subscription after 3 missed keep-alives.
+                let call = session.create_subscription(publishing, 30, 10, 0, 0, true, handler.clone());
+                match within(limit, stop, call).await? {
+                    Some(Ok(id)) => {
+                        subs.push(id);
+                        (in_sub, need_sub) = (0, false);
+                    }
+                    Some(Err(e)) if cannot_subscribe(e.status()) => {
+                        let rest = items.len() - next;
+                        warn!(source = self.ctx.id(), status = %e.status(), subscriptions = subs.len(), polled = rest, "opcua: the server takes no more subscriptions; polling the remaining nodes");
+                        self.polled.extend_from_slice(&items[next..]);
+                        break;
+                    }
+                    Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateSubscription: {e}"))),
+                    None => {
+                        return Err(IngestError::Connection(format!("CreateSubscription: no answer within {limit:?}")))
+                    }
+                }
+            }
+            let sub = *subs.last().expect("a subscription");
+            let room = per_sub.map_or(size, |p| size.min(p.saturating_sub(in_sub)));
+            if room == 0 {
+                need_sub = true;
+                continue;
+            }
+            let chunk = &items[next..(next + room).min(items.len())];
             let requests: Vec<MonitoredItemCreateRequest> =
                 chunk.iter().map(|it| self.request(it, &self.ctx.tags[it.tag])).collect();
             let call = session.create_monitored_items(sub, TimestampsToReturn::Both, requests);
             let results = match within(limit, stop, call).await? {
                 Some(Ok(r)) => r,
+                Some(Err(e)) if matches!(e.status(), StatusCode::BadTooManyMonitoredItems | StatusCode::BadTooManyOperations) => {
+                    if in_sub > 0 && e.status() == StatusCode::BadTooManyMonitoredItems {
+                        // This subscription is full: the next chunk goes to a new one. The
+                        // server's limit is at least what fitted; later subscriptions are cut to it.
+                        debug!(source = self.ctx.id(), subscription = sub, items = in_sub, "opcua: subscription full");
+                        per_sub.get_or_insert(in_sub);
+                        need_sub = true;
+                    } else if size > 1 {
+                        size /= 2;
+                    } else {
+                        warn!(source = self.ctx.id(), status = %e.status(), polled = items.len() - next, "opcua: the server takes no more monitored items; polling the remaining nodes");
+                        self.polled.extend_from_slice(&items[next..]);
+                        break;
+                    }
+                    continue;
+                }
+                Some(Err(e)) if cannot_subscribe(e.status()) => {
+                    self.polled.extend_from_slice(chunk);
+                    next += chunk.len();
+                    continue;
+                }
                 Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateMonitoredItems: {e}"))),
                 None => {
                     return Err(IngestError::Connection(format!("CreateMonitoredItems: no answer within {limit:?}")))
                 }
             };
+            next += chunk.len();
+            in_sub += chunk.len();
             for (it, r) in chunk.iter().zip(results.iter()) {
                 let code = r.result.status_code;
                 if code.is_good() {
@@ -342,6 +395,8 @@ impl Driver {
         info!(
             source = self.ctx.id(),
             items = created,
+            subscriptions = subs.len(),
+            polled = self.polled.len(),
             refused = refused.len(),
             publishing_ms = publishing.as_millis() as u64,
             "opcua: monitoring"
@@ -349,7 +404,7 @@ impl Driver {
         if !refused.is_empty() && self.ctx.sink.send(refused).await.is_err() {
             return Err(IngestError::Shutdown);
         }
-        Ok(Some(sub))
+        Ok((!subs.is_empty()).then_some(subs.len() as u32))
     }
 
     /// The monitored item of a tag: the tag's sampling interval and deadband,
@@ -520,7 +575,8 @@ fn connect_error(
     IngestError::Connection(format!("{url}: cannot connect: {code}"))
 }
 
-/// The subscription's callback: a notification message becomes one batch.
+/// A subscription's callback: a notification message becomes one batch.
+#[derive(Clone)]
 struct Notify {
     tags: Arc<Vec<BoundTag>>,
     tx: mpsc::Sender<Note>,
@@ -657,6 +713,12 @@ pub(crate) async fn build_client(cfg: &OpcUaSourceConfig, pki: &Path, id: &str) 
         .verify_server_certs(true)
         .session_retry_limit(0)
         .session_name(format!("linepilot {id}"))
+        // A publish of a big subscription carries more than the crate's defaults
+        // (1000 array entries, 320 KiB): 1000 items with 2 queued changes each is
+        // already 2000 notifications. Allow sessions with 100k+ items.
+        .max_array_length(1_000_000)
+        .max_message_size(64 << 20)
+        .max_chunk_count(1024)
         .keep_alive_interval(Duration::from_secs(5))
         .max_failed_keep_alive_count(3)
         .request_timeout(cfg.connect_timeout.0.max(Duration::from_secs(5)));
