@@ -231,54 +231,98 @@ async fn a_lost_server_shows_down_and_polling_resumes_when_it_returns() {
 /// exception 0x04: exactly the tags of that read are bad, the others good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_marks_exactly_the_tags_of_its_read() {
-    exception_marks_its_read(false).await;
+    exception_marks_its_read(Transport::Tcp).await;
 }
 
 /// The same over RTU frames on TCP (`rtu+tcp://`), as serial device servers speak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtu_over_tcp_reads_and_exceptions() {
-    exception_marks_its_read(true).await;
+    exception_marks_its_read(Transport::RtuOverTcp).await;
 }
 
-async fn exception_marks_its_read(rtu: bool) {
-    let ok = std::process::Command::new("python3").args(["-c", "import pymodbus"]).status();
+/// The same over a serial line (`rtu:///dev/...`, 19200 8N1; Linux ptys take no
+/// parity): socat joins two pseudo-terminals, pymodbus' serial server holds
+/// one end, the gateway the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_rtu_reads_and_exceptions() {
+    exception_marks_its_read(Transport::Serial).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Tcp,
+    RtuOverTcp,
+    Serial,
+}
+
+/// A child process killed on drop.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn exception_marks_its_read(transport: Transport) {
+    let ok = std::process::Command::new("python3").args(["-c", "import pymodbus, serial"]).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
-        "this test needs pymodbus: python3 -m pip install -r tests/interop/requirements.txt"
+        "this test needs pymodbus and pyserial: python3 -m pip install -r tests/interop/requirements.txt"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/modbus_server.py");
-    let child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .args(rtu.then_some("rtu"))
-        .spawn()
-        .expect("python3");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+    let mut _line = None;
+    let (endpoint, mut peer) = if transport == Transport::Serial {
+        let (gw_end, dev_end) = (dir.path().join("gw-tty"), dir.path().join("dev-tty"));
+        let socat = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", gw_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", dev_end.display()))
+            .spawn()
+            .expect("this test needs socat: apt-get install socat (.ci/run installs it)");
+        _line = Some(Kill(socat));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(gw_end.exists() && dev_end.exists()) {
+            assert!(Instant::now() < deadline, "socat made no pty pair");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-    let mut peer = Kill(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = peer.0.try_wait() {
-            panic!("the pymodbus server exited ({status}); python3 -m pip install -r tests/interop/requirements.txt");
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .arg("serial")
+            .arg(&dev_end)
+            .spawn()
+            .expect("python3");
+        (format!("rtu://{}?baud=19200&parity=N", gw_end.display()), Kill(child))
+    } else {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let rtu = transport == Transport::RtuOverTcp;
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .args(rtu.then_some("rtu"))
+            .spawn()
+            .expect("python3");
+        let mut peer = Kill(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = peer.0.try_wait() {
+                panic!("the pymodbus server exited ({status}); python3 -m pip install -r tests/interop/requirements.txt");
+            }
+            assert!(Instant::now() < deadline, "the pymodbus server does not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "the pymodbus server does not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (format!("{}://127.0.0.1:{port}", if rtu { "rtu+tcp" } else { "tcp" }), peer)
+    };
+    if let Ok(Some(status)) = peer.0.try_wait() {
+        panic!("the pymodbus server exited ({status})");
     }
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut text = format!(
         "[site]\nname = \"Plant\"\ntime_zone = \"UTC\"\n[store]\ndata_dir = \"{}\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n[[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n",
         dir.path().join("data").display()
     );
     text.push_str(&format!(
-        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"{}://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\n",
-        if rtu { "rtu+tcp" } else { "tcp" }
+        "[[source]]\nid = \"{SOURCE}\"\nkind = \"modbus\"\nendpoint = \"{endpoint}\"\npoll_interval = \"200ms\"\n"
     ));
     let tags: [(&str, &str, &str); 9] = [
         ("t.u16", "register = 0, type = \"u16\"", "i64"),

@@ -410,6 +410,8 @@ pub enum ModbusEndpoint {
         baud: u32,
         /// Parity (`E`, the Modbus default, when left out).
         parity: Parity,
+        /// Stop bits, 1 or 2 (1 when left out; the spec asks for 2 without parity).
+        stop_bits: u8,
     },
 }
 
@@ -435,6 +437,7 @@ impl FromStr for ModbusEndpoint {
             }
             let mut baud = 19_200;
             let mut parity = Parity::Even;
+            let mut stop_bits = 1;
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("baud", v)) => {
@@ -442,6 +445,13 @@ impl FromStr for ModbusEndpoint {
                             v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
                                 format!("bad Modbus endpoint `{s}`: baud `{v}` is not a positive number")
                             })?
+                    }
+                    Some(("stop", v)) => {
+                        stop_bits = match v {
+                            "1" => 1,
+                            "2" => 2,
+                            _ => return Err(format!("bad Modbus endpoint `{s}`: stop `{v}` is not 1 or 2")),
+                        }
                     }
                     Some(("parity", v)) => {
                         parity = match v {
@@ -453,12 +463,12 @@ impl FromStr for ModbusEndpoint {
                     }
                     _ => {
                         return Err(format!(
-                            "bad Modbus endpoint `{s}`: unknown option `{pair}` (expected baud=, parity=)"
+                            "bad Modbus endpoint `{s}`: unknown option `{pair}` (expected baud=, parity=, stop=)"
                         ))
                     }
                 }
             }
-            return Ok(ModbusEndpoint::Rtu { device: PathBuf::from(device), baud, parity });
+            return Ok(ModbusEndpoint::Rtu { device: PathBuf::from(device), baud, parity, stop_bits });
         }
         if s.starts_with("rtu+tcp://") {
             let (host, port) = check_url(s, &[("rtu+tcp", 502)], false)?;
@@ -482,13 +492,17 @@ impl fmt::Display for ModbusEndpoint {
         match self {
             ModbusEndpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             ModbusEndpoint::RtuOverTcp { host, port } => write!(f, "rtu+tcp://{host}:{port}"),
-            ModbusEndpoint::Rtu { device, baud, parity } => {
+            ModbusEndpoint::Rtu { device, baud, parity, stop_bits } => {
                 let p = match parity {
                     Parity::None => "N",
                     Parity::Even => "E",
                     Parity::Odd => "O",
                 };
-                write!(f, "rtu://{}?baud={baud}&parity={p}", device.display())
+                write!(f, "rtu://{}?baud={baud}&parity={p}", device.display())?;
+                if *stop_bits != 1 {
+                    write!(f, "&stop={stop_bits}")?;
+                }
+                Ok(())
             }
         }
     }
@@ -687,6 +701,9 @@ mod tests {
         );
         let rtu: ModbusEndpoint = "rtu:///dev/ttyUSB0?baud=9600&parity=N".parse().unwrap();
         assert_eq!(rtu.to_string(), "rtu:///dev/ttyUSB0?baud=9600&parity=N");
+        let rtu: ModbusEndpoint = "rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=2".parse().unwrap();
+        assert_eq!(rtu.to_string(), "rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=2");
+        assert!("rtu:///dev/ttyUSB0?stop=3".parse::<ModbusEndpoint>().is_err());
         assert_eq!(
             "rtu:///dev/ttyS1".parse::<ModbusEndpoint>().unwrap().to_string(),
             "rtu:///dev/ttyS1?baud=19200&parity=E"

@@ -20,8 +20,6 @@ pub enum SourceState {
     Connected,
     /// The connection is lost; retrying with backoff.
     Down,
-    /// This build cannot serve the configured transport (serial RTU).
-    Unsupported,
     /// Stopped (daemon shutting down).
     Stopped,
 }

@@ -4,8 +4,11 @@ Unit 1 serves holding registers 0..9 with known values, and registers
 100..103 that always answer exception 0x04 (server device failure).
 
     python3 tests/interop/modbus_server.py PORT [rtu]
+    python3 tests/interop/modbus_server.py serial DEVICE
 
-With `rtu` the server speaks RTU frames over TCP (as a serial device server does).
+With `rtu` the server speaks RTU frames over TCP (as a serial device server does);
+`serial DEVICE` serves RTU on a serial line (19200 baud, 8N1: a pty pair made by
+socat stands in for the line, and Linux ptys do not take a parity setting).
 """
 
 import asyncio
@@ -16,7 +19,7 @@ import sys
 try:
     from pymodbus.constants import ExcCodes
     from pymodbus import FramerType
-    from pymodbus.server import ModbusTcpServer
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 except ImportError as e:  # pragma: no cover
     sys.stderr.write(f"pymodbus missing ({e}): python3 -m pip install -r tests/interop/requirements.txt\n")
@@ -39,8 +42,8 @@ async def action(function_code, start_address, address, count, current_registers
     return None
 
 
-async def main(port, framer):
-    device = SimDevice(
+def device():
+    return SimDevice(
         id=1,
         simdata=[
             SimData(address=0, values=REGISTERS, datatype=DataType.REGISTERS),
@@ -48,11 +51,24 @@ async def main(port, framer):
         ],
         action=action,
     )
-    server = ModbusTcpServer([device], address=("127.0.0.1", port), framer=framer)
+
+
+async def main(port, framer):
+    server = ModbusTcpServer([device()], address=("127.0.0.1", port), framer=framer)
+    await server.serve_forever()
+
+
+async def main_serial(path):
+    server = ModbusSerialServer(
+        [device()], framer=FramerType.RTU, port=path, baudrate=19200, bytesize=8, parity="N", stopbits=1
+    )
     await server.serve_forever()
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    rtu = len(sys.argv) > 2 and sys.argv[2] == "rtu"
-    asyncio.run(main(int(sys.argv[1]), FramerType.RTU if rtu else FramerType.SOCKET))
+    if sys.argv[1] == "serial":
+        asyncio.run(main_serial(sys.argv[2]))
+    else:
+        rtu = len(sys.argv) > 2 and sys.argv[2] == "rtu"
+        asyncio.run(main(int(sys.argv[1]), FramerType.RTU if rtu else FramerType.SOCKET))

@@ -28,11 +28,12 @@ use std::time::Duration;
 use tokio_modbus::client::{Client as _, Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
+use tokio_serial::SerialPortBuilderExt as _;
 use tracing::{debug, info, warn};
 
 use self::plan::ReadRequest;
 use super::{Backoff, IngestError, SourceCtx, SourceState};
-use crate::config::{ModbusAddress, ModbusEndpoint, ModbusSourceConfig, ModbusTable, SourceConfig, TagAddress};
+use crate::config::{ModbusAddress, ModbusEndpoint, ModbusSourceConfig, ModbusTable, Parity, SourceConfig, TagAddress};
 use crate::domain::{now_ns, Quality, Sample, Timestamp};
 
 /// What one read request gave.
@@ -77,20 +78,6 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
     let SourceConfig::Modbus(cfg) = ctx.config.clone() else {
         return Err(IngestError::Config(format!("source {} is not a Modbus source", ctx.id())));
     };
-    let (host, port, rtu) = match &cfg.endpoint {
-        ModbusEndpoint::Tcp { host, port } => (host.clone(), *port, false),
-        ModbusEndpoint::RtuOverTcp { host, port } => (host.clone(), *port, true),
-        ModbusEndpoint::Rtu { .. } => {
-            // Serial RTU needs a serial port crate this build does not have: say
-            // so in health instead of restarting in a loop.
-            let msg = format!("Modbus RTU over a serial line ({}) is not supported in this build", cfg.endpoint);
-            warn!(source = ctx.id(), "{msg}");
-            ctx.health.set_state(SourceState::Unsupported, Some(msg));
-            let mut shutdown = ctx.shutdown.clone();
-            let _ = shutdown.wait_for(|s| *s).await;
-            return Ok(());
-        }
-    };
     let poller = Poller::new(&ctx, &cfg);
     info!(source = ctx.id(), endpoint = %cfg.endpoint, tags = ctx.tags.len(), reads = poller.reads(), groups = poller.groups.len(), "modbus source planned");
 
@@ -101,9 +88,9 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
         if ctx.stopping() {
             return Ok(());
         }
-        let reason = match connect(&host, port, rtu, poller.timeout.max(Duration::from_secs(1))).await {
+        let reason = match connect(&cfg.endpoint, poller.timeout.max(Duration::from_secs(1))).await {
             Ok(client) => {
-                debug!(source = ctx.id(), host = %host, port, "modbus connected");
+                debug!(source = ctx.id(), endpoint = %cfg.endpoint, "modbus connected");
                 match poller.poll(&mut ctx, client, &mut lost, &mut backoff).await {
                     Ok(reason) => reason,
                     Err(IngestError::Shutdown) => return Ok(()),
@@ -126,8 +113,30 @@ pub async fn run(mut ctx: SourceCtx) -> Result<(), IngestError> {
     }
 }
 
-/// Opens a TCP connection speaking Modbus TCP, or RTU frames when `rtu`.
-async fn connect(host: &str, port: u16, rtu: bool, timeout: Duration) -> Result<Context, String> {
+/// Opens the connection to a Modbus device: Modbus TCP, RTU frames over TCP
+/// (serial device servers), or RTU on a serial line.
+async fn connect(endpoint: &ModbusEndpoint, timeout: Duration) -> Result<Context, String> {
+    let (host, port, rtu) = match endpoint {
+        ModbusEndpoint::Tcp { host, port } => (host.as_str(), *port, false),
+        ModbusEndpoint::RtuOverTcp { host, port } => (host.as_str(), *port, true),
+        ModbusEndpoint::Rtu { device, baud, parity, stop_bits } => {
+            let parity = match parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            };
+            let stop = if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+            let port = tokio_serial::new(device.to_string_lossy(), *baud)
+                .data_bits(tokio_serial::DataBits::Eight)
+                .parity(parity)
+                .stop_bits(stop)
+                .flow_control(tokio_serial::FlowControl::None)
+                .timeout(timeout)
+                .open_native_async()
+                .map_err(|e| format!("cannot open {}: {e}", device.display()))?;
+            return Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)));
+        }
+    };
     let attempt = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -163,15 +172,8 @@ impl CyclePoller {
         let SourceConfig::Modbus(cfg) = &ctx.config else {
             return Err(IngestError::Config(format!("source {} is not a Modbus source", ctx.id())));
         };
-        let (host, port, rtu) = match &cfg.endpoint {
-            ModbusEndpoint::Tcp { host, port } => (host.clone(), *port, false),
-            ModbusEndpoint::RtuOverTcp { host, port } => (host.clone(), *port, true),
-            ModbusEndpoint::Rtu { .. } => {
-                return Err(IngestError::Config(format!("{} is not supported in this build", cfg.endpoint)))
-            }
-        };
         let poller = Poller::new(ctx, cfg);
-        let client = connect(&host, port, rtu, poller.timeout.max(Duration::from_secs(1)))
+        let client = connect(&cfg.endpoint, poller.timeout.max(Duration::from_secs(1)))
             .await
             .map_err(IngestError::Connection)?;
         Ok(CyclePoller { poller, client })
