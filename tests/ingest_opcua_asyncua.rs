@@ -10,6 +10,8 @@
 //!   an event), and gets every subscription back by itself.
 //! - A second source reads a few of the same nodes with `mode = "poll"`: what
 //!   it stores are values the server really held at those source timestamps.
+//! - `x509_user_identity`: an X.509 user certificate logs in; an unknown one is
+//!   refused and health names it (certificates made with `openssl`).
 //!
 //! Needs `python3` with the packages of tests/interop/requirements.txt.
 
@@ -43,11 +45,16 @@ struct PyServer {
 
 impl PyServer {
     fn start(port: u16, dir: &Path) -> PyServer {
+        PyServer::start_with(port, dir, VARS, &[])
+    }
+
+    fn start_with(port: u16, dir: &Path, vars: usize, extra: &[&str]) -> PyServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/opcua_server.py");
         let mut child = Command::new("python3")
             .arg(script)
-            .args(["--port", &port.to_string(), "--vars", &VARS.to_string(), "--period-ms", "200"])
+            .args(["--port", &port.to_string(), "--vars", &vars.to_string(), "--period-ms", "200"])
             .args(["--user", USER, "--password", PASSWORD])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::piped())
@@ -293,4 +300,80 @@ async fn asyncua_server_killed_and_restarted() {
     );
     let h: Vec<_> = health.snapshot();
     eprintln!("asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {h:?}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the openssl command (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// An X.509 user identity (`user_cert` + `user_key`) instead of a user name:
+/// the known certificate logs in and reads; an unknown one is refused, and
+/// health says which certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x509_user_identity() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    for name in ["operator", "stranger"] {
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={name}"),
+                "-keyout", &format!("{name}.pem"), "-outform", "DER", "-out", &format!("{name}.der"),
+            ],
+        );
+    }
+    let server_dir = d.join("server");
+    std::fs::create_dir_all(&server_dir).expect("server dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let user_cert = d.join("operator.der").display().to_string();
+    let _server = PyServer::start_with(port, &server_dir, 7, &["--user-cert", &user_cert]);
+
+    let mut text = format!(
+        "[site]\nname = \"Test plant\"\n[store]\ndata_dir = \"{}\"\n\
+         [[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n\
+         [[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n",
+        d.join("data").display()
+    );
+    for who in ["operator", "stranger"] {
+        text.push_str(&format!(
+            "[[source]]\nid = \"{who}\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
+             publishing_interval = \"200ms\"\nconnect_timeout = \"5s\"\n\
+             security = {{ policy = \"Basic256Sha256\", mode = \"Sign\", user_cert = \"{}\", user_key = \"{}\" }}\n\
+             [[tag]]\nname = \"{who}.v000\"\nasset = \"plc\"\nsource = \"{who}\"\naddress = \"ns=2;s=Plc/V000\"\ndescription = \"d\"\n",
+            d.join(format!("{who}.der")).display(),
+            d.join(format!("{who}.pem")).display()
+        ));
+    }
+    let config = Config::from_str_named(&text, "x509.toml").unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
+    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
+    let health = Arc::new(Health::default());
+    let (sink, rx) = Sink::channel(64);
+    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let snap = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source");
+
+    let good = |n: &str| stored(&store, n).iter().filter(|r| r.2 == 0).count();
+    wait_for("values read with the operator's certificate", Duration::from_secs(60), || good("operator.v000") >= 3).await;
+    wait_for("the stranger's refusal in health", Duration::from_secs(30), || {
+        snap("stranger").last_error.is_some_and(|e| e.contains("refused"))
+    })
+    .await;
+    let s = snap("stranger");
+    assert_ne!(s.state, SourceState::Connected, "{s:?}");
+    assert_eq!(good("stranger.v000"), 0);
+    let why = s.last_error.unwrap_or_default();
+    assert!(why.contains("stranger.der"), "health names the refused certificate: {why}");
+    assert_eq!(snap("operator").state, SourceState::Connected);
+
+    let _ = stop_tx.send(true);
+    for t in sources {
+        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
+    }
+    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
 }

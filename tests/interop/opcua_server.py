@@ -3,7 +3,7 @@
 
 Usage:
   python3 tests/interop/opcua_server.py --port P --dir DIR [--vars 100] [--period-ms 200]
-                                        [--user NAME --password PW]
+                                        [--user NAME --password PW] [--user-cert USER.der]
 
 Endpoint opc.tcp://127.0.0.1:P/, application URI urn:interop:server; the variables
 live in namespace urn:interop:plc, which is namespace index 2.
@@ -15,6 +15,8 @@ IP 127.0.0.1) on the first start and reused unchanged when the server starts
 again with the same DIR. Any client certificate is accepted.
 Identity: with --user/--password only that user with that password may log in
 (anonymous and wrong passwords are refused); without them only anonymous.
+With --user-cert USER.der the X.509 user identity with exactly that certificate
+may log in too (asyncua checks the token's signature with it).
 
 Variables: Objects/Plc/V000 .. V{N-1} (NodeId ns=2;s=Plc/V000, browse name 2:V000),
 read-only; the type of Vi is TYPES[i % 7]:
@@ -121,11 +123,15 @@ def to_ns(dt):
 class OneUser(UserManager):
     """Lets in one user with one password, or (without a user) anyone the identity tokens allow."""
 
-    def __init__(self, user, password):
+    def __init__(self, user, password, user_cert=None):
         self.user = user
         self.password = password
+        self.user_cert = user_cert  # DER bytes of the one accepted X.509 user certificate
 
     def get_user(self, iserver, username=None, password=None, certificate=None):
+        if certificate is not None and self.user_cert is not None:
+            # The token's signature was checked by asyncua; the certificate must be the known one.
+            return User(role=UserRole.User, name="x509") if certificate == self.user_cert else None
         if self.user is None:
             return User(role=UserRole.User)
         if username == self.user and password == self.password:
@@ -169,7 +175,8 @@ def ensure_certificate(d):
 async def build(args, d):
     url = f"opc.tcp://127.0.0.1:{args.port}/"
     cert, key = ensure_certificate(d)
-    server = Server(user_manager=OneUser(args.user, args.password))
+    user_cert = Path(args.user_cert).read_bytes() if args.user_cert else None
+    server = Server(user_manager=OneUser(args.user, args.password, user_cert))
     server.set_endpoint(url)
     server.set_server_name("linepilot interop server")
     server.product_uri = "urn:interop:server:product"
@@ -182,10 +189,10 @@ async def build(args, d):
             ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
         ]
     )
-    if args.user is None:
-        server.set_identity_tokens([ua.AnonymousIdentityToken])
-    else:
-        server.set_identity_tokens([ua.UserNameIdentityToken])
+    tokens = [ua.AnonymousIdentityToken] if args.user is None else [ua.UserNameIdentityToken]
+    if user_cert is not None:
+        tokens.append(ua.X509IdentityToken)
+    server.set_identity_tokens(tokens)
     await server.load_certificate(str(cert), format="der")
     await server.load_private_key(str(key), format="pem")
     await server.init()
@@ -308,6 +315,7 @@ def main():
     p.add_argument("--dir", required=True, help="certificate, key and changes.jsonl")
     p.add_argument("--vars", type=int, default=100)
     p.add_argument("--period-ms", type=int, default=200)
+    p.add_argument("--user-cert", help="DER file of an X.509 user certificate that may log in")
     p.add_argument("--user")
     p.add_argument("--password")
     args = p.parse_args()
