@@ -8,14 +8,16 @@
 //! one of the values the register held within the poll alignment (the 1.5 s
 //! before the poll). Every tag must have matched samples.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Gateway;
 use linepilot::config::Config;
 use linepilot::domain::SeriesKey;
-use linepilot::ingest::{self, Health, Sink};
 use linepilot::store::points::Column;
 use linesim::line::live::LiveOptions;
 use linesim::line::scenario::Scenario;
@@ -91,12 +93,8 @@ async fn all_protocols_store_what_the_line_served() {
     let mut config = Config::from_str_named(&text, "demo.toml").expect("demo config loads");
     config.store.data_dir = dir.path().join("data");
     linepilot::service::demo::point_sources_at(&mut config, &line);
-    let store = Arc::new(linepilot::service::open_store(&config, None, true).expect("store opens"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(256);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("sources start");
+    let gw = Gateway::start_with(&config, true);
+    let (store, health) = (gw.store.clone(), gw.health.clone());
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -106,11 +104,7 @@ async fn all_protocols_store_what_the_line_served() {
     let states: Vec<String> =
         health.snapshot().iter().map(|h| format!("{} {:?} {:?}", h.id, h.state, h.last_error)).collect();
     assert!(health.all_connected(), "every source connected at the end: {states:?}");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = writer.await;
+    gw.stop().await;
     recorder.abort();
     let served = served.lock().clone();
 

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linepilot::config::Config;
-use linepilot::domain::{SeriesId, SeriesKey, Value};
-use linepilot::ingest::{Health, Sink, SourceState};
-use linepilot::store::Store;
+use linepilot::domain::{SeriesId, Value};
+use linepilot::ingest::SourceState;
 use linesim::line::live::LiveOptions;
 use linesim::line::scenario::Scenario;
 use linesim::line::{Binding, PlcType, Val};
 use linesim::server::Running;
 
 mod common;
-use tokio::sync::watch;
+
+use common::Gateway;
 
 const SOURCE: &str = "linesim-modbus";
 
@@ -59,77 +59,6 @@ fn gateway_text(running: &Running, data_dir: &Path) -> String {
         .expect("configs/linesim/modbus-map.toml");
     text.push_str(&map);
     text
-}
-
-/// The ingest core in-process: store, channel, writer, supervised sources.
-struct Gateway {
-    store: Arc<Store>,
-    health: Arc<Health>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    ids: Vec<(String, SeriesId)>,
-}
-
-impl Gateway {
-    fn start(config: &Config) -> Gateway {
-        let store = Arc::new(linepilot::service::open_store(config, None, false).expect("store"));
-        let health = Arc::new(Health::default());
-        let (sink, rx) = Sink::channel(64);
-        tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
-        let (stop, stop_rx) = watch::channel(false);
-        let tasks =
-            linepilot::ingest::supervise(config, store.clone(), sink, health.clone(), stop_rx).expect("sources");
-        let keys: Vec<_> = config.tags.iter().map(|t| (SeriesKey::new(t.name.clone()), t.value_type)).collect();
-        let ids = store.resolve(&keys).expect("series");
-        let ids = config.tags.iter().map(|t| t.name.clone()).zip(ids).collect();
-        Gateway { store, health, stop, tasks, ids }
-    }
-
-    fn state(&self) -> SourceState {
-        self.health.snapshot().into_iter().find(|s| s.id == SOURCE).expect("source health").state
-    }
-
-    /// Waits until `ok` holds for every tag's latest sample (name, value, quality good, ts).
-    async fn wait_latest(&self, what: &str, ok: impl Fn(&linepilot::store::Latest) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ids: Vec<SeriesId> = self.ids.iter().map(|(_, id)| *id).collect();
-            let latest = self.store.latest(&ids);
-            let missing: Vec<&str> = self
-                .ids
-                .iter()
-                .zip(&latest)
-                .filter(|(_, l)| !l.as_ref().is_some_and(&ok))
-                .map(|((n, _), _)| n.as_str())
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {} tags never got there, e.g. {:?}; health {:?}",
-                missing.len(),
-                &missing[..missing.len().min(5)],
-                self.health.snapshot()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_state(&self, want: SourceState) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.state() != want {
-            assert!(Instant::now() < deadline, "source never got {want:?}: {:?}", self.health.snapshot());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
 }
 
 /// Checks every Modbus tag's latest value against the frozen frame.
@@ -181,7 +110,7 @@ async fn every_modbus_tag_reads_what_linesim_serves() {
     assert_eq!(config.tags.len(), 60);
     let gw = Gateway::start(&config);
     gw.wait_latest("first good poll", |l| l.quality.is_good()).await;
-    assert_eq!(gw.state(), SourceState::Connected);
+    assert_eq!(gw.state(SOURCE), SourceState::Connected);
     check_values(&running, &gw);
     let snap = gw.health.snapshot();
     assert_eq!(snap[0].bad_samples, 0, "{snap:?}");
@@ -201,7 +130,7 @@ async fn a_lost_server_shows_down_and_polling_resumes_when_it_returns() {
     // The server goes away: the source is down and every tag gets a bad sample.
     let lost_at = linepilot::domain::now_ns();
     drop(running);
-    gw.wait_state(SourceState::Down).await;
+    gw.wait_state(SOURCE, SourceState::Down).await;
     gw.wait_latest("bad samples after the loss", |l| !l.quality.is_good() && l.ts >= lost_at).await;
     let snap = gw.health.snapshot();
     assert!(snap[0].last_error.is_some(), "{snap:?}");
@@ -210,7 +139,7 @@ async fn a_lost_server_shows_down_and_polling_resumes_when_it_returns() {
     // It comes back on the same port: polling resumes without help.
     let back = start_line(&dir.path().join("pki"), port).await;
     let back_at = linepilot::domain::now_ns();
-    gw.wait_state(SourceState::Connected).await;
+    gw.wait_state(SOURCE, SourceState::Connected).await;
     gw.wait_latest("good samples after the return", |l| l.quality.is_good() && l.ts >= back_at).await;
     check_values(&back, &gw);
 
@@ -444,12 +373,12 @@ async fn a_silent_unit_times_out_alone_and_a_silent_device_goes_down() {
     // Nothing answers: after the retry the connection is given up and the source is down.
     let muted_at = linepilot::domain::now_ns();
     mute.store(true, std::sync::atomic::Ordering::SeqCst);
-    gw.wait_state(SourceState::Down).await;
+    gw.wait_state(SOURCE, SourceState::Down).await;
     gw.wait_latest("bad after the silence", |l| !l.quality.is_good() && l.ts >= muted_at).await;
     // Answers resume: the source reconnects and unit 1 is good again.
     mute.store(false, std::sync::atomic::Ordering::SeqCst);
     let back_at = linepilot::domain::now_ns();
-    gw.wait_state(SourceState::Connected).await;
+    gw.wait_state(SOURCE, SourceState::Connected).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let l = gw.store.latest(&[gw.ids[0].1]).remove(0).expect("sample");

@@ -12,14 +12,17 @@
 //!   gateway reaches the broker through a TCP proxy that the test stops and
 //!   starts again on the same port: for the gateway the broker is gone.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Gateway;
 use linepilot::config::Config;
-use linepilot::domain::Quality;
-use linepilot::ingest::{Health, Sink, SourceState};
+use linepilot::domain::{Quality, SeriesKey};
+use linepilot::ingest::SourceState;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
 use linesim::line::live::LiveOptions;
@@ -39,6 +42,7 @@ const MALFORMED_TOPIC: &str = "test/gateway/malformed";
 const MALFORMED_TAG: &str = "test.malformed";
 const DEADBAND_TOPIC: &str = "test/gateway/deadband";
 const DEADBAND_TAG: &str = "test.deadband";
+const LABELLED_TAG: &str = "line.vib_de_rms";
 
 /// A TCP proxy from a fixed local port to the broker; `stop` closes the
 /// listener and every connection through it.
@@ -201,6 +205,10 @@ fn gateway_config(
     text.push_str(&format!(
         "[[tag]]\nname = \"{MALFORMED_TAG}\"\nasset = \"test\"\nsource = \"line-mqtt\"\ndescription = \"test\"\naddress = {{ topic = \"{MALFORMED_TOPIC}\", json_path = \"$.v\" }}\n"
     ));
+    // One tag for every machine's vib_de: the machine is a label taken from the topic.
+    text.push_str(&format!(
+        "[[tag]]\nname = \"{LABELLED_TAG}\"\nasset = \"test\"\nsource = \"line-mqtt\"\ndescription = \"vib_de of each machine\"\naddress = {{ topic = \"plant/line1/+/vib_de\", json_path = \"$.rms\", ts_path = \"$.ts\", labels = {{ machine = \"{{3}}\" }} }}\n"
+    ));
     text.push_str(&format!(
         "[[tag]]\nname = \"{DEADBAND_TAG}\"\nasset = \"test\"\nsource = \"line-mqtt\"\ndescription = \"test\"\naddress = {{ topic = \"{DEADBAND_TOPIC}\" }}\ndeadband = 0.1\n"
     ));
@@ -217,6 +225,14 @@ fn stored(store: &Store, name: &str) -> Vec<(i64, f64, u32)> {
         Column::I64(v) => v.into_iter().map(|x| x as f64).collect(),
         other => panic!("{name}: unexpected column {other:?}"),
     };
+    (0..p.ts.len()).map(|i| (p.ts[i], values[i], p.quality.get(i).copied().unwrap_or(0))).collect()
+}
+
+/// (ts, value, quality) of every sample of the series `key` (empty if it does not exist).
+fn stored_key(store: &Store, key: &SeriesKey) -> Vec<(i64, f64, u32)> {
+    let Some((id, _)) = store.catalog().lookup(key) else { return Vec::new() };
+    let p = store.range(id, i64::MIN, i64::MAX).expect("range");
+    let Column::F64(values) = p.values else { panic!("{key}: not f64") };
     (0..p.ts.len()).map(|i| (p.ts[i], values[i], p.quality.get(i).copied().unwrap_or(0))).collect()
 }
 
@@ -283,13 +299,8 @@ async fn mqtt_source_against_linesim() {
 
     let (config, vib, energy) = gateway_config(&catalog, &format!("mqtt://{proxy_addr}"), "", &dir.path().join("data"));
     assert_eq!((vib.len(), energy.len()), (6, 12), "six machines, one vib_de RMS and two meters each");
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(256);
-    let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources =
-        linepilot::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let gw = Gateway::start(&config);
+    let (store, health) = (gw.store.clone(), gw.health.clone());
     let snapshot = || health.snapshot().into_iter().next().expect("one source");
 
     // 1. Samples arrive, with the payloads' timestamps and values.
@@ -305,6 +316,16 @@ async fn mqtt_source_against_linesim() {
     let result = settled_check(&store, &all, &seen).await;
     assert!(result.1.is_empty(), "stored samples differ from the published ones:\n{}", result.1.join("\n"));
     assert!(result.0 >= vib.len() * 3 + energy.len() * 2, "checked {} samples", result.0);
+    // The labelled tag: one series per machine (label from topic level 3), each
+    // holding what that machine's own tag holds (the same messages).
+    for name in &vib {
+        let asset = &catalog.tags.iter().find(|t| &t.name == name).expect("catalog tag").asset;
+        let key = SeriesKey::with_labels(LABELLED_TAG, vec![("machine".to_string(), asset.to_string())]);
+        let own: Vec<(i64, f64)> = stored(&store, name).iter().filter(|s| s.2 == 0).map(|s| (s.0, s.1)).collect();
+        let labelled: Vec<(i64, f64)> = stored_key(&store, &key).iter().filter(|s| s.2 == 0).map(|s| (s.0, s.1)).collect();
+        let common = own.iter().filter(|x| labelled.contains(x)).count();
+        assert!(!labelled.is_empty() && common + 2 >= own.len().max(labelled.len()), "{key}: {labelled:?} vs {name}: {own:?}");
+    }
     // Timestamps are the line's (from the payloads), not the time of arrival: at
     // speed 20 the line's clock runs ahead of the wall clock.
     let newest = stored(&store, &vib[0]).last().map(|s| s.0).unwrap_or(0);
@@ -363,11 +384,7 @@ async fn mqtt_source_against_linesim() {
     assert!(after.0 > result.0);
     eprintln!("checked {} stored samples against the published ones; health: {:?}", after.0, snapshot());
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
+    gw.stop().await;
     proxy.stop();
     drop(running);
 }
@@ -456,13 +473,8 @@ async fn mqtt_source_against_mosquitto() {
     let proxy_addr = proxy.addr;
     let (config, vib, energy) =
         gateway_config(&catalog, &format!("mqtt://{proxy_addr}"), "clean_session = false", &dir.path().join("data"));
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(256);
-    let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources =
-        linepilot::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let gw = Gateway::start(&config);
+    let (store, health) = (gw.store.clone(), gw.health.clone());
     let snapshot = || health.snapshot().into_iter().next().expect("one source");
     let all: Vec<String> = vib.iter().chain(&energy).cloned().collect();
     let good = |n: &String| stored(&store, n).iter().filter(|s| s.2 == Quality::GOOD.0).count();
@@ -501,11 +513,7 @@ async fn mqtt_source_against_mosquitto() {
     assert_eq!(h.malformed, 0, "{h:?}");
     eprintln!("mosquitto: {} samples checked against the published ones; health: {h:?}", result.0);
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
+    gw.stop().await;
     proxy.stop();
     drop(running);
     drop(broker_proc);

@@ -13,12 +13,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Gateway;
 use linepilot::config::Config;
 use linepilot::domain::SeriesKey;
-use linepilot::ingest::{self, Health, Sink, SourceState};
+use linepilot::ingest::SourceState;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -166,13 +168,9 @@ async fn mqtts_with_client_certificates() {
         p("gateway.key")
     );
     let config = config(d, tls_port, &[("good", &good), ("nocert", &no_client_cert), ("wrongca", &wrong_ca)]);
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(64);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
-    let snap = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source");
+    let gw = Gateway::start(&config);
+    let store = gw.store.clone();
+    let snap = |id: &str| gw.source(id);
 
     let started = Instant::now();
     while snap("good").state != SourceState::Connected {
@@ -202,10 +200,6 @@ async fn mqtts_with_client_certificates() {
     assert!(wrong.to_lowercase().contains("certificate") || wrong.contains("UnknownIssuer"), "wrong CA: {wrong}");
     eprintln!("nocert: {:?}\nwrongca: {wrong}", snap("nocert").last_error);
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("join");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("join");
+    gw.stop().await;
     pump.abort();
 }

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::Gateway;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use linepilot::config::Config;
 use linepilot::domain::{Quality, SeriesKey};
-use linepilot::ingest::{self, Health, Sink, SourceState};
+use linepilot::ingest::SourceState;
 use linepilot::store::events::EventQuery;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
@@ -249,12 +251,8 @@ async fn line_through_restart(security: Security) {
     let rec1 = record(&running, &tags, served1.clone());
 
     let config = gateway_config(tmp.path(), &catalog, &endpoint, security);
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(64);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let gw = Gateway::start(&config);
+    let (store, health) = (gw.store.clone(), gw.health.clone());
 
     // Every tag arrives, with the values linesim served.
     let names: Vec<String> = tags.iter().map(|(i, _, _)| catalog.tags[*i].name.clone()).collect();
@@ -351,11 +349,7 @@ async fn line_through_restart(security: Security) {
     assert!(msgs.iter().any(|m| m.contains("plc1: connection lost")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("plc1: connection restored")), "{msgs:?}");
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("join");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends").expect("join");
+    gw.stop().await;
     drop(running);
     let _ = rec2.await;
 }
@@ -380,12 +374,8 @@ async fn untrusted_server_certificate_is_explained_and_can_be_trusted() {
     let tags = opcua_tags(&catalog);
     let running = start_line(&tmp.path().join("linesim-pki"), 0, None).await;
     let config = gateway_config_trust(tmp.path(), &catalog, &running.opcua.endpoint_url, Security::Encrypted, false);
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(64);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
+    let gw = Gateway::start(&config);
+    let (store, health) = (gw.store.clone(), gw.health.clone());
 
     let pki = tmp.path().join("data/pki/opcua");
     wait_for("the refusal explained in health", Duration::from_secs(30), || {
@@ -410,10 +400,6 @@ async fn untrusted_server_certificate_is_explained_and_can_be_trusted() {
     .await;
     assert_eq!(health.snapshot()[0].state, SourceState::Connected);
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("join");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends").expect("join");
+    gw.stop().await;
     drop(running);
 }

@@ -19,12 +19,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+
+use common::{wait_for, Gateway};
 use linepilot::config::Config;
 use linepilot::domain::{Quality, SeriesKey};
-use linepilot::ingest::{self, Health, Sink, SourceState};
+use linepilot::ingest::SourceState;
 use linepilot::store::events::EventQuery;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
@@ -172,14 +174,6 @@ fn same(stored: &Json, logged: &Json) -> bool {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn asyncua_server_killed_and_restarted() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -189,13 +183,9 @@ async fn asyncua_server_killed_and_restarted() {
     let server = PyServer::start(port, &server_dir);
 
     let config = config(tmp.path(), port);
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(256);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
-    let state = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source").state;
+    let gw = Gateway::start(&config);
+    let store = gw.store.clone();
+    let state = |id: &str| gw.state(id);
     let names: Vec<String> = (0..VARS).map(|i| format!("plc.v{i:03}")).collect();
     let good = |n: &String| stored(&store, n).iter().filter(|r| r.2 == 0).count();
 
@@ -204,7 +194,7 @@ async fn asyncua_server_killed_and_restarted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(state("plc-sub"), SourceState::Connected);
     assert_eq!(state("plc-poll"), SourceState::Connected);
-    let polled = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source").polled_tags;
+    let polled = |id: &str| gw.source(id).polled_tags;
     assert_eq!((polled("plc-sub"), polled("plc-poll")), (0, POLLED.len() as u64));
 
     // 2. The server dies: the gap is recorded.
@@ -227,11 +217,8 @@ async fn asyncua_server_killed_and_restarted() {
     wait_for("the polling source back", Duration::from_secs(60), || state("plc-poll") == SourceState::Connected).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
+    let health = gw.health.snapshot();
+    gw.stop().await;
     drop(server);
 
     // 4. Compare with what the server logged.
@@ -298,8 +285,7 @@ async fn asyncua_server_killed_and_restarted() {
         events.iter().any(|e| e.message.contains("plc-sub") && e.message.contains("connection lost")),
         "no comms-loss event: {events:?}"
     );
-    let h: Vec<_> = health.snapshot();
-    eprintln!("asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {h:?}");
+    eprintln!("asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {health:?}");
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -350,13 +336,9 @@ async fn x509_user_identity() {
         ));
     }
     let config = Config::from_str_named(&text, "x509.toml").unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
-    let store = Arc::new(linepilot::service::open_store(&config, None, false).expect("store"));
-    let health = Arc::new(Health::default());
-    let (sink, rx) = Sink::channel(64);
-    let writer = tokio::spawn(ingest::writer(store.clone(), rx, 10_000));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx).expect("supervise");
-    let snap = |id: &str| health.snapshot().into_iter().find(|s| s.id == id).expect("source");
+    let gw = Gateway::start(&config);
+    let store = gw.store.clone();
+    let snap = |id: &str| gw.source(id);
 
     let good = |n: &str| stored(&store, n).iter().filter(|r| r.2 == 0).count();
     wait_for("values read with the operator's certificate", Duration::from_secs(60), || good("operator.v000") >= 3).await;
@@ -370,10 +352,5 @@ async fn x509_user_identity() {
     let why = s.last_error.unwrap_or_default();
     assert!(why.contains("stranger.der"), "health names the refused certificate: {why}");
     assert_eq!(snap("operator").state, SourceState::Connected);
-
-    let _ = stop_tx.send(true);
-    for t in sources {
-        tokio::time::timeout(Duration::from_secs(10), t).await.expect("source stops").expect("source task");
-    }
-    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer stops").expect("writer task");
+    gw.stop().await;
 }

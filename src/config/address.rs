@@ -492,6 +492,66 @@ pub struct MqttAddress {
     /// Sparkplug B metric name; the topic is then `spBv1.0/<group>/+/<node>[/<device>]`
     /// and the payloads are Sparkplug B protobuf, not JSON.
     pub metric: Option<String>,
+    /// Labels filled from the topic, sorted by key: `{ machine = "{3}" }` puts
+    /// the third level of each matching topic (a `+` of the filter) in label
+    /// `machine`, so one tag gives one series per machine.
+    pub labels: Vec<(String, LabelTemplate)>,
+}
+
+/// A label value written with `{N}` placeholders for topic levels (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelTemplate {
+    parts: Vec<LabelPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LabelPart {
+    Text(String),
+    Level(usize),
+}
+
+impl LabelTemplate {
+    /// Parses `text` for a filter of `levels` levels: every `{N}` must name a `+` level.
+    fn parse(text: &str, filter: &[&str]) -> Result<LabelTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(LabelPart::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| format!("`{text}`: `{{` without `}}`"))? + open;
+            let n: usize = rest[open + 1..close]
+                .parse()
+                .map_err(|_| format!("`{text}`: `{}` is not a topic level number such as {{3}}", &rest[open..=close]))?;
+            match filter.get(n.wrapping_sub(1)) {
+                Some(&"+") => parts.push(LabelPart::Level(n - 1)),
+                Some(l) => {
+                    return Err(format!("`{text}`: level {n} of the topic is `{l}`, not a `+` wildcard"));
+                }
+                None => return Err(format!("`{text}`: the topic has no level {n} (levels count from 1)")),
+            }
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(LabelPart::Text(rest.to_string()));
+        }
+        if parts.is_empty() {
+            return Err("a label value must not be empty".to_string());
+        }
+        Ok(LabelTemplate { parts })
+    }
+
+    /// The value for a topic (levels split at `/`) that matched the filter.
+    pub fn fill(&self, levels: &[&str]) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                LabelPart::Text(t) => out.push_str(t),
+                LabelPart::Level(i) => out.push_str(levels.get(*i).copied().unwrap_or("")),
+            }
+        }
+        out
+    }
 }
 
 /// The Sparkplug B namespace (first topic level) of version 3.0.
@@ -512,6 +572,9 @@ pub(crate) struct MqttAddressFields {
     /// Sparkplug B metric name.
     #[serde(default)]
     metric: Option<String>,
+    /// Labels from topic levels.
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl MqttAddressFields {
@@ -553,8 +616,22 @@ impl MqttAddressFields {
             )),
             None => {}
         }
+        let mut labels = Vec::new();
+        let levels: Vec<&str> = self.topic.split('/').collect();
+        for (key, text) in self.labels.iter().flatten() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                errs.push(("labels", format!("label name `{key}` must be letters, digits and `_`")));
+            } else if self.metric.is_some() {
+                errs.push(("labels", "labels apply to JSON and plain payloads, not a Sparkplug B `metric`".into()));
+            } else {
+                match LabelTemplate::parse(text, &levels) {
+                    Ok(t) => labels.push((key.clone(), t)),
+                    Err(e) => errs.push(("labels", format!("label `{key}` = {e}"))),
+                }
+            }
+        }
         if errs.is_empty() {
-            Ok(MqttAddress { topic: self.topic, json_path, ts_path, metric: self.metric })
+            Ok(MqttAddress { topic: self.topic, json_path, ts_path, metric: self.metric, labels })
         } else {
             Err(errs)
         }
@@ -746,6 +823,7 @@ mod tests {
             json_path: json.map(Into::into),
             ts_path: None,
             metric: metric.map(Into::into),
+            labels: None,
         };
         let a = fields("spBv1.0/line1/+/energy/filler", Some("Power"), None).check().unwrap();
         assert_eq!(a.metric.as_deref(), Some("Power"));

@@ -642,7 +642,8 @@ fn address_for<'t>(
         (SourceKind::Mqtt, DeValue::Table(_)) => {
             let fields = l.de::<MqttAddressFields>(a, path)?;
             let clean = fields.clean();
-            let ok: Vec<bool> = ["topic", "json_path", "ts_path", "metric"].iter().map(|k| fields.ok(k)).collect();
+            let ok: Vec<bool> =
+                ["topic", "json_path", "ts_path", "metric", "labels"].iter().map(|k| fields.ok(k)).collect();
             match fields.value.check() {
                 Ok(m) => clean.then_some(TagAddress::Mqtt(m)),
                 Err(errs) => {
@@ -652,7 +653,8 @@ fn address_for<'t>(
                             "topic" => ok[0],
                             "json_path" => ok[1],
                             "ts_path" => ok[2],
-                            _ => ok[3],
+                            "metric" => ok[3],
+                            _ => ok[4],
                         })
                         .collect();
                     l.report_all(path, errs);

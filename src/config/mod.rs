@@ -26,7 +26,7 @@ use crate::api::config::ApiConfig;
 use crate::store::config::StoreConfig;
 
 pub use address::{
-    JsonPath, JsonPathSegment, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier, OpcUaNodeId,
+    JsonPath, JsonPathSegment, LabelTemplate, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier, OpcUaNodeId,
     TagAddress, WordOrder,
 };
 pub use diagnostic::{ConfigErrors, Diagnostic};

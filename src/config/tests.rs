@@ -603,3 +603,29 @@ fn opcua_poll_mode_and_certificate_identity() {
     assert!(listing[0].contains("source[0].mode") && listing[0].contains("`pull`"), "{}", listing[0]);
     assert!(listing[1].contains("security.user_cert") && listing[1].contains("needs `user_key`"), "{}", listing[1]);
 }
+
+#[test]
+fn mqtt_topic_labels() {
+    let c = load(&format!(
+        "{BASE}{}",
+        tag("broker", "{ topic = \"plant/+/+/vib\", json_path = \"$.rms\", labels = { line = \"{2}\", machine = \"m-{3}\" } }")
+    ))
+    .expect("loads");
+    let Some(TagAddress::Mqtt(a)) = &c.tags[0].address else { panic!("mqtt address") };
+    let levels = ["plant", "line1", "filler", "vib"];
+    let filled: Vec<(String, String)> = a.labels.iter().map(|(k, t)| (k.clone(), t.fill(&levels))).collect();
+    assert_eq!(filled, [("line".to_string(), "line1".to_string()), ("machine".to_string(), "m-filler".to_string())]);
+
+    for (labels, msg) in [
+        ("{ machine = \"{4}\" }", "level 4 of the topic is `vib`, not a `+` wildcard"),
+        ("{ machine = \"{9}\" }", "the topic has no level 9"),
+        ("{ machine = \"{x}\" }", "`{x}` is not a topic level number"),
+        ("{ machine = \"{2\" }", "`{` without `}`"),
+        ("{ \"ma-chine\" = \"{2}\" }", "label name `ma-chine` must be letters, digits and `_`"),
+    ] {
+        let d = errors(&tag("broker", &format!("{{ topic = \"plant/+/+/vib\", labels = {labels} }}")));
+        assert_eq!(d.len(), 1, "{labels}: {d:?}");
+        assert_eq!(d[0].key, "tag[0].address.labels", "{labels}");
+        assert!(d[0].message.contains(msg), "{labels}: {}", d[0].message);
+    }
+}

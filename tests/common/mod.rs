@@ -127,3 +127,105 @@ pub async fn start_line(
         }
     }
 }
+
+/// The ingest core in-process, as `linepilot run` wires it: the store, the one
+/// bounded channel, its writer, and every configured source under supervision.
+pub struct Gateway {
+    pub store: std::sync::Arc<linepilot::store::Store>,
+    pub health: std::sync::Arc<linepilot::ingest::Health>,
+    pub ids: Vec<(String, linepilot::domain::SeriesId)>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Opens the config's store and starts its sources (call inside a tokio runtime).
+    pub fn start(config: &linepilot::config::Config) -> Gateway {
+        Gateway::start_with(config, false)
+    }
+
+    /// The same, with the store's background sealing and retention when `background`.
+    pub fn start_with(config: &linepilot::config::Config, background: bool) -> Gateway {
+        use std::sync::Arc;
+        let store = Arc::new(linepilot::service::open_store(config, None, background).expect("store"));
+        let health = Arc::new(linepilot::ingest::Health::default());
+        let (sink, rx) = linepilot::ingest::Sink::channel(256);
+        let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks =
+            linepilot::ingest::supervise(config, store.clone(), sink, health.clone(), stop_rx).expect("sources");
+        let keys: Vec<_> = config
+            .tags
+            .iter()
+            .map(|t| (linepilot::domain::SeriesKey::new(t.name.clone()), t.value_type))
+            .collect();
+        let ids = store.resolve(&keys).expect("series");
+        let ids = config.tags.iter().map(|t| t.name.clone()).zip(ids).collect();
+        Gateway { store, health, ids, stop, tasks, writer }
+    }
+
+    /// The health of source `id`.
+    pub fn source(&self, id: &str) -> linepilot::ingest::health::Snapshot {
+        self.health.snapshot().into_iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no source `{id}`"))
+    }
+
+    /// The connection state of source `id`.
+    pub fn state(&self, id: &str) -> linepilot::ingest::SourceState {
+        self.source(id).state
+    }
+
+    /// Waits until `ok` holds for every tag's latest sample.
+    pub async fn wait_latest(&self, what: &str, ok: impl Fn(&linepilot::store::Latest) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids: Vec<linepilot::domain::SeriesId> = self.ids.iter().map(|(_, id)| *id).collect();
+            let latest = self.store.latest(&ids);
+            let missing: Vec<&str> = self
+                .ids
+                .iter()
+                .zip(&latest)
+                .filter(|(_, l)| !l.as_ref().is_some_and(&ok))
+                .map(|((n, _), _)| n.as_str())
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} tags never got there, e.g. {:?}; health {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)],
+                self.health.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (30 s at most) until source `id` is in state `want`.
+    pub async fn wait_state(&self, id: &str, want: linepilot::ingest::SourceState) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.state(id) != want {
+            assert!(Instant::now() < deadline, "source `{id}` never got {want:?}: {:?}", self.health.snapshot());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the sources and the writer, each within 10 s, as the daemon must.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), t).await.expect("a source stops within 10 s").expect("source task");
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.writer).await.expect("the writer stops within 10 s").expect("writer task");
+    }
+}
+
+/// Waits (polling every 100 ms) until `f` holds; fails the test after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

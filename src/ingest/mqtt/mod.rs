@@ -3,6 +3,9 @@
 //! payloads turned into samples:
 //!
 //! - plain payloads (`21.5`, `true`, text) when the tag has no `json_path`;
+//! - topic labels: a tag whose filter has `+` levels may name them in
+//!   `labels = { machine = "{3}" }`; each topic then feeds its own series
+//!   (the tag's name with those labels), made in the store on first sight;
 //! - JSON with a path to the value (`$.rms`) and optionally to the source
 //!   timestamp (`ts_path`: epoch s/ms/µs/ns or RFC 3339); without one the
 //!   receive time is the sample's time;
@@ -35,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
 use crate::config::{MqttAddress, MqttSourceConfig, SourceConfig, TagAddress};
-use crate::domain::{now_ns, Quality, Sample, Timestamp, ValueKind};
+use crate::domain::{now_ns, Quality, Sample, SeriesId, SeriesKey, Timestamp, ValueKind};
 use decode::{DecodeError, Parsed};
 use sparkplug::{SpTopic, Sparkplug};
 
@@ -77,6 +80,8 @@ pub struct Routes {
     filters: Vec<String>,
     /// Topic → indices into `plain` (bounded).
     cache: HashMap<String, Vec<usize>>,
+    /// (index into `plain`, topic) → the labelled series of a tag with topic labels.
+    labelled: HashMap<(usize, String), SeriesId>,
 }
 
 impl Routes {
@@ -104,12 +109,50 @@ impl Routes {
             }
         }
         let sparkplug = Sparkplug::new(sp);
-        (Routes { plain, kinds, filters: filters.into_iter().collect(), cache: HashMap::new() }, sparkplug)
+        let routes =
+            Routes { plain, kinds, filters: filters.into_iter().collect(), cache: HashMap::new(), labelled: HashMap::new() };
+        (routes, sparkplug)
     }
 
     /// The distinct topic filters, each once.
     pub fn filters(&self) -> &[String] {
         &self.filters
+    }
+
+    /// The series of plain tag `k` for `topic` when its address has topic
+    /// labels (tag name + labels filled from the topic), made in the store on
+    /// first sight; `None` for a tag without labels.
+    fn labelled_series(
+        &mut self,
+        store: &crate::store::Store,
+        k: usize,
+        tag: &BoundTag,
+        topic: &str,
+    ) -> Option<Result<SeriesId, crate::store::StoreError>> {
+        let addr = &self.plain[k].1;
+        if addr.labels.is_empty() {
+            return None;
+        }
+        if let Some(id) = self.labelled.get(&(k, topic.to_string())) {
+            return Some(Ok(*id));
+        }
+        let levels: Vec<&str> = topic.split('/').collect();
+        let labels = addr.labels.iter().map(|(key, t)| (key.clone(), t.fill(&levels))).collect();
+        let key = SeriesKey::with_labels(tag.tag.name.clone(), labels);
+        let id = match store.resolve(&[(key, tag.tag.value_type)]) {
+            Ok(ids) => ids[0],
+            Err(e) => return Some(Err(e)),
+        };
+        if self.labelled.len() >= ROUTE_CACHE {
+            self.labelled.clear();
+        }
+        self.labelled.insert((k, topic.to_string()), id);
+        Some(Ok(id))
+    }
+
+    /// Every labelled series seen so far (they get the comms-loss marks too).
+    fn labelled(&self) -> Vec<(usize, SeriesId)> {
+        self.labelled.iter().map(|((k, _), id)| (self.plain[*k].0, *id)).collect()
     }
 
     /// Indices into the plain tags whose filter matches `topic`.
@@ -243,7 +286,17 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
                     connected = false;
                     ctx.health.count_reconnect();
                     warn!(source = ctx.id(), error = %reason, "MQTT connection lost; reconnecting");
-                    ctx.comms_lost(now_ns(), Quality::BAD_COMMS, &reason).await;
+                    let at = now_ns();
+                    ctx.comms_lost(at, Quality::BAD_COMMS, &reason).await;
+                    // The series made from topic labels show the gap too.
+                    let gap: Vec<Sample> = routes
+                        .labelled()
+                        .into_iter()
+                        .map(|(i, id)| Sample { series: id, ..ctx.tags[i].bad(at, Quality::BAD_COMMS) })
+                        .collect();
+                    if ctx.sink.send(gap).await.is_err() {
+                        return Err(IngestError::Shutdown);
+                    }
                 } else {
                     debug!(source = ctx.id(), error = %reason, "MQTT connection failed");
                     ctx.health.set_state(SourceState::Down, Some(reason));
@@ -302,15 +355,26 @@ fn handle_message(
     let matching = routes.matching(topic);
     if !matching.is_empty() {
         let decoded = decode_plain(routes, &matching, payload, recv);
-        for (i, ts, r) in decoded.samples {
+        // One decoded sample per matching tag, in order.
+        for (&k, (i, ts, r)) in matching.iter().zip(decoded.samples) {
             let tag = &ctx.tags[i];
-            match r {
-                Ok(v) => samples.push(tag.sample(ts, v, Quality::GOOD)),
+            let mut sample = match r {
+                Ok(v) => tag.sample(ts, v, Quality::GOOD),
                 Err(e) => {
-                    samples.push(tag.bad(ts, Quality::BAD_DECODING));
                     problem.get_or_insert_with(|| format!("tag {}: {e}", tag.tag.name));
+                    tag.bad(ts, Quality::BAD_DECODING)
+                }
+            };
+            match routes.labelled_series(&ctx.store, k, tag, topic) {
+                None => {}
+                Some(Ok(id)) => sample.series = id,
+                Some(Err(e)) => {
+                    warn!(source = ctx.id(), tag = %tag.tag.name, %topic, error = %e, "cannot make the labelled series");
+                    ctx.health.error(format!("{} on {topic}: {e}", tag.tag.name));
+                    continue;
                 }
             }
+            samples.push(sample);
         }
     }
     if let Some(why) = problem {
@@ -450,6 +514,7 @@ mod tests {
                     json_path: json_path.map(|p| p.parse().expect("path")),
                     ts_path: json_path.map(|_| "$.ts".parse().expect("path")),
                     metric: metric.map(Into::into),
+                    labels: Vec::new(),
                 })),
                 unit: String::new(),
                 description: String::new(),
