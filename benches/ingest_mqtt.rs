@@ -228,7 +228,10 @@ fn main() {
     let pid = daemon.child.id();
     wait_connected(&daemon.addr);
     let machine = support::machine();
-    println!("ingest_mqtt: mosquitto :{}, daemon {}, {n} messages, load {}", broker.port, daemon.addr, machine["loadavg"]);
+    println!(
+        "ingest_mqtt: mosquitto :{}, daemon {}, {n} messages, load {}",
+        broker.port, daemon.addr, machine["loadavg"]
+    );
 
     // 1. Throughput into the store.
     let before = source_health(&daemon.addr);
@@ -299,6 +302,7 @@ fn main() {
         let _ = sub.kill();
         f64::NAN
     });
+    let _ = sub.wait();
     let peer_rate = n as f64 / peer_wall;
     let b_cpu_peer = proc_cpu(broker.child.id()) - b_cpu1;
     println!("mosquitto_sub: {n} received in {peer_wall:.2} s = {peer_rate:.0} msg/s; mosquitto CPU {b_cpu_peer:.2} s");

@@ -158,7 +158,10 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (endpoint, stop_linesim) = start_linesim(&tmp.path().join("pki"), n);
     let machine = support::machine();
-    println!("ingest_opcua: linesim at {endpoint} with {n} bench variables, window {seconds} s, load {}", machine["loadavg"]);
+    println!(
+        "ingest_opcua: linesim at {endpoint} with {n} bench variables, window {seconds} s, load {}",
+        machine["loadavg"]
+    );
 
     // Ours.
     let cfg = gateway_config(tmp.path(), &endpoint, n);
@@ -219,8 +222,15 @@ fn main() {
 
     println!("\n| client | values/s | CPU (cores) | CPU µs per value | RSS (kB) |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| linepilot (durable in its store) | {ours_rate:.0} | {ours_cores:.3} | {:.1} | {rss} (peak {hwm}) |", ours_cores / ours_rate * 1e6);
-    println!("| asyncua (counts only) | {peer_rate:.0} | {peer_cores:.3} | {:.1} | {} (peak) |", peer_cores / peer_rate * 1e6, peer["peak_rss_kb"]);
+    println!(
+        "| linepilot (durable in its store) | {ours_rate:.0} | {ours_cores:.3} | {:.1} | {rss} (peak {hwm}) |",
+        ours_cores / ours_rate * 1e6
+    );
+    println!(
+        "| asyncua (counts only) | {peer_rate:.0} | {peer_cores:.3} | {:.1} | {} (peak) |",
+        peer_cores / peer_rate * 1e6,
+        peer["peak_rss_kb"]
+    );
     let cpu_ratio = (peer_cores / peer_rate) / (ours_cores / ours_rate);
     println!("\nCPU per value: asyncua uses {cpu_ratio:.1}x linepilot's");
     support::write_result(

@@ -215,12 +215,8 @@ async fn exception_marks_its_read(transport: Transport) {
             assert!(Instant::now() < deadline, "socat made no pty pair");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let child = std::process::Command::new("python3")
-            .arg(script)
-            .arg("serial")
-            .arg(&dev_end)
-            .spawn()
-            .expect("python3");
+        let child =
+            std::process::Command::new("python3").arg(script).arg("serial").arg(&dev_end).spawn().expect("python3");
         (format!("rtu://{}?baud=19200&parity=N", gw_end.display()), Kill(child))
     } else {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
@@ -235,7 +231,9 @@ async fn exception_marks_its_read(transport: Transport) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = peer.0.try_wait() {
-                panic!("the pymodbus server exited ({status}); python3 -m pip install -r tests/interop/requirements.txt");
+                panic!(
+                    "the pymodbus server exited ({status}); python3 -m pip install -r tests/interop/requirements.txt"
+                );
             }
             assert!(Instant::now() < deadline, "the pymodbus server does not listen on {port}");
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -322,9 +322,13 @@ async fn mqtt_source_against_linesim() {
         let asset = &catalog.tags.iter().find(|t| &t.name == name).expect("catalog tag").asset;
         let key = SeriesKey::with_labels(LABELLED_TAG, vec![("machine".to_string(), asset.to_string())]);
         let own: Vec<(i64, f64)> = stored(&store, name).iter().filter(|s| s.2 == 0).map(|s| (s.0, s.1)).collect();
-        let labelled: Vec<(i64, f64)> = stored_key(&store, &key).iter().filter(|s| s.2 == 0).map(|s| (s.0, s.1)).collect();
+        let labelled: Vec<(i64, f64)> =
+            stored_key(&store, &key).iter().filter(|s| s.2 == 0).map(|s| (s.0, s.1)).collect();
         let common = own.iter().filter(|x| labelled.contains(x)).count();
-        assert!(!labelled.is_empty() && common + 2 >= own.len().max(labelled.len()), "{key}: {labelled:?} vs {name}: {own:?}");
+        assert!(
+            !labelled.is_empty() && common + 2 >= own.len().max(labelled.len()),
+            "{key}: {labelled:?} vs {name}: {own:?}"
+        );
     }
     // Timestamps are the line's (from the payloads), not the time of arrival: at
     // speed 20 the line's clock runs ahead of the wall clock.

@@ -39,8 +39,19 @@ fn ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={name} test CA"),
-            "-keyout", &format!("{name}-ca.key"), "-out", &format!("{name}-ca.pem"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
         ],
     );
 }
@@ -48,14 +59,26 @@ fn ca(dir: &Path, name: &str) {
 fn leaf(dir: &Path, ca: &str, leaf: &str, cn: &str, san: Option<&str>) {
     openssl(
         dir,
-        &["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={cn}"), "-keyout", &format!("{leaf}.key"), "-out", &format!("{leaf}.csr")],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{leaf}.key"),
+            "-out",
+            &format!("{leaf}.csr"),
+        ],
     );
     let (csr, ca_pem, ca_key, out) =
         (format!("{leaf}.csr"), format!("{ca}-ca.pem"), format!("{ca}-ca.key"), format!("{leaf}.pem"));
-    let mut args: Vec<String> = ["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-out", &out]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-out", &out]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     // X.509 v3 (extensions), as webpki requires: a server name, or client use.
     let ext = match san {
         Some(san) => format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),

@@ -201,7 +201,8 @@ async fn asyncua_server_killed_and_restarted() {
     let killed_at = linepilot::domain::now_ns();
     server.kill();
     wait_for("comms loss", Duration::from_secs(30), || state("plc-sub") == SourceState::Down).await;
-    let gap_marked = |n: &String| stored(&store, n).iter().any(|r| r.2 == Quality::BAD_COMMS.0 && r.0 >= killed_at - 1_000_000_000);
+    let gap_marked =
+        |n: &String| stored(&store, n).iter().any(|r| r.2 == Quality::BAD_COMMS.0 && r.0 >= killed_at - 1_000_000_000);
     wait_for("a BAD_COMMS sample for every tag", Duration::from_secs(10), || names.iter().all(gap_marked)).await;
     let before: Vec<usize> = names.iter().map(good).collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -246,7 +247,9 @@ async fn asyncua_server_killed_and_restarted() {
                     uncertain += (*status >> 30 == 1) as usize;
                     seen.insert(*ts);
                 }
-                None => problems.push(format!("{name} @ {ts}: stored {v} (quality {q:#x}), never written by the server")),
+                None => {
+                    problems.push(format!("{name} @ {ts}: stored {v} (quality {q:#x}), never written by the server"))
+                }
             }
         }
         // Completeness: every change between the first and the last one stored in each session.
@@ -262,8 +265,16 @@ async fn asyncua_server_killed_and_restarted() {
             }
         }
     }
-    assert!(problems.is_empty(), "{} problems, e.g.:\n{}", problems.len(), problems[..problems.len().min(20)].join("\n"));
-    assert!(uncertain > 0 && bad_quality > 0, "the last variable's Uncertain and Bad codes arrived ({uncertain}, {bad_quality})");
+    assert!(
+        problems.is_empty(),
+        "{} problems, e.g.:\n{}",
+        problems.len(),
+        problems[..problems.len().min(20)].join("\n")
+    );
+    assert!(
+        uncertain > 0 && bad_quality > 0,
+        "the last variable's Uncertain and Bad codes arrived ({uncertain}, {bad_quality})"
+    );
     assert!(matched >= VARS * 10, "matched {matched} changes");
 
     // The polling source stored values the server really held at those source timestamps.
@@ -272,7 +283,9 @@ async fn asyncua_server_killed_and_restarted() {
         let rows = stored(&store, &format!("poll.v{i:03}"));
         let logged = &log[&i];
         for (ts, v, q) in rows.iter().filter(|r| r.2 == 0) {
-            let (lv, _) = logged.get(ts).unwrap_or_else(|| panic!("poll.v{i:03} @ {ts}: not a value the server wrote (quality {q:#x})"));
+            let (lv, _) = logged
+                .get(ts)
+                .unwrap_or_else(|| panic!("poll.v{i:03} @ {ts}: not a value the server wrote (quality {q:#x})"));
             assert!(same(v, lv), "poll.v{i:03} @ {ts}: stored {v}, server wrote {lv}");
             polled += 1;
         }
@@ -285,7 +298,9 @@ async fn asyncua_server_killed_and_restarted() {
         events.iter().any(|e| e.message.contains("plc-sub") && e.message.contains("connection lost")),
         "no comms-loss event: {events:?}"
     );
-    eprintln!("asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {health:?}");
+    eprintln!(
+        "asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {health:?}"
+    );
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -308,8 +323,21 @@ async fn x509_user_identity() {
         openssl(
             d,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={name}"),
-                "-keyout", &format!("{name}.pem"), "-outform", "DER", "-out", &format!("{name}.der"),
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                &format!("{name}.der"),
             ],
         );
     }
@@ -341,7 +369,8 @@ async fn x509_user_identity() {
     let snap = |id: &str| gw.source(id);
 
     let good = |n: &str| stored(&store, n).iter().filter(|r| r.2 == 0).count();
-    wait_for("values read with the operator's certificate", Duration::from_secs(60), || good("operator.v000") >= 3).await;
+    wait_for("values read with the operator's certificate", Duration::from_secs(60), || good("operator.v000") >= 3)
+        .await;
     wait_for("the stranger's refusal in health", Duration::from_secs(30), || {
         snap("stranger").last_error.is_some_and(|e| e.contains("refused"))
     })

@@ -520,9 +520,9 @@ impl LabelTemplate {
                 parts.push(LabelPart::Text(rest[..open].to_string()));
             }
             let close = rest[open..].find('}').ok_or_else(|| format!("`{text}`: `{{` without `}}`"))? + open;
-            let n: usize = rest[open + 1..close]
-                .parse()
-                .map_err(|_| format!("`{text}`: `{}` is not a topic level number such as {{3}}", &rest[open..=close]))?;
+            let n: usize = rest[open + 1..close].parse().map_err(|_| {
+                format!("`{text}`: `{}` is not a topic level number such as {{3}}", &rest[open..=close])
+            })?;
             match filter.get(n.wrapping_sub(1)) {
                 Some(&"+") => parts.push(LabelPart::Level(n - 1)),
                 Some(l) => {

@@ -26,14 +26,14 @@ use crate::api::config::ApiConfig;
 use crate::store::config::StoreConfig;
 
 pub use address::{
-    JsonPath, JsonPathSegment, LabelTemplate, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier, OpcUaNodeId,
-    TagAddress, WordOrder,
+    JsonPath, JsonPathSegment, LabelTemplate, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier,
+    OpcUaNodeId, TagAddress, WordOrder,
 };
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
 pub use source::{
-    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, Parity, SecurityMode,
-    SecurityPolicy, SourceConfig, SourceKind,
+    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, Parity,
+    SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
 };
 
 /// The documented example config (`linepilot generate-config` prints it).

@@ -577,9 +577,11 @@ impl MqttSourceConfig {
             errs.push(("keep_alive", format!("keep_alive {} is out of range 1s..=65535s", self.keep_alive)));
         }
         if !self.url.starts_with("mqtts://") {
-            for (key, set) in
-                [("ca_file", self.ca_file.is_some()), ("client_cert", self.client_cert.is_some()), ("client_key", self.client_key.is_some())]
-            {
+            for (key, set) in [
+                ("ca_file", self.ca_file.is_some()),
+                ("client_cert", self.client_cert.is_some()),
+                ("client_key", self.client_key.is_some()),
+            ] {
                 if set {
                     errs.push((key, format!("{key} applies to TLS: use an mqtts:// url")));
                 }

@@ -608,7 +608,10 @@ fn opcua_poll_mode_and_certificate_identity() {
 fn mqtt_topic_labels() {
     let c = load(&format!(
         "{BASE}{}",
-        tag("broker", "{ topic = \"plant/+/+/vib\", json_path = \"$.rms\", labels = { line = \"{2}\", machine = \"m-{3}\" } }")
+        tag(
+            "broker",
+            "{ topic = \"plant/+/+/vib\", json_path = \"$.rms\", labels = { line = \"{2}\", machine = \"m-{3}\" } }"
+        )
     ))
     .expect("loads");
     let Some(TagAddress::Mqtt(a)) = &c.tags[0].address else { panic!("mqtt address") };

@@ -6,6 +6,7 @@
 //! quality is always kept, and the first good value after a gap is kept
 //! because its quality differs from the gap's.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::domain::{Quality, Sample, SeriesId, Value, ValueKind};
@@ -68,7 +69,10 @@ impl Deadband {
             Some((_, q)) if q != s.quality => true,
             // A bad sample carries no value to compare.
             Some(_) if !s.quality.is_good() => false,
-            Some((last, _)) => !((x - last).abs() <= slot.band),
+            // Kept unless provably within the band (a NaN on either side is a change).
+            Some((last, _)) => {
+                !matches!((x - last).abs().partial_cmp(&slot.band), Some(Ordering::Less | Ordering::Equal))
+            }
         };
         if keep {
             slot.last = Some((x, s.quality));
@@ -104,17 +108,17 @@ mod tests {
         let mut db = Deadband::for_tags(&[tag(1, Some(0.5)), tag(2, None)], None).expect("filter");
         let g = Quality::GOOD;
         let mut v = vec![
-            s(1, 1, 10.0, g),               // first: kept
-            s(1, 2, 10.4, g),               // within 0.5 of 10.0: dropped
-            s(1, 3, 10.5, g),               // exactly the band: dropped (must exceed it)
-            s(1, 4, 10.6, g),               // kept, new reference 10.6
-            s(1, 5, 10.2, g),               // within 0.5 of 10.6: dropped
-            s(2, 6, 1.0, g),                // no deadband on series 2: kept
-            s(2, 7, 1.0, g),                // kept
+            s(1, 1, 10.0, g),                 // first: kept
+            s(1, 2, 10.4, g),                 // within 0.5 of 10.0: dropped
+            s(1, 3, 10.5, g),                 // exactly the band: dropped (must exceed it)
+            s(1, 4, 10.6, g),                 // kept, new reference 10.6
+            s(1, 5, 10.2, g),                 // within 0.5 of 10.6: dropped
+            s(2, 6, 1.0, g),                  // no deadband on series 2: kept
+            s(2, 7, 1.0, g),                  // kept
             s(1, 8, 0.0, Quality::BAD_COMMS), // comms loss: kept
             s(1, 9, 0.0, Quality::BAD_COMMS), // still bad: dropped
-            s(1, 10, 10.6, g),              // back, same value as before the gap: kept
-            s(1, 11, 9.9, g),               // kept (moved 0.7)
+            s(1, 10, 10.6, g),                // back, same value as before the gap: kept
+            s(1, 11, 9.9, g),                 // kept (moved 0.7)
         ];
         assert_eq!(db.retain(&mut v), 4);
         let ts: Vec<i64> = v.iter().map(|s| s.ts).collect();

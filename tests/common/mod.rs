@@ -155,11 +155,8 @@ impl Gateway {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks =
             linepilot::ingest::supervise(config, store.clone(), sink, health.clone(), stop_rx).expect("sources");
-        let keys: Vec<_> = config
-            .tags
-            .iter()
-            .map(|t| (linepilot::domain::SeriesKey::new(t.name.clone()), t.value_type))
-            .collect();
+        let keys: Vec<_> =
+            config.tags.iter().map(|t| (linepilot::domain::SeriesKey::new(t.name.clone()), t.value_type)).collect();
         let ids = store.resolve(&keys).expect("series");
         let ids = config.tags.iter().map(|t| t.name.clone()).zip(ids).collect();
         Gateway { store, health, ids, stop, tasks, writer }
@@ -215,9 +212,15 @@ impl Gateway {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
-            tokio::time::timeout(Duration::from_secs(10), t).await.expect("a source stops within 10 s").expect("source task");
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("a source stops within 10 s")
+                .expect("source task");
         }
-        tokio::time::timeout(Duration::from_secs(10), self.writer).await.expect("the writer stops within 10 s").expect("writer task");
+        tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .expect("the writer stops within 10 s")
+            .expect("writer task");
     }
 }
 

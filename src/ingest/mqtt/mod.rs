@@ -31,8 +31,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 use tracing::{debug, info, warn};
 
@@ -109,8 +109,13 @@ impl Routes {
             }
         }
         let sparkplug = Sparkplug::new(sp);
-        let routes =
-            Routes { plain, kinds, filters: filters.into_iter().collect(), cache: HashMap::new(), labelled: HashMap::new() };
+        let routes = Routes {
+            plain,
+            kinds,
+            filters: filters.into_iter().collect(),
+            cache: HashMap::new(),
+            labelled: HashMap::new(),
+        };
         (routes, sparkplug)
     }
 

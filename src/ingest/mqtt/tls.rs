@@ -50,9 +50,9 @@ pub fn client_config(cfg: &MqttSourceConfig) -> Result<ClientConfig, IngestError
             let key_der = rustls_pemfile::private_key(&mut BufReader::new(file))
                 .map_err(|e| bad("client_key", key, &e.to_string()))?
                 .ok_or_else(|| bad("client_key", key, "holds no PEM private key"))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| bad("client_cert", cert, &format!("cannot be used with client_key `{}`: {e}", key.display())))
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                bad("client_cert", cert, &format!("cannot be used with client_key `{}`: {e}", key.display()))
+            })
         }
         _ => Ok(builder.with_no_client_auth()),
     }

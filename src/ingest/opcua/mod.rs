@@ -36,7 +36,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
-use crate::config::{OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress};
+use crate::config::{
+    OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress,
+};
 use crate::domain::{now_ns, Quality, Sample, Timestamp, ValueKind};
 
 pub use convert::{node_id, sample_time, timestamp, value};
@@ -340,7 +342,12 @@ impl Driver {
             let call = session.create_monitored_items(sub, TimestampsToReturn::Both, requests);
             let results = match within(limit, stop, call).await? {
                 Some(Ok(r)) => r,
-                Some(Err(e)) if matches!(e.status(), StatusCode::BadTooManyMonitoredItems | StatusCode::BadTooManyOperations) => {
+                Some(Err(e))
+                    if matches!(
+                        e.status(),
+                        StatusCode::BadTooManyMonitoredItems | StatusCode::BadTooManyOperations
+                    ) =>
+                {
                     if in_sub > 0 && e.status() == StatusCode::BadTooManyMonitoredItems {
                         // This subscription is full: the next chunk goes to a new one. The
                         // server's limit is at least what fitted; later subscriptions are cut to it.
@@ -650,11 +657,7 @@ fn items(ctx: &SourceCtx) -> Arc<Vec<Item>> {
 pub(crate) fn identity(sec: &OpcUaSecurity) -> Result<IdentityToken, IngestError> {
     if let (Some(cert), Some(key)) = (&sec.user_cert, &sec.user_key) {
         return IdentityToken::new_x509_path(cert, key).map_err(|e| {
-            IngestError::Config(format!(
-                "security.user_cert `{}` / user_key `{}`: {e}",
-                cert.display(),
-                key.display()
-            ))
+            IngestError::Config(format!("security.user_cert `{}` / user_key `{}`: {e}", cert.display(), key.display()))
         });
     }
     let Some(user) = &sec.user else { return Ok(IdentityToken::Anonymous) };
