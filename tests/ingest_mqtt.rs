@@ -522,3 +522,68 @@ async fn mqtt_source_against_mosquitto() {
     drop(running);
     drop(broker_proc);
 }
+
+/// The same source speaking MQTT 5 (`protocol = "5"`) to mosquitto: plain and
+/// JSON values arrive with their timestamps, a malformed payload is counted,
+/// and after the broker restarts the source reconnects and subscribes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt5_source_against_mosquitto() {
+    let Some(bin) = Mosquitto::binary() else {
+        panic!("this test needs Debian's mosquitto broker: apt-get install mosquitto (.ci/run installs it)");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let mut broker = Mosquitto::start(&bin, dir.path(), port).await;
+    let text = format!(
+        "[site]\nname = \"Plant\"\n[store]\ndata_dir = \"{}\"\n[[area]]\nid = \"hall\"\nname = \"Hall\"\n\
+         [[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n[[asset]]\nid = \"a\"\nname = \"A\"\nline = \"line1\"\nkind = \"a\"\n\
+         [[source]]\nid = \"v5\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\nprotocol = \"5\"\nkeep_alive = \"5s\"\n\
+         [[tag]]\nname = \"v5.plain\"\nasset = \"a\"\nsource = \"v5\"\ndescription = \"d\"\naddress = {{ topic = \"v5/plain\" }}\n\
+         [[tag]]\nname = \"v5.json\"\nasset = \"a\"\nsource = \"v5\"\ndescription = \"d\"\naddress = {{ topic = \"v5/+/json\", json_path = \"$.v\", ts_path = \"$.ts\" }}\n",
+        dir.path().join("data").display()
+    );
+    let config = Config::from_str_named(&text, "v5.toml").unwrap_or_else(|e| panic!("config:\n{e}"));
+    let gw = Gateway::start(&config);
+    gw.wait_state("v5", SourceState::Connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
+
+    let publish = |port: u16, msgs: Vec<(&'static str, Vec<u8>)>| async move {
+        let (client, mut events) = AsyncClient::new(MqttOptions::new("v5-test-pub", "127.0.0.1", port), 16);
+        let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        for (topic, payload) in msgs {
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pump.abort();
+    };
+    publish(
+        port,
+        vec![
+            ("v5/plain", b"12.5".to_vec()),
+            ("v5/x/json", br#"{"v": 3.25, "ts": 1700000000123}"#.to_vec()),
+            ("v5/x/json", br#"{"v": "#.to_vec()),
+        ],
+    )
+    .await;
+    let values = |name: &str| stored(&gw.store, name);
+    wait_until("MQTT 5 values", Duration::from_secs(20), || {
+        values("v5.plain").iter().any(|s| s.1 == 12.5) && values("v5.json").iter().any(|s| s.1 == 3.25)
+    })
+    .await;
+    let json = values("v5.json");
+    assert!(json.iter().any(|s| s.0 == 1_700_000_000_123_000_000 && s.1 == 3.25 && s.2 == 0), "{json:?}");
+    wait_until("the malformed one counted", Duration::from_secs(10), || gw.source("v5").malformed == 1).await;
+
+    // The broker restarts: the session is gone, the source subscribes again.
+    drop(broker);
+    gw.wait_state("v5", SourceState::Down).await;
+    broker = Mosquitto::start(&bin, dir.path(), port).await;
+    gw.wait_state("v5", SourceState::Connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish(port, vec![("v5/plain", b"13.5".to_vec())]).await;
+    wait_until("a value after the restart", Duration::from_secs(20), || values("v5.plain").iter().any(|s| s.1 == 13.5))
+        .await;
+    assert!(gw.source("v5").reconnects >= 1);
+    gw.stop().await;
+    drop(broker);
+}

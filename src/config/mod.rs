@@ -32,8 +32,8 @@ pub use address::{
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
 pub use source::{
-    ModbusEndpoint, ModbusSourceConfig, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, Parity,
-    SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
+    ModbusEndpoint, ModbusSourceConfig, MqttProtocol, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig,
+    Parity, SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
 };
 
 /// The documented example config (`linepilot generate-config` prints it).

@@ -551,6 +551,21 @@ pub struct MqttSourceConfig {
     /// `mqtts://` only: PEM private key of `client_cert`.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// Protocol version: `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+}
+
+/// The MQTT protocol version a source speaks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (`"3.1.1"`).
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5 (`"5"`).
+    #[serde(rename = "5")]
+    V5,
 }
 
 fn default_clean_session() -> bool {

@@ -1,4 +1,4 @@
-//! The MQTT source: one MQTT 3.1.1 connection (rumqttc) to a broker, a
+//! The MQTT source: one MQTT 3.1.1 or 5 connection (rumqttc) to a broker, a
 //! subscription per distinct topic filter of the source's tags, and the
 //! payloads turned into samples:
 //!
@@ -21,25 +21,25 @@
 //!
 //! `mqtts://` connects over TLS (see [`tls`]): the broker's certificate is
 //! checked against `ca_file` or the system's roots, and `client_cert` /
-//! `client_key` authenticate the gateway. Not supported yet: MQTT 5.
+//! `client_key` authenticate the gateway. `protocol = "5"` speaks MQTT 5
+//! instead of 3.1.1 (see [`link`]).
 
 pub mod decode;
+mod link;
 pub mod sparkplug;
 mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{TlsConfiguration, Transport};
 use tracing::{debug, info, warn};
 
 use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
 use crate::config::{MqttAddress, MqttSourceConfig, SourceConfig, TagAddress};
 use crate::domain::{now_ns, Quality, Sample, SeriesId, SeriesKey, Timestamp, ValueKind};
 use decode::{DecodeError, Parsed};
+use link::{Link, LinkEvent, LinkOptions};
 use sparkplug::{SpTopic, Sparkplug};
 
 /// Largest MQTT packet accepted or sent.
@@ -224,69 +224,69 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     let (mut routes, mut sp) = Routes::new(&ctx.tags);
 
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("linepilot-{}", cfg.id));
-    let mut opts = MqttOptions::new(client_id.clone(), host.clone(), port);
-    opts.set_keep_alive(cfg.keep_alive.0);
-    opts.set_clean_session(cfg.clean_session);
-    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    if let Some(user) = &cfg.username {
-        opts.set_credentials(user.clone(), password.unwrap_or_default());
-    }
-    if tls {
+    let transport = if tls {
         let config = tls::client_config(&cfg)?;
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config))));
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, REQUESTS);
-    let filters: Vec<SubscribeFilter> =
-        routes.filters().iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect();
-    info!(source = ctx.id(), %host, port, %client_id, filters = filters.len(), "MQTT source starting");
+        Some(Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config))))
+    } else {
+        None
+    };
+    let options = LinkOptions {
+        client_id: &client_id,
+        host: &host,
+        port,
+        password,
+        transport,
+        max_packet: MAX_PACKET,
+        requests: REQUESTS,
+    };
+    let mut link = Link::new(&cfg, options);
+    let filters: Vec<String> = routes.filters().to_vec();
+    info!(source = ctx.id(), %host, port, %client_id, protocol = ?cfg.protocol, filters = filters.len(), "MQTT source starting");
 
     let mut backoff = Backoff::new(Duration::from_secs(30));
     let mut connected = false;
     let mut limiter = LogLimiter::default();
     loop {
         let ev = tokio::select! {
-            ev = eventloop.poll() => ev,
+            ev = link.poll() => ev,
             _ = shutdown.wait_for(|s| *s) => {
-                let _ = client.try_disconnect();
+                link.disconnect();
                 return Ok(());
             }
         };
         match ev {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Ok(LinkEvent::Connected { session_present }) => {
                 connected = true;
                 backoff.reset();
                 ctx.comms_restored(now_ns());
                 // Births and deaths may have been missed while away.
                 sp.reset();
-                if !must_subscribe(ack.session_present, cfg.clean_session) {
+                if !must_subscribe(session_present, cfg.clean_session) {
                     debug!(source = ctx.id(), "MQTT session resumed; subscriptions kept by the broker");
                 } else if !filters.is_empty() {
-                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    if let Err(e) = link.subscribe(&filters) {
                         // The request channel is drained by this loop; full means something is badly stuck.
                         return Err(IngestError::Connection(format!("cannot subscribe: {e}")));
                     }
                 }
-                info!(source = ctx.id(), session_present = ack.session_present, "MQTT connected");
+                info!(source = ctx.id(), session_present, "MQTT connected");
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let failed = ack.return_codes.iter().filter(|c| matches!(c, SubscribeReasonCode::Failure)).count();
-                if failed > 0 {
-                    let msg = format!("the broker refused {failed} of the subscriptions");
-                    warn!(source = ctx.id(), failed, "MQTT subscription refused");
+            Ok(LinkEvent::Subscribed { refused }) => {
+                if refused > 0 {
+                    let msg = format!("the broker refused {refused} of the subscriptions");
+                    warn!(source = ctx.id(), refused, "MQTT subscription refused");
                     ctx.health.error(msg);
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(LinkEvent::Message { topic, payload }) => {
                 let recv = now_ns();
-                let samples =
-                    handle_message(&ctx, &mut routes, &mut sp, &client, &mut limiter, &p.topic, &p.payload, recv);
+                let samples = handle_message(&ctx, &mut routes, &mut sp, &link, &mut limiter, &topic, &payload, recv);
                 if ctx.sink.send(samples).await.is_err() {
                     return Err(IngestError::Shutdown);
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                let reason = describe(&e);
+            Ok(LinkEvent::Other) => {}
+            Err(reason) => {
                 if connected {
                     connected = false;
                     ctx.health.count_reconnect();
@@ -329,7 +329,7 @@ fn handle_message(
     ctx: &SourceCtx,
     routes: &mut Routes,
     sp: &mut Sparkplug,
-    client: &AsyncClient,
+    link: &Link,
     limiter: &mut LogLimiter,
     topic: &str,
     payload: &[u8],
@@ -349,7 +349,7 @@ fn handle_message(
             }
             if let Some((topic, payload)) = out.rebirth {
                 info!(source = ctx.id(), %topic, "Sparkplug: unknown alias or node; requesting a rebirth");
-                if let Err(e) = client.try_publish(topic, QoS::AtMostOnce, false, payload) {
+                if let Err(e) = link.publish(topic, payload) {
                     warn!(source = ctx.id(), error = %e, "cannot publish the rebirth request");
                     sp.allow_rebirth_requests();
                 }
@@ -466,13 +466,6 @@ fn read_password(cfg: &MqttSourceConfig) -> Result<Option<String>, IngestError> 
             .map_err(|e| IngestError::Config(format!("cannot read password_file {}: {e}", path.display())));
     }
     Ok(None)
-}
-
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
