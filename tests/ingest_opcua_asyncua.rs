@@ -10,6 +10,8 @@
 //!   an event), and gets every subscription back by itself.
 //! - A second source reads a few of the same nodes with `mode = "poll"`: what
 //!   it stores are values the server really held at those source timestamps.
+//! - With `events = true` every event the server raised while subscribed is
+//!   in the event log with its time, severity and message.
 //! - `x509_user_identity`: an X.509 user certificate logs in; an unknown one is
 //!   refused and health names it (certificates made with `openssl`).
 //!
@@ -39,6 +41,8 @@ const PASSWORD: &str = "s3cret-pw";
 const TYPES: [&str; 7] = ["Double", "Float", "Int32", "UInt16", "Int64", "Boolean", "String"];
 /// Nodes the polling source reads.
 const POLLED: [usize; 3] = [0, 5, 6];
+/// The server raises an event every 5 steps (1 s).
+const EVENTS: [&str; 2] = ["--events-every", "5"];
 
 /// The Python server, killed on drop.
 struct PyServer {
@@ -113,7 +117,7 @@ fn config(dir: &Path, port: u16) -> Config {
          [[area]]\nid = \"hall\"\nname = \"Hall\"\n[[line]]\nid = \"line1\"\nname = \"Line 1\"\narea = \"hall\"\n\
          [[asset]]\nid = \"plc\"\nname = \"PLC\"\nline = \"line1\"\nkind = \"plc\"\n\
          [[source]]\nid = \"plc-sub\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
-         publishing_interval = \"200ms\"\nsampling_interval = \"100ms\"\nqueue_size = 20\nconnect_timeout = \"5s\"\n{security}\
+         publishing_interval = \"200ms\"\nsampling_interval = \"100ms\"\nqueue_size = 20\nconnect_timeout = \"5s\"\nevents = true\n{security}\
          [[source]]\nid = \"plc-poll\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
          mode = \"poll\"\npoll_interval = \"300ms\"\nconnect_timeout = \"5s\"\n{security}",
         dir.join("data").display()
@@ -180,7 +184,7 @@ async fn asyncua_server_killed_and_restarted() {
     let server_dir = tmp.path().join("server");
     std::fs::create_dir_all(&server_dir).expect("server dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let server = PyServer::start(port, &server_dir);
+    let server = PyServer::start_with(port, &server_dir, VARS, &EVENTS);
 
     let config = config(tmp.path(), port);
     let gw = Gateway::start(&config);
@@ -209,7 +213,7 @@ async fn asyncua_server_killed_and_restarted() {
 
     // 3. It comes back on the same port (same certificate): subscriptions come back by themselves.
     let restarted_at = linepilot::domain::now_ns();
-    let server = PyServer::start(port, &server_dir);
+    let server = PyServer::start_with(port, &server_dir, VARS, &EVENTS);
     wait_for("reconnect", Duration::from_secs(60), || state("plc-sub") == SourceState::Connected).await;
     wait_for("5 new changes of every variable", Duration::from_secs(60), || {
         names.iter().zip(&before).all(|(n, b)| good(n) >= b + 5)
@@ -291,6 +295,38 @@ async fn asyncua_server_killed_and_restarted() {
         }
     }
     assert!(polled >= 3 * 5, "polled samples: {polled}");
+
+    // The server's own events, as it logged them (events = true): time, severity, message.
+    let logged: Vec<(i64, u16, String)> = std::fs::read_to_string(server_dir.join("events.jsonl"))
+        .expect("events.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+        .map(|v| {
+            let t = v["time_ns"].as_i64().expect("time_ns");
+            (t, v["severity"].as_u64().expect("severity") as u16, v["message"].as_str().expect("message").to_string())
+        })
+        .collect();
+    let source_events = store
+        .events()
+        .query(&EventQuery { kinds: vec![linepilot::domain::EventKind::Source], ..Default::default() })
+        .expect("events");
+    let got: Vec<(i64, u16, String)> = source_events
+        .iter()
+        .map(|e| (e.ts, e.severity, e.details["message"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for g in &got {
+        assert!(logged.contains(g), "stored event {g:?} was never raised by the server");
+    }
+    for (from, to) in [(i64::MIN, killed_at), (restarted_at, i64::MAX)] {
+        let in_session: Vec<i64> = got.iter().map(|g| g.0).filter(|t| *t > from && *t < to).collect();
+        let (Some(lo), Some(hi)) = (in_session.iter().min(), in_session.iter().max()) else {
+            panic!("no server event stored in the session after {from}");
+        };
+        let missing: Vec<&(i64, u16, String)> =
+            logged.iter().filter(|l| l.0 > *lo && l.0 < *hi && !got.contains(l)).collect();
+        assert!(missing.is_empty(), "server events never stored: {missing:?}");
+    }
+    assert!(source_events.iter().all(|e| e.message.starts_with("Server: step ")), "{source_events:?}");
 
     // The gap is an event too.
     let events = store.events().query(&EventQuery::default()).expect("events");

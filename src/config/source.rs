@@ -124,6 +124,10 @@ pub struct OpcUaSourceConfig {
     /// Time between reads of polled nodes (default `1s`).
     #[serde(default = "default_opcua_poll_interval")]
     pub poll_interval: HumanDuration,
+    /// Subscribe to the events the server raises (its Server object, which
+    /// also reports alarms and conditions) and keep them in the event log.
+    #[serde(default)]
+    pub events: bool,
 }
 
 /// How an OPC UA source gets its values.

@@ -45,11 +45,13 @@ pub enum EventKind {
     Audit,
     /// A connection to a source was lost or regained.
     Comms,
+    /// An event a source raised itself (an OPC UA event or alarm of a PLC).
+    Source,
 }
 
 impl EventKind {
     /// All kinds, in a stable order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::StateChange,
         EventKind::Alarm,
         EventKind::Anomaly,
@@ -57,6 +59,7 @@ impl EventKind {
         EventKind::Report,
         EventKind::Audit,
         EventKind::Comms,
+        EventKind::Source,
     ];
 
     /// The name used in files, the API and the CLI.
@@ -69,6 +72,7 @@ impl EventKind {
             EventKind::Report => "report",
             EventKind::Audit => "audit",
             EventKind::Comms => "comms",
+            EventKind::Source => "source",
         }
     }
 }

@@ -4,6 +4,7 @@
 Usage:
   python3 tests/interop/opcua_server.py --port P --dir DIR [--vars 100] [--period-ms 200]
                                         [--user NAME --password PW] [--user-cert USER.der]
+                                        [--events-every N]
 
 Endpoint opc.tcp://127.0.0.1:P/, application URI urn:interop:server; the variables
 live in namespace urn:interop:plc, which is namespace index 2.
@@ -274,6 +275,24 @@ class Stepper:
         os.close(self.out)
 
 
+class Events:
+    """Raises a BaseEvent on the Server object (severity 100..900, a message naming
+    the step) and logs it first to events.jsonl: {"time_ns", "severity", "message"}."""
+
+    def __init__(self, generator, log_path):
+        self.gen = generator
+        self.log = log_path
+
+    async def fire(self, k):
+        now = datetime.now(timezone.utc)
+        severity = 100 + (k * 37) % 801
+        message = f"step {k}: line speed above limit"
+        self.gen.event.Severity = severity
+        with open(self.log, "a") as f:
+            f.write(json.dumps({"time_ns": to_ns(now), "severity": severity, "message": message}) + "\n")
+        await self.gen.trigger(time_attr=now, message=message)
+
+
 async def run(args, d):
     server, url, variables = await build(args, d)
     period = args.period_ms / 1000.0
@@ -283,11 +302,14 @@ async def run(args, d):
         loop.add_signal_handler(sig, stop.set)
 
     stepper = Stepper(server, variables, d / "changes.jsonl")
+    events = None
     try:
         # Step 0 before clients can connect: no client sees a value that is not in the log.
         start = loop.time()
         await stepper.step(0)
         await server.start()
+        if args.events_every:
+            events = Events(await server.get_event_generator(), d / "events.jsonl")
         # Start-up builds ~6000 standard nodes; the cyclic GC only slows that down (~15%).
         gc.freeze()
         gc.enable()
@@ -302,6 +324,8 @@ async def run(args, d):
                 except asyncio.TimeoutError:
                     pass
                 await stepper.step(k)
+                if events is not None and k % args.events_every == 0:
+                    await events.fire(k)
                 k += 1
         finally:
             await server.stop()
@@ -315,6 +339,7 @@ def main():
     p.add_argument("--dir", required=True, help="certificate, key and changes.jsonl")
     p.add_argument("--vars", type=int, default=100)
     p.add_argument("--period-ms", type=int, default=200)
+    p.add_argument("--events-every", type=int, default=0, help="raise a server event every N steps (0: none)")
     p.add_argument("--user-cert", help="DER file of an X.509 user certificate that may log in")
     p.add_argument("--user")
     p.add_argument("--password")

@@ -118,6 +118,7 @@ pub async fn discover(opts: &DiscoverOptions, mut progress: impl FnMut(&str)) ->
         connect_timeout: HumanDuration(opts.timeout),
         mode: Default::default(),
         poll_interval: HumanDuration(Duration::from_secs(1)),
+        events: false,
     };
     if let Some((key, msg)) = cfg.check().into_iter().next() {
         return Err(DiscoverError::Session(IngestError::Config(format!("{key}: {msg}"))));

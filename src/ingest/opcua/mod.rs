@@ -26,10 +26,11 @@ use std::time::Duration;
 use opcua::client::{Client, ClientBuilder, IdentityToken, MonitoredItemMap, OnSubscriptionNotificationCore, Session};
 use opcua::crypto::{CertificateStore, SecurityPolicy as UaPolicy, X509};
 use opcua::types::{
-    match_extension_object_owned, AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger,
-    DeadbandType, EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
-    MonitoringMode, MonitoringParameters, NodeId, NotificationMessage, QualifiedName, ReadValueId,
-    StatusChangeNotification, StatusCode, TimestampsToReturn,
+    match_extension_object_owned, AttributeId, ContentFilter, DataChangeFilter, DataChangeNotification,
+    DataChangeTrigger, DeadbandType, EndpointDescription, EventFilter, EventNotificationList, ExtensionObject,
+    MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, NotificationMessage,
+    NumericRange, ObjectId, ObjectTypeId, QualifiedName, ReadValueId, SimpleAttributeOperand, StatusChangeNotification,
+    StatusCode, TimestampsToReturn, Variant,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,7 +40,7 @@ use super::{Backoff, BoundTag, IngestError, SourceCtx, SourceState};
 use crate::config::{
     OpcUaMode, OpcUaSecurity, OpcUaSourceConfig, SecurityMode, SecurityPolicy, SourceConfig, TagAddress,
 };
-use crate::domain::{now_ns, Quality, Sample, Timestamp, ValueKind};
+use crate::domain::{now_ns, Event, EventKind, Quality, Sample, Timestamp, ValueKind};
 
 pub use convert::{node_id, sample_time, timestamp, value};
 
@@ -114,6 +115,7 @@ impl Drop for EventLoop {
 /// From the subscription callbacks (in the event loop) to the driver.
 enum Note {
     Samples(Vec<Sample>),
+    Events(Vec<Event>),
     Status(StatusCode),
 }
 
@@ -217,6 +219,14 @@ impl Driver {
                             break Err(IngestError::Shutdown);
                         }
                     }
+                    Some(Note::Events(events)) => {
+                        for ev in &events {
+                            if let Err(e) = self.ctx.store.events().append(ev) {
+                                warn!(source = self.ctx.id(), error = %e, "opcua: cannot store an event of the server");
+                            }
+                        }
+                        debug!(source = self.ctx.id(), events = events.len(), "opcua: server events stored");
+                    }
                     Some(Note::Status(code)) => {
                         break Err(IngestError::Connection(format!("{url}: subscription ended by the server: {code}")));
                     }
@@ -299,7 +309,12 @@ impl Driver {
     ) -> Result<Option<u32>, IngestError> {
         let limit = self.cfg.connect_timeout.0;
         let publishing = self.cfg.publishing_interval.0;
-        let handler = Notify { tags: self.ctx.tags.clone(), tx, health: self.ctx.health.clone() };
+        let handler = Notify {
+            source: self.ctx.id().to_string(),
+            tags: self.ctx.tags.clone(),
+            tx,
+            health: self.ctx.health.clone(),
+        };
         let mut subs: Vec<u32> = Vec::new();
         // Items in the newest subscription, and whether the next chunk needs a new one.
         let (mut in_sub, mut need_sub) = (0usize, true);
@@ -392,6 +407,12 @@ impl Driver {
                 refused.push(tag.bad(now_ns(), Quality::from_status(code.bits())));
             }
         }
+        if self.cfg.events {
+            match subs.last() {
+                Some(&sub) => self.subscribe_events(session, sub, stop).await?,
+                None => warn!(source = self.ctx.id(), "opcua: no subscription for the server's events"),
+            }
+        }
         if !self.items.is_empty() && created == 0 && self.polled.is_empty() {
             return Err(IngestError::Protocol(format!(
                 "the server refused every monitored item ({} tags), e.g. {}",
@@ -412,6 +433,61 @@ impl Driver {
             return Err(IngestError::Shutdown);
         }
         Ok((!subs.is_empty()).then_some(subs.len() as u32))
+    }
+
+    /// A monitored item on the Server object's events (alarms and conditions
+    /// included): its fields become events in the store.
+    async fn subscribe_events(
+        &mut self,
+        session: &Session,
+        sub: u32,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), IngestError> {
+        let limit = self.cfg.connect_timeout.0;
+        let select = EVENT_FIELDS
+            .iter()
+            .map(|f| {
+                SimpleAttributeOperand::new(ObjectTypeId::BaseEventType, f, AttributeId::Value, NumericRange::None)
+            })
+            .collect();
+        let filter = EventFilter { select_clauses: Some(select), where_clause: ContentFilter::default() };
+        let request = MonitoredItemCreateRequest {
+            item_to_monitor: ReadValueId {
+                node_id: ObjectId::Server.into(),
+                attribute_id: AttributeId::EventNotifier as u32,
+                index_range: Default::default(),
+                data_encoding: QualifiedName::null(),
+            },
+            monitoring_mode: MonitoringMode::Reporting,
+            requested_parameters: MonitoringParameters {
+                client_handle: EVENT_HANDLE,
+                sampling_interval: 0.0,
+                filter: ExtensionObject::from_message(filter),
+                queue_size: 1000,
+                discard_oldest: true,
+            },
+        };
+        let call = session.create_monitored_items(sub, TimestampsToReturn::Both, vec![request]);
+        match within(limit, stop, call).await? {
+            Some(Ok(r)) if r.first().is_some_and(|r| r.result.status_code.is_good()) => {
+                info!(source = self.ctx.id(), "opcua: subscribed to the server's events");
+            }
+            Some(Ok(r)) => {
+                let code = r.first().map(|r| r.result.status_code).unwrap_or(StatusCode::BadUnexpectedError);
+                warn!(source = self.ctx.id(), status = %code, "opcua: the server refused its event item");
+                self.ctx.health.error(format!("events: {code}"));
+            }
+            Some(Err(e)) => {
+                warn!(source = self.ctx.id(), error = %e, "opcua: the server refused its event item");
+                self.ctx.health.error(format!("events: {e}"));
+            }
+            None => {
+                return Err(IngestError::Connection(format!(
+                    "CreateMonitoredItems (events): no answer within {limit:?}"
+                )))
+            }
+        }
+        Ok(())
     }
 
     /// The monitored item of a tag: the tag's sampling interval and deadband,
@@ -585,6 +661,7 @@ fn connect_error(
 /// A subscription's callback: a notification message becomes one batch.
 #[derive(Clone)]
 struct Notify {
+    source: String,
     tags: Arc<Vec<BoundTag>>,
     tx: mpsc::Sender<Note>,
     health: Arc<super::SourceHealth>,
@@ -610,6 +687,18 @@ impl OnSubscriptionNotificationCore for Notify {
                     if !v.status.is_good() {
                         let _ = self.tx.try_send(Note::Status(v.status));
                     }
+                },
+                v: EventNotificationList => {
+                    let events: Vec<Event> = v
+                        .events
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e.client_handle == EVENT_HANDLE)
+                        .map(|e| server_event(&self.source, e.event_fields.unwrap_or_default(), now))
+                        .collect();
+                    if !events.is_empty() && self.tx.try_send(Note::Events(events)).is_err() {
+                        self.health.count_dropped(1);
+                    }
                 }
             )
         }
@@ -620,6 +709,51 @@ impl OnSubscriptionNotificationCore for Notify {
         if self.tx.try_send(Note::Samples(samples)).is_err() {
             self.health.count_dropped(n);
         }
+    }
+}
+
+/// The fields selected from each event, in this order.
+const EVENT_FIELDS: [&str; 6] = ["EventId", "EventType", "SourceName", "Time", "Message", "Severity"];
+/// The client handle of the event item (tag items use tag index + 1).
+const EVENT_HANDLE: u32 = u32::MAX;
+
+/// An event of the server as an event of the store: its time, message and
+/// severity (OPC UA's 1..1000 scale is the store's), the rest as details.
+fn server_event(source: &str, fields: Vec<Variant>, now: Timestamp) -> Event {
+    let text = |v: Option<&Variant>| match v {
+        Some(Variant::LocalizedText(t)) => t.text.as_ref().to_string(),
+        Some(Variant::String(s)) => s.as_ref().to_string(),
+        Some(Variant::Empty) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let ts = match fields.get(3) {
+        Some(Variant::DateTime(t)) => convert::timestamp(t).unwrap_or(now),
+        _ => now,
+    };
+    let severity = match fields.get(5) {
+        Some(Variant::UInt16(s)) => (*s).min(1000),
+        _ => 0,
+    };
+    let event_id = match fields.first() {
+        Some(Variant::ByteString(b)) => b.as_base64(),
+        _ => String::new(),
+    };
+    let origin = text(fields.get(2));
+    let message = text(fields.get(4));
+    Event {
+        id: 0,
+        ts,
+        asset: None,
+        kind: EventKind::Source,
+        severity,
+        message: if origin.is_empty() { message.clone() } else { format!("{origin}: {message}") },
+        details: serde_json::json!({
+            "source": source,
+            "event_id": event_id,
+            "event_type": text(fields.get(1)),
+            "source_name": origin,
+            "message": message,
+        }),
     }
 }
 
