@@ -50,10 +50,6 @@ struct PyServer {
 }
 
 impl PyServer {
-    fn start(port: u16, dir: &Path) -> PyServer {
-        PyServer::start_with(port, dir, VARS, &[])
-    }
-
     fn start_with(port: u16, dir: &Path, vars: usize, extra: &[&str]) -> PyServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/opcua_server.py");
         let mut child = Command::new("python3")

@@ -25,9 +25,9 @@ pub enum LinkEvent {
 /// A client and its event loop, of either protocol version.
 pub enum Link {
     /// MQTT 3.1.1.
-    V4(rumqttc::AsyncClient, rumqttc::EventLoop),
+    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
     /// MQTT 5.
-    V5(v5::AsyncClient, v5::EventLoop),
+    V5(v5::AsyncClient, Box<v5::EventLoop>),
 }
 
 /// Settings shared by both versions.
@@ -57,7 +57,7 @@ impl Link {
                     opts.set_transport(t);
                 }
                 let (c, e) = rumqttc::AsyncClient::new(opts, o.requests);
-                Link::V4(c, e)
+                Link::V4(c, Box::new(e))
             }
             MqttProtocol::V5 => {
                 let mut opts = v5::MqttOptions::new(o.client_id, o.host, o.port);
@@ -75,7 +75,7 @@ impl Link {
                     opts.set_transport(t);
                 }
                 let (c, e) = v5::AsyncClient::new(opts, o.requests);
-                Link::V5(c, e)
+                Link::V5(c, Box::new(e))
             }
         }
     }
