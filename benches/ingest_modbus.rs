@@ -31,9 +31,7 @@ use linepilot::ingest::modbus::plan::ReadRequest;
 use linepilot::ingest::modbus::CyclePoller;
 use linepilot::ingest::{bind_tags, Sink, SourceCtx, SourceHealth};
 use linesim::line::live::LiveOptions;
-use linesim::line::scenario::Scenario;
 use linesim::line::Binding;
-use linesim::server::Running;
 use serde_json::json;
 
 const SOURCE: &str = "linesim-modbus";
@@ -156,41 +154,25 @@ fn pymodbus(port: u16, plan: &Path, seconds: f64, rate: Option<f64>) -> Phase {
     }
 }
 
-/// Starts the demo line frozen on its own runtime and threads; returns the
-/// Modbus address and the gateway config text (assets and the register map).
+/// Starts the demo line frozen 2 h in; returns the Modbus address and the
+/// assets with Modbus tags.
 fn start_linesim(pki: &Path) -> (std::net::SocketAddr, Vec<String>, std::sync::mpsc::Sender<()>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let pki = pki.to_path_buf();
-    std::thread::Builder::new()
-        .name("linesim".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
-            rt.block_on(async move {
-                let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/scenarios/demo.toml");
-                let mut sc = Scenario::load(Path::new(path)).expect("demo scenario");
-                sc.opcua.listen = "127.0.0.1:0".into();
-                sc.opcua.pki_dir = pki.display().to_string();
-                sc.mqtt.listen = "127.0.0.1:0".into();
-                sc.modbus.listen = "127.0.0.1:0".into();
-                let start_ns = sc.start_ns(path).expect("start");
-                let opts =
-                    LiveOptions { speed: 0.0, skip_ns: 2 * 3_600_000_000_000, start_ns: Some(start_ns), truth: None };
-                let running = Running::start(&sc, path, opts).await.expect("linesim starts");
-                let mut assets: Vec<String> = Vec::new();
-                for t in &running.line.feed.catalog.tags {
-                    if matches!(t.binding, Binding::Modbus(_)) && !assets.iter().any(|a| a == t.asset) {
-                        assets.push(t.asset.to_string());
-                    }
+    let opts = LiveOptions { speed: 0.0, skip_ns: 2 * 3_600_000_000_000, start_ns: None, truth: None };
+    let ((addr, assets), stop) = support::start_linesim_thread(
+        pki,
+        opts,
+        |_| {},
+        |running| {
+            let mut assets: Vec<String> = Vec::new();
+            for t in &running.line.feed.catalog.tags {
+                if matches!(t.binding, Binding::Modbus(_)) && !assets.iter().any(|a| a == t.asset) {
+                    assets.push(t.asset.to_string());
                 }
-                tx.send((running.modbus.addr, assets)).expect("main thread");
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                running.line.stop();
-            });
-        })
-        .expect("linesim thread");
-    let (addr, assets) = rx.recv().expect("linesim started");
-    (addr, assets, stop_tx)
+            }
+            (running.modbus.addr, assets)
+        },
+    );
+    (addr, assets, stop)
 }
 
 fn gateway_config(addr: std::net::SocketAddr, assets: &[String], data_dir: &Path) -> Config {

@@ -26,8 +26,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use linesim::line::live::LiveOptions;
-use linesim::line::scenario::Scenario;
-use linesim::server::Running;
 use serde_json::json;
 use support::Daemon;
 
@@ -45,32 +43,15 @@ fn proc_cpu(pid: u32) -> f64 {
     f.get(11).zip(f.get(12)).map(|(u, s)| (u + s) as f64 / 100.0).unwrap_or(0.0)
 }
 
-/// Starts the live line with `n` bench variables on its own thread; returns its OPC UA endpoint.
+/// Starts the live line with `n` bench variables; returns its OPC UA endpoint.
 fn start_linesim(pki: &Path, n: usize) -> (String, std::sync::mpsc::Sender<()>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let pki = pki.to_path_buf();
-    std::thread::Builder::new()
-        .name("linesim".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
-            rt.block_on(async move {
-                let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/scenarios/demo.toml");
-                let mut sc = Scenario::load(Path::new(path)).expect("demo scenario");
-                sc.opcua.listen = "127.0.0.1:0".into();
-                sc.opcua.pki_dir = pki.display().to_string();
-                sc.opcua.bench_variables = n;
-                sc.mqtt.listen = "127.0.0.1:0".into();
-                sc.modbus.listen = "127.0.0.1:0".into();
-                let opts = LiveOptions { speed: 1.0, skip_ns: 0, start_ns: None, truth: None };
-                let running = Running::start(&sc, path, opts).await.expect("linesim starts");
-                tx.send(running.opcua.endpoint_url.clone()).expect("main thread");
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                running.line.stop();
-            });
-        })
-        .expect("linesim thread");
-    (rx.recv().expect("linesim started"), stop_tx)
+    let opts = LiveOptions { speed: 1.0, skip_ns: 0, start_ns: None, truth: None };
+    support::start_linesim_thread(
+        pki,
+        opts,
+        move |sc| sc.opcua.bench_variables = n,
+        |running| running.opcua.endpoint_url.clone(),
+    )
 }
 
 fn gateway_config(dir: &Path, endpoint: &str, n: usize) -> std::path::PathBuf {

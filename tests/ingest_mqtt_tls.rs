@@ -17,22 +17,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Gateway;
+use common::{openssl, Gateway};
 use linepilot::config::Config;
 use linepilot::domain::SeriesKey;
 use linepilot::ingest::SourceState;
 use linepilot::store::points::Column;
 use linepilot::store::Store;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("this test needs the openssl command (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
 
 /// A CA (`NAME-ca.pem`/`.key`) and a certificate it signs (`LEAF.pem`/`.key`) with `san`.
 fn ca(dir: &Path, name: &str) {

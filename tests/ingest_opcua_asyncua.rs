@@ -25,7 +25,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{wait_for, Gateway};
+use common::{openssl, wait_for, Gateway};
 use linepilot::config::Config;
 use linepilot::domain::{Quality, SeriesKey};
 use linepilot::ingest::SourceState;
@@ -333,15 +333,6 @@ async fn asyncua_server_killed_and_restarted() {
     eprintln!(
         "asyncua: {matched} changes matched ({uncertain} uncertain, {bad_quality} bad), {polled} polled; {health:?}"
     );
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("this test needs the openssl command (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 /// An X.509 user identity (`user_cert` + `user_key`) instead of a user name:

@@ -345,3 +345,42 @@ pub fn vm_sample_count(vm: &Vm, selector: &str, hours: f64, end_s: i64) -> u64 {
     let v: serde_json::Value = serde_json::from_str(&get_text(&url)).expect("VM answer");
     v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64
 }
+
+/// Runs the demo line on its own thread and single-worker runtime (so its CPU
+/// is not the measured client's): loopback ports picked by the OS, PKI in
+/// `pki`, `tweak` applied to the scenario; `report` picks what the caller
+/// needs from the running servers. Send on the returned channel to stop it.
+pub fn start_linesim_thread<T: Send + 'static>(
+    pki: &Path,
+    opts: linesim::line::live::LiveOptions,
+    tweak: impl FnOnce(&mut linesim::line::scenario::Scenario) + Send + 'static,
+    report: impl FnOnce(&linesim::server::Running) -> T + Send + 'static,
+) -> (T, std::sync::mpsc::Sender<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let pki = pki.to_path_buf();
+    std::thread::Builder::new()
+        .name("linesim".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+            rt.block_on(async move {
+                let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/scenarios/demo.toml");
+                let mut sc = linesim::line::scenario::Scenario::load(Path::new(path)).expect("demo scenario");
+                sc.opcua.listen = "127.0.0.1:0".into();
+                sc.opcua.pki_dir = pki.display().to_string();
+                sc.mqtt.listen = "127.0.0.1:0".into();
+                sc.modbus.listen = "127.0.0.1:0".into();
+                tweak(&mut sc);
+                let mut opts = opts;
+                if opts.start_ns.is_none() && opts.speed == 0.0 {
+                    opts.start_ns = Some(sc.start_ns(path).expect("start"));
+                }
+                let running = linesim::server::Running::start(&sc, path, opts).await.expect("linesim starts");
+                tx.send(report(&running)).expect("main thread");
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                running.line.stop();
+            });
+        })
+        .expect("linesim thread");
+    (rx.recv().expect("linesim started"), stop_tx)
+}

@@ -232,3 +232,13 @@ pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs the `openssl` command in `dir` (tests make their CAs and certificates with it).
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the openssl command (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
