@@ -1,7 +1,7 @@
 //! `linepilot`: the gateway binary. Parses the command line and calls into the library.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -56,6 +56,22 @@ enum Cmd {
         precision: String,
         /// Input file.
         input: PathBuf,
+    },
+    /// Score a CSV export (any historian's) with the streaming anomaly detector:
+    /// per row the score (largest robust |z|), the flag and the columns that moved.
+    Detect {
+        /// The CSV file, with a header line.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Time column copied to the output (default: `timestamp` or `time`, else the row number).
+        #[arg(long)]
+        time_col: Option<String>,
+        /// Columns to score, comma-separated (default: all but the time column).
+        #[arg(long, value_delimiter = ',')]
+        value_cols: Option<Vec<String>>,
+        /// |z| at which a row is flagged.
+        #[arg(long, default_value_t = 6.0)]
+        threshold: f64,
     },
     /// Query a series: raw samples or windowed aggregates.
     Query {
@@ -266,6 +282,10 @@ fn main() -> ExitCode {
                 timeout: std::time::Duration::from_secs_f64(timeout.clamp(0.1, 3600.0)),
             };
             discover(opts, &source_id, asset.as_deref())
+        }
+        Cmd::Detect { csv, time_col, value_cols, threshold } => {
+            init_logging("warn");
+            detect_csv(&csv, time_col, value_cols, threshold)
         }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
@@ -511,6 +531,19 @@ fn age(now: i64, ts: i64) -> String {
     } else {
         format!("{:.1}h ago", s / 3600.0)
     }
+}
+
+/// `linepilot detect --csv`: scores to stdout, a summary on stderr.
+fn detect_csv(path: &Path, time_col: Option<String>, value_cols: Option<Vec<String>>, threshold: f64) -> Result<()> {
+    use linepilot::analytics::detect::{score_csv, BaselineParams, CsvOptions};
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let opts = CsvOptions { time_col, value_cols };
+    let params = BaselineParams { threshold, ..Default::default() };
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (rows, flagged) =
+        score_csv(std::io::BufReader::new(file), out, &opts, params).with_context(|| format!("{}", path.display()))?;
+    eprintln!("{}: {rows} rows, {flagged} flagged (|z| >= {threshold})", path.display());
+    Ok(())
 }
 
 /// `linepilot status`: true when the daemon reports "ok".
