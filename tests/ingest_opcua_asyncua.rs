@@ -115,7 +115,9 @@ fn config(dir: &Path, port: u16) -> Config {
          [[source]]\nid = \"plc-sub\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
          publishing_interval = \"200ms\"\nsampling_interval = \"100ms\"\nqueue_size = 20\nconnect_timeout = \"5s\"\nevents = true\n{security}\
          [[source]]\nid = \"plc-poll\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
-         mode = \"poll\"\npoll_interval = \"300ms\"\nconnect_timeout = \"5s\"\n{security}",
+         mode = \"poll\"\npoll_interval = \"300ms\"\nconnect_timeout = \"5s\"\n{security}\
+         [[source]]\nid = \"plc-events\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{port}/\"\ntrust_server_cert = true\n\
+         publishing_interval = \"200ms\"\nconnect_timeout = \"5s\"\nevents = true\n{security}",
         dir.join("data").display()
     );
     for i in 0..VARS {
@@ -323,6 +325,9 @@ async fn asyncua_server_killed_and_restarted() {
         assert!(missing.is_empty(), "server events never stored: {missing:?}");
     }
     assert!(source_events.iter().all(|e| e.message.starts_with("Server: step ")), "{source_events:?}");
+    // A source with no tags, for events only, gets them too.
+    let of = |id: &str| source_events.iter().filter(|e| e.details["source"] == id).count();
+    assert!(of("plc-sub") >= 2 && of("plc-events") >= 2, "{} / {}", of("plc-sub"), of("plc-events"));
 
     // The gap is an event too.
     let events = store.events().query(&EventQuery::default()).expect("events");

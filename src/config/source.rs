@@ -235,6 +235,9 @@ impl OpcUaSourceConfig {
         if self.poll_interval.0.is_zero() {
             errs.push(("poll_interval", "poll_interval must be more than 0".to_string()));
         }
+        if self.events && self.mode == OpcUaMode::Poll {
+            errs.push(("events", "events arrive through a subscription: they need mode = \"subscribe\"".to_string()));
+        }
         errs
     }
 }

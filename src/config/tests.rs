@@ -602,6 +602,14 @@ fn opcua_poll_mode_and_certificate_identity() {
     assert_eq!(d.len(), 2, "{}", listing.join("\n"));
     assert!(listing[0].contains("source[0].mode") && listing[0].contains("`pull`"), "{}", listing[0]);
     assert!(listing[1].contains("security.user_cert") && listing[1].contains("needs `user_key`"), "{}", listing[1]);
+
+    let text = BASE.replace(
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\n",
+        "endpoint = \"opc.tcp://127.0.0.1:4840\"\nmode = \"poll\"\nevents = true\n",
+    );
+    let d = errors_of(&text);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].key.ends_with("events") && d[0].message.contains("need mode = \"subscribe\""), "{d:?}");
 }
 
 #[test]

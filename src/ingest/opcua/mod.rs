@@ -407,6 +407,15 @@ impl Driver {
                 refused.push(tag.bad(now_ns(), Quality::from_status(code.bits())));
             }
         }
+        if self.cfg.events && subs.is_empty() && items.is_empty() {
+            // A source for events only: one subscription to carry them.
+            let call = session.create_subscription(publishing, 30, 10, 0, 0, true, handler.clone());
+            match within(limit, stop, call).await? {
+                Some(Ok(id)) => subs.push(id),
+                Some(Err(e)) => return Err(IngestError::Protocol(format!("CreateSubscription: {e}"))),
+                None => return Err(IngestError::Connection(format!("CreateSubscription: no answer within {limit:?}"))),
+            }
+        }
         if self.cfg.events {
             match subs.last() {
                 Some(&sub) => self.subscribe_events(session, sub, stop).await?,
