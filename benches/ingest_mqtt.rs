@@ -48,14 +48,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// CPU seconds (user + system) of a process so far.
-fn proc_cpu(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = s.rfind(')') else { return 0.0 };
-    let f: Vec<u64> = s[end + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    f.get(11).zip(f.get(12)).map(|(u, s)| (u + s) as f64 / 100.0).unwrap_or(0.0)
-}
-
 struct Broker {
     child: Child,
     port: u16,
@@ -196,9 +188,7 @@ fn gateway_config(dir: &Path, port: u16) -> std::path::PathBuf {
 
 /// The source's health from `/healthz`.
 fn source_health(addr: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(&support::get_text(&format!("http://{addr}/healthz"))).expect("healthz JSON");
-    v["sources"].as_array().and_then(|a| a.iter().find(|s| s["id"] == SOURCE).cloned()).unwrap_or(json!({}))
+    support::source_health(addr, SOURCE)
 }
 
 fn wait_connected(addr: &str) {
@@ -236,7 +226,7 @@ fn main() {
     // 1. Throughput into the store.
     let before = source_health(&daemon.addr);
     let stored0 = before["stored_samples"].as_u64().unwrap_or(0);
-    let (d_cpu0, b_cpu0) = (proc_cpu(pid), proc_cpu(broker.child.id()));
+    let (d_cpu0, b_cpu0) = (support::proc_cpu(pid), support::proc_cpu(broker.child.id()));
     let t0_ms = now_ms() - 10 * 24 * 3_600_000; // history: older than anything live
     let started = Instant::now();
     let publisher = std::thread::spawn({
@@ -265,7 +255,7 @@ fn main() {
     };
     let wall = started.elapsed().as_secs_f64();
     let publish_wall = publisher.join().expect("publisher").as_secs_f64();
-    let (d_cpu, b_cpu) = (proc_cpu(pid) - d_cpu0, proc_cpu(broker.child.id()) - b_cpu0);
+    let (d_cpu, b_cpu) = (support::proc_cpu(pid) - d_cpu0, support::proc_cpu(broker.child.id()) - b_cpu0);
     let rate = stored as f64 / wall;
     println!(
         "linepilot: {stored} of {n} stored in {wall:.2} s = {rate:.0} msg/s (published in {publish_wall:.2} s); \
@@ -282,7 +272,7 @@ fn main() {
         .spawn()
         .expect("mosquitto_sub (Debian package mosquitto-clients) must be installed");
     std::thread::sleep(Duration::from_millis(500)); // subscribed by then
-    let b_cpu1 = proc_cpu(broker.child.id());
+    let b_cpu1 = support::proc_cpu(broker.child.id());
     let peer_start = Instant::now();
     let p = std::thread::spawn({
         let port = broker.port;
@@ -304,7 +294,7 @@ fn main() {
     });
     let _ = sub.wait();
     let peer_rate = n as f64 / peer_wall;
-    let b_cpu_peer = proc_cpu(broker.child.id()) - b_cpu1;
+    let b_cpu_peer = support::proc_cpu(broker.child.id()) - b_cpu1;
     println!("mosquitto_sub: {n} received in {peer_wall:.2} s = {peer_rate:.0} msg/s; mosquitto CPU {b_cpu_peer:.2} s");
 
     // The daemon was subscribed during the peer's burst too: let it finish

@@ -35,14 +35,6 @@ fn env_num(key: &str, default: f64) -> f64 {
     std::env::var(key).ok().and_then(|s| s.parse().ok()).filter(|n: &f64| *n > 0.0).unwrap_or(default)
 }
 
-/// CPU seconds (user + system) of a process so far.
-fn proc_cpu(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = s.rfind(')') else { return 0.0 };
-    let f: Vec<u64> = s[end + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    f.get(11).zip(f.get(12)).map(|(u, s)| (u + s) as f64 / 100.0).unwrap_or(0.0)
-}
-
 /// Starts the live line with `n` bench variables; returns its OPC UA endpoint.
 fn start_linesim(pki: &Path, n: usize) -> (String, std::sync::mpsc::Sender<()>) {
     let opts = LiveOptions { speed: 1.0, skip_ns: 0, start_ns: None, truth: None };
@@ -75,9 +67,7 @@ fn gateway_config(dir: &Path, endpoint: &str, n: usize) -> std::path::PathBuf {
 
 /// The source's health in `/healthz`.
 fn source(addr: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(&support::get_text(&format!("http://{addr}/healthz"))).expect("healthz JSON");
-    v["sources"].as_array().and_then(|a| a.iter().find(|s| s["id"] == SOURCE).cloned()).unwrap_or_default()
+    support::source_health(addr, SOURCE)
 }
 
 fn stored_samples(addr: &str) -> u64 {
@@ -155,9 +145,9 @@ fn main() {
     }
     let ready_s = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
-    let (c0, s0, t0) = (proc_cpu(pid), stored_samples(&daemon.addr), Instant::now());
+    let (c0, s0, t0) = (support::proc_cpu(pid), stored_samples(&daemon.addr), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(seconds));
-    let (c1, s1, wall) = (proc_cpu(pid), stored_samples(&daemon.addr), t0.elapsed().as_secs_f64());
+    let (c1, s1, wall) = (support::proc_cpu(pid), stored_samples(&daemon.addr), t0.elapsed().as_secs_f64());
     let rss = support::proc_status_kb(pid, "VmRSS").unwrap_or(0);
     let hwm = support::proc_status_kb(pid, "VmHWM").unwrap_or(0);
     let health = source(&daemon.addr);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{openssl, Gateway};
+use common::{openssl, self_signed, Gateway};
 use linepilot::config::Config;
 use linepilot::domain::SeriesKey;
 use linepilot::ingest::SourceState;
@@ -25,26 +25,9 @@ use linepilot::store::points::Column;
 use linepilot::store::Store;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
-/// A CA (`NAME-ca.pem`/`.key`) and a certificate it signs (`LEAF.pem`/`.key`) with `san`.
+/// A CA (`NAME-ca.pem`/`.key`); [`leaf`] makes the certificates it signs.
 fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} test CA"),
-            "-keyout",
-            &format!("{name}-ca.key"),
-            "-out",
-            &format!("{name}-ca.pem"),
-        ],
-    );
+    self_signed(dir, &format!("{name} test CA"), &format!("{name}-ca.key"), &format!("{name}-ca.pem"));
 }
 
 fn leaf(dir: &Path, ca: &str, leaf: &str, cn: &str, san: Option<&str>) {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{openssl, wait_for, Gateway};
+use common::{self_signed, wait_for, Gateway};
 use linepilot::config::Config;
 use linepilot::domain::{Quality, SeriesKey};
 use linepilot::ingest::SourceState;
@@ -348,26 +348,7 @@ async fn x509_user_identity() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = tmp.path();
     for name in ["operator", "stranger"] {
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &format!("{name}.pem"),
-                "-outform",
-                "DER",
-                "-out",
-                &format!("{name}.der"),
-            ],
-        );
+        self_signed(d, name, &format!("{name}.pem"), &format!("{name}.der"));
     }
     let server_dir = d.join("server");
     std::fs::create_dir_all(&server_dir).expect("server dir");

@@ -384,3 +384,18 @@ pub fn start_linesim_thread<T: Send + 'static>(
         .expect("linesim thread");
     (rx.recv().expect("linesim started"), stop_tx)
 }
+
+/// CPU seconds (user + system, all threads) of a process so far.
+pub fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = s.rfind(')') else { return 0.0 };
+    let f: Vec<u64> = s[end + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    f.get(11).zip(f.get(12)).map(|(u, s)| (u + s) as f64 / 100.0).unwrap_or(0.0)
+}
+
+/// Source `id`'s health in a daemon's `/healthz` (`null` when it has no such source).
+pub fn source_health(addr: &str, id: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&get_text(&format!("http://{addr}/healthz"))).expect("healthz JSON");
+    v["sources"].as_array().and_then(|a| a.iter().find(|s| s["id"] == id).cloned()).unwrap_or_default()
+}

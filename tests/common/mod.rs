@@ -242,3 +242,15 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         .expect("this test needs the openssl command (apt-get install openssl)");
     assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A self-signed certificate made with openssl in `dir`: key `key` (PEM) and
+/// certificate `cert` (PEM, or DER when `cert` ends in `.der`), subject `CN=cn`.
+pub fn self_signed(dir: &Path, cn: &str, key: &str, cert: &str) {
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject];
+    args.extend(["-keyout", key, "-out", cert]);
+    if cert.ends_with(".der") {
+        args.extend(["-outform", "DER"]);
+    }
+    openssl(dir, &args);
+}
