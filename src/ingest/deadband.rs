@@ -17,8 +17,6 @@ use super::BoundTag;
 #[derive(Debug)]
 pub struct Deadband {
     slots: HashMap<SeriesId, Slot>,
-    /// Samples held back so far.
-    suppressed: u64,
 }
 
 #[derive(Debug)]
@@ -39,21 +37,14 @@ impl Deadband {
                 Some((t.series, Slot { band, last: None }))
             })
             .collect();
-        (!slots.is_empty()).then_some(Deadband { slots, suppressed: 0 })
+        (!slots.is_empty()).then_some(Deadband { slots })
     }
 
     /// Drops the samples that stay within their tag's deadband; returns how many.
     pub fn retain(&mut self, samples: &mut Vec<Sample>) -> u64 {
         let before = samples.len();
         samples.retain(|s| self.keep(s));
-        let dropped = (before - samples.len()) as u64;
-        self.suppressed += dropped;
-        dropped
-    }
-
-    /// Samples held back since the filter was made.
-    pub fn suppressed(&self) -> u64 {
-        self.suppressed
+        (before - samples.len()) as u64
     }
 
     fn keep(&mut self, s: &Sample) -> bool {
@@ -123,7 +114,6 @@ mod tests {
         assert_eq!(db.retain(&mut v), 4);
         let ts: Vec<i64> = v.iter().map(|s| s.ts).collect();
         assert_eq!(ts, [1, 4, 6, 7, 8, 10, 11]);
-        assert_eq!(db.suppressed(), 4);
     }
 
     #[test]
