@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use linepilot::analytics::detect::{BaselineParams, SignalParams};
 use linepilot::api::query::{self, QueryParams};
 use linepilot::config::{Config, OpcUaSecurity, SecurityMode, SecurityPolicy};
 use linepilot::ingest::opcua::discover::DiscoverOptions;
@@ -17,6 +18,59 @@ use linepilot::store::StoreError;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// The Numenta Anomaly Benchmark: the univariate detector over all 58 series,
+    /// scored with NAB's three profiles.
+    Nab {
+        /// NAB's root folder (holding data/, labels/, config/).
+        #[arg(long, default_value = "../shared/data/nab")]
+        data: PathBuf,
+        /// Level |z| threshold (the same for every series).
+        #[arg(long, default_value_t = SignalParams::default().level.threshold)]
+        threshold: f64,
+        /// Step |z| threshold.
+        #[arg(long, default_value_t = SignalParams::default().step.threshold)]
+        step_threshold: f64,
+        /// Baseline adaptation rate (level and scale).
+        #[arg(long, default_value_t = SignalParams::default().level.alpha)]
+        alpha: f64,
+        /// CUSUM decision level.
+        #[arg(long, default_value_t = SignalParams::default().cusum_h)]
+        cusum_h: f64,
+        /// CUSUM allowance.
+        #[arg(long, default_value_t = SignalParams::default().cusum_k)]
+        cusum_k: f64,
+        /// Calm samples that end an anomaly episode.
+        #[arg(long, default_value_t = SignalParams::default().quiet)]
+        quiet: usize,
+        /// A test flags only above this many times its own recent peak.
+        #[arg(long, default_value_t = SignalParams::default().margin)]
+        margin: f64,
+        /// Samples over which a test's peak decays.
+        #[arg(long, default_value_t = SignalParams::default().memory)]
+        memory: f64,
+        /// Quantisation levels of the pattern test.
+        #[arg(long, default_value_t = SignalParams::default().pattern_levels)]
+        pattern_levels: u32,
+        /// Context lengths of the pattern test.
+        #[arg(long, default_value_t = SignalParams::default().pattern_orders)]
+        pattern_orders: usize,
+        /// Share of new contexts that flags (0 disables the pattern test).
+        #[arg(long, default_value_t = SignalParams::default().pattern_threshold)]
+        pattern_threshold: f64,
+        /// Adaptation rate of the slow baseline.
+        #[arg(long, default_value_t = SignalParams::default().slow_alpha)]
+        slow_alpha: f64,
+        /// |z| against the slow baseline a value needs to be news.
+        #[arg(long, default_value_t = SignalParams::default().slow_threshold)]
+        slow_threshold: f64,
+        /// Print per-file detections too.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +126,11 @@ enum Cmd {
         /// |z| at which a row is flagged.
         #[arg(long, default_value_t = 6.0)]
         threshold: f64,
+    },
+    /// Evaluate the analytics on a public data set (see docs/EVALUATION.md).
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
     },
     /// Query a series: raw samples or windowed aggregates.
     Query {
@@ -286,6 +345,10 @@ fn main() -> ExitCode {
         Cmd::Detect { csv, time_col, value_cols, threshold } => {
             init_logging("warn");
             detect_csv(&csv, time_col, value_cols, threshold)
+        }
+        Cmd::Eval { what } => {
+            init_logging("warn");
+            eval(what)
         }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
@@ -544,6 +607,78 @@ fn detect_csv(path: &Path, time_col: Option<String>, value_cols: Option<Vec<Stri
         score_csv(std::io::BufReader::new(file), out, &opts, params).with_context(|| format!("{}", path.display()))?;
     eprintln!("{}: {rows} rows, {flagged} flagged (|z| >= {threshold})", path.display());
     Ok(())
+}
+
+/// `linepilot eval ...`: prints a Markdown report.
+fn eval(what: EvalWhat) -> Result<()> {
+    use linepilot::analytics::eval::nab;
+    match what {
+        EvalWhat::Nab {
+            data,
+            threshold,
+            step_threshold,
+            alpha,
+            cusum_h,
+            cusum_k,
+            quiet,
+            margin,
+            memory,
+            pattern_levels,
+            pattern_orders,
+            pattern_threshold,
+            slow_alpha,
+            slow_threshold,
+            verbose,
+        } => {
+            let corpus = nab::NabCorpus::load(&data).with_context(|| {
+                format!("cannot load NAB from {} (the folder with data/, labels/, config/)", data.display())
+            })?;
+            let d = SignalParams::default();
+            let level = BaselineParams { threshold, alpha, beta: alpha, ..d.level };
+            let step = BaselineParams { threshold: step_threshold, alpha, beta: alpha, ..d.step };
+            let p = SignalParams {
+                level,
+                step,
+                cusum_h,
+                cusum_k,
+                quiet,
+                margin,
+                memory,
+                pattern_levels,
+                pattern_orders,
+                pattern_threshold,
+                slow_alpha,
+                slow_threshold,
+            };
+            let t0 = std::time::Instant::now();
+            let scores = nab::detect_episodes(&corpus, p);
+            let secs = t0.elapsed().as_secs_f64();
+            let rows: usize = corpus.files.iter().map(|f| f.values.len()).sum();
+            let r = corpus.score(&scores, 1.0);
+            if verbose {
+                for f in &corpus.files {
+                    let mut d = linepilot::analytics::detect::SignalDetector::new(p);
+                    let det: Vec<(usize, String)> = f
+                        .values
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, &x)| {
+                            let v = d.update(x);
+                            v.start.then(|| (i, v.kind.map(|k| format!("{k:?}")).unwrap_or_default()))
+                        })
+                        .collect();
+                    println!("{} windows {:?} detections {:?}", f.name, f.windows, det);
+                }
+            }
+            println!(
+                "NAB: {} series, {rows} rows, {} windows; detector ran in {secs:.2} s\n",
+                corpus.files.len(),
+                corpus.window_count()
+            );
+            println!("{}", nab::markdown(&[("linepilot SignalDetector (fixed parameters)".to_string(), r)]));
+            Ok(())
+        }
+    }
 }
 
 /// `linepilot status`: true when the daemon reports "ok".

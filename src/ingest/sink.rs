@@ -100,7 +100,16 @@ impl Sink {
 
 /// Drains the channel into the store until every sender is gone, coalescing
 /// what has queued up (up to `max_batch` samples) into one durable write.
-pub async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Batch>, max_batch: usize) {
+///
+/// With `committed`, every durable batch is also offered to the analytics stage;
+/// when the stage lags, the batch is skipped for analytics (and counted), never
+/// for the store: ingest does not wait for analytics.
+pub async fn writer(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Batch>,
+    max_batch: usize,
+    committed: Option<crate::analytics::stage::CommittedTx>,
+) {
     while let Some(first) = rx.recv().await {
         let mut sources = vec![(first.health, first.samples.len() as u64)];
         let mut samples = first.samples;
@@ -114,9 +123,13 @@ pub async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Batch>, max_batch:
             }
         }
         let n = samples.len();
+        let copy = committed.as_ref().map(|_| samples.clone());
         match store.write_async(samples).await {
             Ok(()) => {
                 debug!(samples = n, "ingest batch stored");
+                if let (Some(tx), Some(copy)) = (&committed, copy) {
+                    tx.offer(copy);
+                }
                 let now = crate::domain::now_ns();
                 for (h, n) in &sources {
                     h.stored(now, *n);

@@ -89,10 +89,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     // Sources → one bounded channel → the writer → the store.
     let health = Arc::new(crate::ingest::Health::default());
     let (sink, rx) = crate::ingest::Sink::channel(INGEST_CHANNEL_BATCHES);
-    let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH));
+    let tags = Arc::new(crate::ingest::bind_all_tags(&config, &store)?);
+    // Committed batches → the analytics stage → events.
+    let analytics_health = Arc::new(crate::analytics::stage::AnalyticsHealth::default());
+    let (committed, committed_rx) = crate::analytics::stage::committed_queue(analytics_health.clone());
+    let analytics = crate::analytics::stage::Analytics::new(&tags, crate::analytics::detect::SignalParams::default());
+    let stage = tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health));
+    let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
-    let tags = Arc::new(crate::ingest::bind_all_tags(&config, &store)?);
     let app = crate::api::router(
         crate::api::ApiState { store: store.clone(), ingest: health, tags },
         config.api.max_body_bytes.0 as usize,
@@ -103,8 +108,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     for t in sources {
         let _ = t.await;
     }
-    // Every sink is gone with its source: the writer drains what is queued and ends.
+    // Every sink is gone with its source: the writer drains what is queued and ends,
+    // and with it the analytics stage.
     let _ = writer.await;
+    let _ = stage.await;
     audit(&store, "linepilot stopped cleanly".to_string(), serde_json::json!({}));
     let s = store.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || s.close()).await {

@@ -151,7 +151,7 @@ impl Gateway {
         let store = Arc::new(linepilot::service::open_store(config, None, background).expect("store"));
         let health = Arc::new(linepilot::ingest::Health::default());
         let (sink, rx) = linepilot::ingest::Sink::channel(256);
-        let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000));
+        let writer = tokio::spawn(linepilot::ingest::writer(store.clone(), rx, 10_000, None));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks =
             linepilot::ingest::supervise(config, store.clone(), sink, health.clone(), stop_rx).expect("sources");
