@@ -3,7 +3,8 @@
 //! [`Config::load`] reads the whole file and reports every problem it can find,
 //! each as `FILE:LINE:COL: KEY: MESSAGE`: TOML syntax (then it stops), unknown keys,
 //! wrong types, missing keys, duplicate names, references to unknown areas, lines,
-//! assets and sources, bad tag addresses and bad alarm limits. See
+//! assets and sources, bad tag addresses, bad alarm settings and alarm templates
+//! that match no tag. See
 //! `configs/example.toml` ([`EXAMPLE`]) for a documented file.
 //!
 //! Each section struct derives `Deserialize` with `deny_unknown_fields`; the root is
