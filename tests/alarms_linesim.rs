@@ -55,18 +55,18 @@ fn demo_faults_raise_their_alarms_within_bounds() {
             model.step();
         }
         let now = model.now_ns();
-        for i in 0..catalog.len() {
+        for (i, was_down) in down.iter_mut().enumerate() {
             if !model.sampled(i) {
                 continue;
             }
             let sample = if model.tag_down(i) {
-                if down[i] {
+                if *was_down {
                     continue;
                 }
-                down[i] = true;
+                *was_down = true;
                 Sample { series: SeriesId(i as u32), ts: now, value: Value::F64(0.0), quality: Quality::BAD_COMMS }
             } else {
-                down[i] = false;
+                *was_down = false;
                 let value = match model.values()[i] {
                     Val::F64(x) => Value::F64(x),
                     Val::I64(x) => Value::I64(x),

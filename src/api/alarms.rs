@@ -99,11 +99,9 @@ fn alarm_error(e: AlarmError) -> Response {
     error(status, e.to_string())
 }
 
-fn check_user(user: &str) -> Result<(), Response> {
-    if user.trim().is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "`user` must not be empty".to_string()));
-    }
-    Ok(())
+/// The answer to an action without a user, if it has none.
+fn missing_user(user: &str) -> Option<Response> {
+    user.trim().is_empty().then(|| error(StatusCode::BAD_REQUEST, "`user` must not be empty".to_string()))
 }
 
 /// `GET /api/v1/alarms[?all=true]`.
@@ -130,7 +128,7 @@ async fn stored(st: &AlarmApi, id: &str, events: Vec<Event>) -> Response {
 
 /// `POST /api/v1/alarms/{id}/ack`.
 async fn ack(State(st): State<AlarmApi>, Path(id): Path<String>, Json(b): Json<AckBody>) -> Response {
-    if let Err(r) = check_user(&b.user) {
+    if let Some(r) = missing_user(&b.user) {
         return r;
     }
     let res = st.engine.lock().acknowledge(&id, b.user.trim(), &b.comment, (st.clock)());
@@ -142,7 +140,7 @@ async fn ack(State(st): State<AlarmApi>, Path(id): Path<String>, Json(b): Json<A
 
 /// `POST /api/v1/alarms/{id}/shelve`.
 async fn shelve(State(st): State<AlarmApi>, Path(id): Path<String>, Json(b): Json<ShelveBody>) -> Response {
-    if let Err(r) = check_user(&b.user) {
+    if let Some(r) = missing_user(&b.user) {
         return r;
     }
     let d = match humantime::parse_duration(&b.duration) {
@@ -159,7 +157,7 @@ async fn shelve(State(st): State<AlarmApi>, Path(id): Path<String>, Json(b): Jso
 
 /// `POST /api/v1/alarms/{id}/unshelve`.
 async fn unshelve(State(st): State<AlarmApi>, Path(id): Path<String>, Json(b): Json<UnshelveBody>) -> Response {
-    if let Err(r) = check_user(&b.user) {
+    if let Some(r) = missing_user(&b.user) {
         return r;
     }
     let res = st.engine.lock().unshelve(&id, b.user.trim(), (st.clock)());
