@@ -1,5 +1,6 @@
 //! HTTP API (axum): the InfluxDB v2 write endpoint, queries and health.
 
+pub mod alarms;
 pub mod config;
 pub mod query;
 

@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::address::{ModbusAddressFields, ModbusDataType, MqttAddressFields, OpcUaNodeId, TagAddress};
+use super::alarms::{check_pattern, AlarmTemplateConfig, AlarmsConfig, TagAlarmSettings};
 use super::diagnostic::{ConfigErrors, Sink};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
@@ -21,7 +22,8 @@ use crate::domain::ValueKind;
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 8] = ["site", "store", "api", "area", "line", "asset", "source", "tag"];
+const SECTIONS: [&str; 10] =
+    ["site", "store", "api", "area", "line", "asset", "source", "tag", "alarms", "alarm_template"];
 
 /// One step of a key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,6 +432,20 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         Some(v) => l.de(v, &[key("api")]).map(|p| p.value),
         None => Some(Default::default()),
     };
+    let alarms: Option<AlarmsConfig> = match get(&root, &[key("alarms")]) {
+        Some(v) => l.de::<AlarmsConfig>(v, &[key("alarms")]).map(|p| {
+            if p.ok("chattering") {
+                l.report_all(&[key("alarms")], p.value.chattering.check());
+            }
+            if let Some(d) = p.value.max_shelve.filter(|_| p.ok("max_shelve")) {
+                if d.0.is_zero() {
+                    l.report_at(&[key("alarms"), key("max_shelve")], "max_shelve must be more than 0");
+                }
+            }
+            p.value
+        }),
+        None => Some(Default::default()),
+    };
 
     // The plant model: identifiers and references come from the raw tree, so an entry
     // with a bad field elsewhere still counts as defined (no cascade of "unknown" errors).
@@ -530,6 +546,8 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
 
     // Tags: the address is read according to the kind of the tag's source.
     let mut tags: Vec<TagConfig> = Vec::new();
+    // Per kept tag: its key path and which of its alarm keys were read as written.
+    let mut tag_bases: Vec<(Vec<Seg>, Vec<&'static str>)> = Vec::new();
     for (i, v) in &tag_entries {
         let base = [key("tag"), Seg::Index(*i)];
         let mut fields = (*v).clone();
@@ -570,15 +588,19 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         };
         let Some(tag) = tag else { continue };
         check_tag(&mut l, &base, &tag, parsed.as_ref());
+        let own: Vec<&'static str> = ALARM_KEYS.into_iter().filter(|k| tag.ok(k)).collect();
+        tag_bases.push((base.to_vec(), own));
         let mut tag = tag.value;
         tag.address = parsed;
         tags.push(tag);
     }
 
+    let alarm_templates = check_alarms(&mut l, &assets, &tags, &tag_bases);
+
     let Loader { sink, .. } = l;
-    match (site, store, api) {
-        (Some(site), Some(store), Some(api)) if sink.is_empty() => {
-            Ok(Config { site: site.value, store, api, areas, lines, assets, sources, tags })
+    match (site, store, api, alarms) {
+        (Some(site), Some(store), Some(api), Some(alarms)) if sink.is_empty() => {
+            Ok(Config { site: site.value, store, api, areas, lines, assets, sources, tags, alarms, alarm_templates })
         }
         _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }
@@ -689,6 +711,18 @@ fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], parsed: &Parsed<TagConfig>, a
             l.report_at(&join(base, &[key("limits")]), format!("limits apply to f64 and i64 tags, not {kind}"));
         }
     }
+    let number = matches!(kind, ValueKind::F64 | ValueKind::I64);
+    for (k, present) in [("rate_of_change", tag.rate_of_change.is_some()), ("flatline", tag.flatline.is_some())] {
+        if present && parsed.ok(k) && !number {
+            l.report_at(&join(base, &[key(k)]), format!("{k} applies to f64 and i64 tags, not {kind}"));
+        }
+    }
+    if tag.fault_code.is_some() && parsed.ok("fault_code") && !matches!(kind, ValueKind::I64 | ValueKind::Bool) {
+        l.report_at(
+            &join(base, &[key("fault_code")]),
+            format!("fault_code applies to i64 and bool tags, not {kind}; set value_type = \"i64\""),
+        );
+    }
     if let Some(states) = tag.states.as_ref().filter(|_| parsed.ok("states")) {
         let path = join(base, &[key("states")]);
         if kind != ValueKind::Str {
@@ -768,4 +802,136 @@ fn check_tag(l: &mut Loader<'_, '_>, base: &[Seg], parsed: &Parsed<TagConfig>, a
             );
         }
     }
+}
+
+/// The alarm keys a tag and a template share.
+const ALARM_KEYS: [&str; 5] = ["limits", "rate_of_change", "flatline", "comms_loss", "fault_code"];
+
+/// Value checks of one set of alarm settings, as (key within the set, message).
+/// `merged`: the settings in force for a tag, where required keys must be present.
+fn alarm_problems(s: &TagAlarmSettings, merged: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut add = |section: &str, errs: Vec<(&'static str, String)>| {
+        out.extend(errs.into_iter().map(|(k, m)| (format!("{section}.{k}"), m)));
+    };
+    if let Some(x) = &s.limits {
+        add("limits", x.check());
+    }
+    if let Some(x) = &s.rate_of_change {
+        add("rate_of_change", x.check(merged));
+    }
+    if let Some(x) = &s.flatline {
+        add("flatline", x.check(merged));
+    }
+    if let Some(x) = &s.comms_loss {
+        add("comms_loss", x.check());
+    }
+    if let Some(x) = &s.fault_code {
+        add("fault_code", x.check());
+    }
+    out
+}
+
+fn report_keyed(l: &mut Loader<'_, '_>, base: &[Seg], errs: Vec<(String, String)>) {
+    for (k, msg) in errs {
+        let rel: Vec<Seg> = k.split('.').map(key).collect();
+        l.report_at(&join(base, &rel), msg);
+    }
+}
+
+/// Reads `[[alarm_template]]` and checks every tag's alarm settings: its own keys
+/// fit its type, the templates are well formed and match something, and the
+/// merged settings are complete.
+fn check_alarms(
+    l: &mut Loader<'_, '_>,
+    assets: &[AssetConfig],
+    tags: &[TagConfig],
+    tag_bases: &[(Vec<Seg>, Vec<&'static str>)],
+) -> Vec<AlarmTemplateConfig> {
+    let entries = l.entries("alarm_template");
+    let mut templates: Vec<AlarmTemplateConfig> = Vec::new();
+    let mut template_errs: Vec<Vec<(String, String)>> = Vec::new();
+    for (i, v) in &entries {
+        let base = [key("alarm_template"), Seg::Index(*i)];
+        let Some(p) = l.de::<AlarmTemplateConfig>(v, &base) else { continue };
+        let t = &p.value;
+        if t.pattern.is_none() && t.asset_kind.is_none() && p.ok("match") && p.ok("asset_kind") {
+            l.report(v.span(), &base, "a template needs `match` (a tag-name pattern) or `asset_kind`, or both");
+        }
+        if let Some(pat) = t.pattern.as_deref().filter(|_| p.ok("match")) {
+            if let Err(e) = check_pattern(pat) {
+                l.report_at(&join(&base, &[key("match")]), format!("bad pattern: {e}"));
+            }
+        }
+        let mut kind_known = true;
+        if let Some(kind) = t.asset_kind.as_deref().filter(|_| p.ok("asset_kind")) {
+            if !assets.iter().any(|a| a.kind == kind) {
+                kind_known = false;
+                let kinds: Vec<String> = assets.iter().map(|a| a.kind.clone()).collect();
+                let mut msg = format!("no [[asset]] has kind `{kind}`");
+                if let Some(c) = closest(kind, kinds.iter()) {
+                    let _ = write!(msg, "; did you mean `{c}`?");
+                }
+                l.report_at(&join(&base, &[key("asset_kind")]), msg);
+            }
+        }
+        if kind_known && p.ok("match") && p.ok("asset_kind") && (t.pattern.is_some() || t.asset_kind.is_some()) {
+            let hits = tags.iter().any(|tag| {
+                let kind = assets.iter().find(|a| a.id == tag.asset).map(|a| a.kind.as_str());
+                t.applies_to(&tag.name, kind)
+            });
+            if !hits && !tags.is_empty() {
+                let at = if t.pattern.is_some() { key("match") } else { key("asset_kind") };
+                l.report_at(&join(&base, &[at]), "this template matches no [[tag]]");
+            }
+        }
+        let errs = alarm_problems(&t_settings(t), false);
+        report_keyed(l, &base, errs.clone());
+        template_errs.push(errs);
+        templates.push(p.value);
+    }
+    for (tag, (base, own)) in tags.iter().zip(tag_bases) {
+        let own_settings = TagAlarmSettings::of_tag(tag);
+        let own_errs = alarm_problems(&own_settings, false);
+        report_keyed(l, base, own_errs.clone());
+        let merged = TagAlarmSettings::resolve(tag, assets, &templates);
+        let kind = assets.iter().find(|a| a.id == tag.asset).map(|a| a.kind.as_str());
+        let applied: Vec<&Vec<(String, String)>> = templates
+            .iter()
+            .zip(&template_errs)
+            .filter(|(t, _)| t.applies_to(&tag.name, kind))
+            .map(|(_, e)| e)
+            .collect();
+        for (k, msg) in alarm_problems(&merged, true) {
+            let pair = (k.clone(), msg.clone());
+            if own_errs.contains(&pair) || applied.iter().any(|e| e.contains(&pair)) {
+                continue;
+            }
+            let section = k.split('.').next().unwrap_or_default();
+            if !own.contains(&section) && tag_has_key(l, base, section) {
+                continue; // the tag's own key was bad and is reported already
+            }
+            if tag_has_key(l, base, section) {
+                let rel: Vec<Seg> = k.split('.').map(key).collect();
+                l.report_at(&join(base, &rel), msg);
+            } else {
+                l.report_at(&join(base, &[key("name")]), format!("{k} (from [[alarm_template]]): {msg}"));
+            }
+        }
+    }
+    templates
+}
+
+fn t_settings(t: &AlarmTemplateConfig) -> TagAlarmSettings {
+    TagAlarmSettings {
+        limits: t.limits.clone(),
+        rate_of_change: t.rate_of_change.clone(),
+        flatline: t.flatline.clone(),
+        comms_loss: t.comms_loss.clone(),
+        fault_code: t.fault_code.clone(),
+    }
+}
+
+fn tag_has_key(l: &Loader<'_, '_>, base: &[Seg], k: &str) -> bool {
+    get(l.root, &join(base, &[key(k)])).is_some()
 }

@@ -3,7 +3,8 @@
 //! [`Config::load`] reads the whole file and reports every problem it can find,
 //! each as `FILE:LINE:COL: KEY: MESSAGE`: TOML syntax (then it stops), unknown keys,
 //! wrong types, missing keys, duplicate names, references to unknown areas, lines,
-//! assets and sources, bad tag addresses and bad alarm limits. See
+//! assets and sources, bad tag addresses, bad alarm settings and alarm templates
+//! that match no tag. See
 //! `configs/example.toml` ([`EXAMPLE`]) for a documented file.
 //!
 //! Each section struct derives `Deserialize` with `deny_unknown_fields`; the root is
@@ -11,6 +12,7 @@
 //! entry on its own so that one bad entry does not hide problems in the next.
 
 mod address;
+pub mod alarms;
 mod diagnostic;
 mod load;
 mod plant;
@@ -29,6 +31,7 @@ pub use address::{
     JsonPath, JsonPathSegment, LabelTemplate, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier,
     OpcUaNodeId, TagAddress, WordOrder,
 };
+pub use alarms::{AlarmTemplateConfig, AlarmsConfig, Priority, TagAlarmSettings};
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
 pub use source::{
@@ -59,6 +62,10 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// `[[tag]]` entries, in file order.
     pub tags: Vec<TagConfig>,
+    /// `[alarms]`: the alarm engine as a whole (chattering, shelving).
+    pub alarms: AlarmsConfig,
+    /// `[[alarm_template]]` entries, in file order.
+    pub alarm_templates: Vec<AlarmTemplateConfig>,
 }
 
 impl Config {
@@ -72,6 +79,12 @@ impl Config {
     /// Checks config text; `name` is the file name used in diagnostics.
     pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         load::load(text, name)
+    }
+
+    /// The alarm settings in force for `tag`: its `[[alarm_template]]`s merged in
+    /// file order, then its own keys.
+    pub fn tag_alarms(&self, tag: &TagConfig) -> TagAlarmSettings {
+        TagAlarmSettings::resolve(tag, &self.assets, &self.alarm_templates)
     }
 
     /// The `[[source]]` with this id.

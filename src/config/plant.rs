@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer};
 
 use crate::config::address::TagAddress;
+use crate::config::alarms::{CommsLossConfig, FaultCodeConfig, FlatlineConfig, LimitPriorities, RateOfChangeConfig};
 use crate::config::units::HumanDuration;
 use crate::domain::ValueKind;
 
@@ -111,9 +112,21 @@ pub struct TagConfig {
     /// Type of the values: `f64` (default), `i64`, `bool` or `string`.
     #[serde(default = "default_value_type", deserialize_with = "de_value_type")]
     pub value_type: ValueKind,
-    /// Alarm limits for number tags.
+    /// Limit alarms for number tags (HH/H/L/LL with deadband, delays, priorities).
     #[serde(default)]
     pub limits: Option<TagLimits>,
+    /// Rate-of-change alarm for number tags.
+    #[serde(default)]
+    pub rate_of_change: Option<RateOfChangeConfig>,
+    /// Flatline (stuck sensor) alarm for number tags.
+    #[serde(default)]
+    pub flatline: Option<FlatlineConfig>,
+    /// Comms-loss alarm: bad quality (or silence) for a while.
+    #[serde(default)]
+    pub comms_loss: Option<CommsLossConfig>,
+    /// Fault-code alarm for integer and bool tags: active while the value is not 0.
+    #[serde(default)]
+    pub fault_code: Option<FaultCodeConfig>,
     /// The allowed values of a `string` tag that enumerates states
     /// (e.g. `["running", "idle", "fault"]`).
     #[serde(default)]
@@ -150,10 +163,14 @@ fn de_value_type<'de, D: Deserializer<'de>>(d: D) -> Result<ValueKind, D::Error>
 }
 
 /// Alarm limits of a number tag; any may be left out, those given must satisfy
-/// `hh >= h >= l >= ll`.
+/// `hh >= h >= l >= ll`. A high alarm is active while the value is above its
+/// limit and clears once it is back below `limit - deadband` (low alarms mirror it).
 #[derive(Clone, Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagLimits {
+    /// `false` switches off limit alarms a template gave this tag.
+    #[serde(default)]
+    pub enabled: Option<bool>,
     /// High-high (trip) limit.
     #[serde(default)]
     pub hh: Option<f64>,
@@ -169,6 +186,15 @@ pub struct TagLimits {
     /// Hysteresis: a limit alarm clears only once the value is back by this much.
     #[serde(default)]
     pub deadband: Option<f64>,
+    /// The limit must stay exceeded this long before the alarm (default 0).
+    #[serde(default)]
+    pub on_delay: Option<HumanDuration>,
+    /// The value must stay back (past the deadband) this long before the alarm clears (default 0).
+    #[serde(default)]
+    pub off_delay: Option<HumanDuration>,
+    /// Priority per limit (default: `hh` and `ll` high, `h` and `l` medium).
+    #[serde(default)]
+    pub priority: Option<LimitPriorities>,
 }
 
 impl TagLimits {
@@ -239,11 +265,25 @@ mod tests {
 
     #[test]
     fn limits_order() {
-        let ok = TagLimits { hh: Some(4.5), h: Some(4.0), l: Some(2.5), ll: Some(2.0), deadband: Some(0.05) };
+        let ok = TagLimits {
+            hh: Some(4.5),
+            h: Some(4.0),
+            l: Some(2.5),
+            ll: Some(2.0),
+            deadband: Some(0.05),
+            ..Default::default()
+        };
         assert!(ok.check().is_empty());
         let gap = TagLimits { hh: Some(4.5), ll: Some(2.0), ..Default::default() };
         assert!(gap.check().is_empty());
-        let bad = TagLimits { hh: Some(4.0), h: Some(4.5), l: Some(1.0), ll: Some(2.0), deadband: Some(-1.0) };
+        let bad = TagLimits {
+            hh: Some(4.0),
+            h: Some(4.5),
+            l: Some(1.0),
+            ll: Some(2.0),
+            deadband: Some(-1.0),
+            ..Default::default()
+        };
         let keys: Vec<&str> = bad.check().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["h", "ll", "deadband"]);
     }

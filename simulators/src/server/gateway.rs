@@ -112,5 +112,93 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
     let map = super::modbus::register_map(catalog);
     let body = map.find("\n[[tag]]").map(|i| &map[i..]).unwrap_or("");
     out.push_str(body);
+    out.push_str(DEMO_ALARMS);
     out
 }
+
+/// The demo line's alarms (linepilot's `[alarms]` and `[[alarm_template]]`), tuned to
+/// the simulator: each injected fault raises its alarm, a normal shift raises none.
+pub const DEMO_ALARMS: &str = r##"
+# ---------------------------------------------------------------------------
+# Alarms (ISA-18.2): templates by tag-name pattern; every alarm below is one the
+# operator can act on. Ids are `tag:condition` (`capper.vib_de_rms:h`).
+
+[alarms]
+chattering = { activations = 4, window = "15m", quiet = "15m" }
+max_shelve = "8h"
+
+# Machine faults: a state alarm while a machine's fault code is not 0.
+[[alarm_template]]
+match = "*.fault_code"
+fault_code = { codes = { "101" = "jam", "201" = "bearing failure", "310" = "caustic tank temperature low" } }
+
+# Comms loss, one tag per device: each machine's PLC or Modbus unit (its state),
+# the conveyor and utilities Modbus units, and each drive-end wireless sensor.
+[[alarm_template]]
+match = "*.state"
+comms_loss = { after = "20s" }
+
+[[alarm_template]]
+match = "conveyor1.speed"
+comms_loss = { after = "20s" }
+
+[[alarm_template]]
+match = "utilities.power_total"
+comms_loss = { after = "20s" }
+
+[[alarm_template]]
+match = "*.vib_de_rms"
+comms_loss = { after = "30s" }
+
+# Bearing vibration velocity (ISO 10816-3 zone boundaries for small machines:
+# 2.8 mm/s alert, 4.5 mm/s action). Vibration falls whenever the machine stops:
+# the long off-delay keeps a worn bearing's alarm standing through short stops.
+[[alarm_template]]
+match = "*.vib_*_rms"
+limits = { h = 2.8, hh = 4.5, deadband = 0.2, on_delay = "1m", off_delay = "10m" }
+
+# Bearing temperature: normal 40-50 °C at full speed.
+[[alarm_template]]
+match = "*.bearing_*_temp"
+limits = { h = 65.0, hh = 75.0, deadband = 1.0, on_delay = "1m" }
+flatline = { after = "15m", priority = "low" }
+
+# Fill level per filling valve: 500 ml nominal, the inspection rejects outside +/- 6 ml.
+[[alarm_template]]
+match = "filler.fill_level_*"
+limits = { hh = 506.0, h = 503.5, l = 496.5, ll = 494.0, deadband = 0.3, on_delay = "2m", off_delay = "1m" }
+
+# Rejects at the filler climbing: more than 5 a minute over 5 minutes.
+[[alarm_template]]
+match = "filler.reject_count"
+rate_of_change = { max_per_min = 5.0, window = "5m", direction = "rise", on_delay = "1m", off_delay = "5m" }
+
+[[alarm_template]]
+match = "filler.product_temp"
+limits = { h = 14.0, l = 10.0, deadband = 0.2, on_delay = "1m" }
+flatline = { after = "3m", priority = "medium" }
+
+[[alarm_template]]
+match = "filler.bowl_pressure"
+limits = { h = 3.6, l = 2.8, deadband = 0.05, on_delay = "30s" }
+flatline = { after = "5m" }
+
+# Washer caustic tank: 65 °C set point; the washer trips below 57 °C (fault 310,
+# above), so the low alarm is the warning before the trip and there is no LL.
+[[alarm_template]]
+match = "washer.tank_temp"
+limits = { hh = 75.0, h = 70.0, l = 62.0, deadband = 0.5, on_delay = "30s", off_delay = "2m" }
+flatline = { after = "10m" }
+
+[[alarm_template]]
+match = "washer.conductivity"
+limits = { l = 74.0, ll = 70.0, deadband = 0.3, on_delay = "1m" }
+
+[[alarm_template]]
+match = "*.motor_temp"
+limits = { h = 80.0, hh = 90.0, deadband = 1.0, on_delay = "1m" }
+
+[[alarm_template]]
+match = "utilities.air_pressure"
+limits = { l = 6.0, ll = 5.5, deadband = 0.05, on_delay = "30s" }
+"##;
