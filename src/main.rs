@@ -73,6 +73,12 @@ enum Cmd {
         #[arg(long, default_value_t = 6.0)]
         threshold: f64,
     },
+    /// Evaluate the analytics on a public benchmark and print the figures as Markdown.
+    Eval {
+        /// The benchmark.
+        #[command(subcommand)]
+        what: EvalWhat,
+    },
     /// Query a series: raw samples or windowed aggregates.
     Query {
         /// Config file.
@@ -222,6 +228,27 @@ fn load_config(path: &std::path::Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The benchmarks `linepilot eval` runs.
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// Tennessee Eastman Process: the multivariate (PCA T²/SPE) detector trained on d00.dat,
+    /// false-alarm and detection rates per fault on d00_te .. d21_te.
+    Tep {
+        /// Folder with d00.dat and dNN_te.dat.
+        #[arg(long, default_value = "../shared/data/tep")]
+        data: PathBuf,
+        /// Fraction of the variance the retained components explain.
+        #[arg(long, default_value_t = 0.90)]
+        variance: f64,
+        /// Confidence of the T² and SPE limits.
+        #[arg(long, default_value_t = 0.99)]
+        confidence: f64,
+        /// Consecutive exceeding rows before an anomaly (the persistence columns).
+        #[arg(long, default_value_t = 3)]
+        persistence: usize,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -286,6 +313,10 @@ fn main() -> ExitCode {
         Cmd::Detect { csv, time_col, value_cols, threshold } => {
             init_logging("warn");
             detect_csv(&csv, time_col, value_cols, threshold)
+        }
+        Cmd::Eval { what: EvalWhat::Tep { data, variance, confidence, persistence } } => {
+            init_logging("warn");
+            eval_tep(&data, variance, confidence, persistence)
         }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
@@ -543,6 +574,17 @@ fn detect_csv(path: &Path, time_col: Option<String>, value_cols: Option<Vec<Stri
     let (rows, flagged) =
         score_csv(std::io::BufReader::new(file), out, &opts, params).with_context(|| format!("{}", path.display()))?;
     eprintln!("{}: {rows} rows, {flagged} flagged (|z| >= {threshold})", path.display());
+    Ok(())
+}
+
+/// `linepilot eval tep`: the PCA detector on the Tennessee Eastman benchmark.
+fn eval_tep(data: &Path, variance: f64, confidence: f64, persistence: usize) -> Result<()> {
+    use linepilot::analytics::eval::tep;
+    use linepilot::analytics::pca::PcaParams;
+    let params = PcaParams { variance, confidence, persistence, ..Default::default() };
+    let report = tep::evaluate(data, &params)?;
+    print!("{}", report.to_markdown());
+    eprintln!("scored {} runs, {:?} per row", report.faults.len(), report.score_time);
     Ok(())
 }
 
