@@ -26,8 +26,8 @@
 //! - **Contributions** of a flagged row are the per-column shares of the
 //!   statistic that fired (the one furthest above its limit): for SPE the
 //!   squared residual of each column, for T² the complete decomposition
-//!   contribution (Alcala & Qin 2009) `cⱼ = ((P Λ^{-1/2} Pᵀ z)ⱼ)²`, which is
-//!   non-negative and sums to T² exactly. Shares sum to 1.
+//!   contribution `cⱼ = ((P Λ^{-1/2} Pᵀ z)ⱼ)²`, which is non-negative and
+//!   sums to T² exactly. Shares sum to 1.
 //! - **Missing values** (`None` or not finite) are replaced by the training
 //!   mean of the column (a standardised value of 0), so they neither raise nor
 //!   hide an anomaly on their own; [`PcaScore::missing`] counts them.
