@@ -165,7 +165,7 @@ impl PcaMonitor {
     /// replaced by the column mean).
     pub fn fit(data: &[f64], columns: usize, params: &PcaParams) -> Result<PcaMonitor, PcaError> {
         check_params(params)?;
-        if columns == 0 || data.len() % columns != 0 {
+        if columns == 0 || !data.len().is_multiple_of(columns) {
             return Err(PcaError::Shape { len: data.len(), columns });
         }
         let n = data.len() / columns;
