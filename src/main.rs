@@ -71,6 +71,22 @@ enum EvalWhat {
         #[arg(long)]
         verbose: bool,
     },
+    /// Tennessee Eastman Process: the multivariate (PCA T²/SPE) detector trained on d00.dat,
+    /// false-alarm and detection rates per fault on d00_te .. d21_te.
+    Tep {
+        /// Folder with d00.dat and dNN_te.dat.
+        #[arg(long, default_value = "../shared/data/tep")]
+        data: PathBuf,
+        /// Fraction of the variance the retained components explain.
+        #[arg(long, default_value_t = 0.90)]
+        variance: f64,
+        /// Confidence of the T² and SPE limits.
+        #[arg(long, default_value_t = 0.99)]
+        confidence: f64,
+        /// Consecutive exceeding rows before an anomaly (the persistence columns).
+        #[arg(long, default_value_t = 3)]
+        persistence: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +296,7 @@ fn init_logging(default: &str) {
 fn load_config(path: &std::path::Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -678,7 +695,19 @@ fn eval(what: EvalWhat) -> Result<()> {
             println!("{}", nab::markdown(&[("linepilot SignalDetector (fixed parameters)".to_string(), r)]));
             Ok(())
         }
+        EvalWhat::Tep { data, variance, confidence, persistence } => eval_tep(&data, variance, confidence, persistence),
     }
+}
+
+/// `linepilot eval tep`: the PCA detector on the Tennessee Eastman benchmark.
+fn eval_tep(data: &Path, variance: f64, confidence: f64, persistence: usize) -> Result<()> {
+    use linepilot::analytics::eval::tep;
+    use linepilot::analytics::pca::PcaParams;
+    let params = PcaParams { variance, confidence, persistence, ..Default::default() };
+    let report = tep::evaluate(data, &params)?;
+    print!("{}", report.to_markdown());
+    eprintln!("scored {} runs, {:?} per row", report.faults.len(), report.score_time);
+    Ok(())
 }
 
 /// `linepilot status`: true when the daemon reports "ok".

@@ -1,7 +1,9 @@
-//! Analytics over the line's data (issue 5): streaming anomaly detection and its
-//! evaluation on public data; line state, OEE and alarms come next.
+//! Analytics over the line's data (issue 5): streaming anomaly detection
+//! (univariate robust baselines, multivariate PCA per asset group), alarms
+//! (ISA-18.2), the daemon's analytics stage and evaluation on public data.
 
 pub mod alarms;
 pub mod detect;
 pub mod eval;
+pub mod pca;
 pub mod stage;

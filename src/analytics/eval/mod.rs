@@ -1,9 +1,12 @@
 //! Evaluations of the analytics on public data sets nobody here wrote
-//! (`../shared/data/`), each runnable with `linepilot eval <name>`.
+//! (`../shared/data/`), each runnable with `linepilot eval <name>`: each reads
+//! the files, runs the same detector code the daemon uses and returns typed
+//! figures plus a Markdown rendering for `docs/EVALUATION.md`.
 
 use std::path::PathBuf;
 
 pub mod nab;
+pub mod tep;
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
