@@ -297,7 +297,6 @@ fn load_config(path: &std::path::Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {

@@ -11,7 +11,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use parking_lot::Mutex;
+
+use super::alarms::AlarmEngine;
 use super::detect::{AnomalyKind, SignalDetector, SignalParams};
+use super::pca::{PcaDetector, PcaParams, PcaUpdate, Statistic};
 use crate::domain::{Event, EventKind, Sample, SeriesId, Value, ValueKind};
 use crate::ingest::BoundTag;
 use crate::store::Store;
@@ -89,16 +93,130 @@ struct Watched {
     detector: SignalDetector,
 }
 
-/// The detectors of every numeric tag; pure and sample-driven, so the daemon runs it
-/// on committed batches and an offline replay of a stored range runs the same code.
+/// Seconds between the rows an asset group's multivariate detector sees: each row
+/// holds the latest value of every numeric tag of the asset at that moment.
+pub const GROUP_ROW_INTERVAL_NS: i64 = 10_000_000_000;
+
+/// Numeric tags an asset needs for a multivariate detector.
+const GROUP_MIN_TAGS: usize = 3;
+
+/// The multivariate detector of one asset: rows of sample-and-hold values.
+#[derive(Debug)]
+struct AssetGroup {
+    asset: String,
+    /// Tag name per column.
+    tags: Vec<String>,
+    held: Vec<Option<f64>>,
+    /// Start of the row being filled (ns, a multiple of the interval); 0 before the first sample.
+    row_ts: i64,
+    detector: PcaDetector,
+}
+
+impl AssetGroup {
+    /// Holds `x` in `col` at `ts`; returns an anomaly event when the rows completed
+    /// before `ts` raise one.
+    fn on_value(&mut self, col: usize, ts: i64, x: f64) -> Option<Event> {
+        let slot = ts - ts.rem_euclid(GROUP_ROW_INTERVAL_NS);
+        let mut event = None;
+        if self.row_ts == 0 {
+            self.row_ts = slot;
+        } else if slot > self.row_ts {
+            // Close the row (one row per interval, even when several passed without samples).
+            if let PcaUpdate::Scored { anomaly: Some(a), .. } = self.detector.update(self.row_ts, &self.held) {
+                event = Some(group_event(self, a));
+            }
+            self.row_ts = slot;
+        }
+        if let Some(h) = self.held.get_mut(col) {
+            *h = Some(x);
+        }
+        event
+    }
+}
+
+fn group_event(g: &AssetGroup, a: super::pca::PcaAnomaly) -> Event {
+    let s = &a.score;
+    let (stat, value, limit) = match s.statistic {
+        Statistic::T2 => ("T²", s.t2, s.t2_limit),
+        Statistic::Spe => ("SPE", s.spe, s.spe_limit),
+    };
+    let contributions: Vec<serde_json::Value> = s
+        .contributions
+        .iter()
+        .take(5)
+        .filter_map(|&(c, share)| g.tags.get(c).map(|t| serde_json::json!({ "tag": t, "share": share })))
+        .collect();
+    let named: Vec<String> = s
+        .contributions
+        .iter()
+        .take(3)
+        .filter_map(|&(c, share)| g.tags.get(c).map(|t| format!("{t} {:.0}%", share * 100.0)))
+        .collect();
+    Event {
+        id: 0,
+        ts: a.started,
+        asset: Some(g.asset.clone()),
+        kind: EventKind::Anomaly,
+        severity: if value >= 3.0 * limit { 700 } else { 500 },
+        message: format!(
+            "{}: the tags no longer move together as usual ({stat} {value:.1}, limit {limit:.1}); most: {}",
+            g.asset,
+            named.join(", ")
+        ),
+        details: serde_json::json!({
+            "test": "multivariate",
+            "statistic": stat,
+            "score": value / limit.max(1e-12),
+            "value": value,
+            "limit": limit,
+            "started": a.started,
+            "contributions": contributions,
+        }),
+    }
+}
+
+/// The detectors of every numeric tag, the multivariate detector of every asset
+/// with enough numeric tags, and the alarm engine; driven by committed samples
+/// (and a clock for the alarms' delays), so the daemon runs it live and an
+/// offline replay of a stored range runs the same code.
 #[derive(Debug)]
 pub struct Analytics {
     watched: HashMap<SeriesId, Watched>,
+    groups: Vec<AssetGroup>,
+    /// Series → (group, column).
+    group_of: HashMap<SeriesId, (usize, usize)>,
+    alarms: Option<Arc<Mutex<AlarmEngine>>>,
 }
 
 impl Analytics {
-    /// A detector with `params` on every `f64` tag.
-    pub fn new(tags: &[BoundTag], params: SignalParams) -> Analytics {
+    /// A detector with `params` on every `f64` tag, a PCA detector per asset with at
+    /// least three of them, and `alarms` when given.
+    pub fn new(tags: &[BoundTag], params: SignalParams, alarms: Option<Arc<Mutex<AlarmEngine>>>) -> Analytics {
+        let mut by_asset: Vec<(String, Vec<&BoundTag>)> = Vec::new();
+        for t in tags.iter().filter(|t| t.tag.value_type == ValueKind::F64) {
+            match by_asset.iter_mut().find(|(a, _)| *a == t.tag.asset) {
+                Some((_, v)) => v.push(t),
+                None => by_asset.push((t.tag.asset.clone(), vec![t])),
+            }
+        }
+        let mut groups = Vec::new();
+        let mut group_of = HashMap::new();
+        for (asset, members) in by_asset.into_iter().filter(|(_, m)| m.len() >= GROUP_MIN_TAGS) {
+            let Ok(detector) = PcaDetector::new(members.len(), PcaParams::default()) else {
+                warn!(asset = %asset, tags = members.len(), "No multivariate detector for this asset");
+                continue;
+            };
+            for (c, t) in members.iter().enumerate() {
+                group_of.insert(t.series, (groups.len(), c));
+            }
+            groups.push(AssetGroup {
+                asset,
+                tags: members.iter().map(|t| t.tag.name.clone()).collect(),
+                held: vec![None; members.len()],
+                row_ts: 0,
+                detector,
+            });
+        }
         let watched = tags
             .iter()
             .filter(|t| t.tag.value_type == ValueKind::F64)
@@ -112,7 +230,12 @@ impl Analytics {
                 (t.series, w)
             })
             .collect();
-        Analytics { watched }
+        Analytics { watched, groups, group_of, alarms }
+    }
+
+    /// Advances the alarms' clock to `now` (on-delays, flatline, shelving expiry).
+    pub fn tick(&mut self, now: i64) -> Vec<Event> {
+        self.alarms.as_ref().map(|a| a.lock().tick(now)).unwrap_or_default()
     }
 
     /// Number of tags watched.
@@ -125,6 +248,12 @@ impl Analytics {
     /// Samples of bad quality are not learnt (a comms loss is not an anomaly of the process).
     pub fn on_batch(&mut self, samples: &[Sample]) -> Vec<Event> {
         let mut events = Vec::new();
+        if let Some(a) = &self.alarms {
+            let mut engine = a.lock();
+            for s in samples {
+                events.extend(engine.on_sample(s));
+            }
+        }
         for s in samples {
             let Some(w) = self.watched.get_mut(&s.series) else { continue };
             if !s.quality.is_good() {
@@ -139,6 +268,9 @@ impl Analytics {
             let v = w.detector.update(x);
             if v.start {
                 events.push(anomaly_event(w, s.ts, x, v.score, v.kind, before));
+            }
+            if let Some(&(g, c)) = self.group_of.get(&s.series) {
+                events.extend(self.groups[g].on_value(c, s.ts, x));
             }
         }
         events

@@ -93,7 +93,13 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     // Committed batches → the analytics stage → events.
     let analytics_health = Arc::new(crate::analytics::stage::AnalyticsHealth::default());
     let (committed, committed_rx) = crate::analytics::stage::committed_queue(analytics_health.clone());
-    let analytics = crate::analytics::stage::Analytics::new(&tags, crate::analytics::detect::SignalParams::default());
+    let alarms =
+        Arc::new(parking_lot::Mutex::new(crate::analytics::alarms::AlarmEngine::for_bound_tags(&config, &tags)));
+    let analytics = crate::analytics::stage::Analytics::new(
+        &tags,
+        crate::analytics::detect::SignalParams::default(),
+        Some(alarms.clone()),
+    );
     let stage = tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health));
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -101,7 +107,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let app = crate::api::router(
         crate::api::ApiState { store: store.clone(), ingest: health, tags },
         config.api.max_body_bytes.0 as usize,
-    );
+    )
+    .merge(crate::api::alarms::router(crate::api::alarms::AlarmApi::new(alarms, store.clone())));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
     info!("Shutting down");
     let _ = stop_tx.send(true);
