@@ -67,6 +67,9 @@ enum EvalWhat {
         /// |z| against the slow baseline a value needs to be news.
         #[arg(long, default_value_t = SignalParams::default().slow_threshold)]
         slow_threshold: f64,
+        /// Samples a detector learns before it may flag.
+        #[arg(long, default_value_t = SignalParams::default().learning)]
+        learning: usize,
         /// Print per-file detections too.
         #[arg(long)]
         verbose: bool,
@@ -644,6 +647,7 @@ fn eval(what: EvalWhat) -> Result<()> {
             pattern_threshold,
             slow_alpha,
             slow_threshold,
+            learning,
             verbose,
         } => {
             let corpus = nab::NabCorpus::load(&data).with_context(|| {
@@ -665,6 +669,7 @@ fn eval(what: EvalWhat) -> Result<()> {
                 pattern_threshold,
                 slow_alpha,
                 slow_threshold,
+                learning,
             };
             let t0 = std::time::Instant::now();
             let scores = nab::detect_episodes(&corpus, p);

@@ -6,92 +6,36 @@
 //! alarm within a stated delay, and the shift must stay within the ISA-18.2
 //! guidance of about 6 annunciated alarms per hour for one operator.
 //!
-//! Comms loss: where `linesim history` leaves out a server's samples, the
-//! gateway would have written one bad-quality (`BAD_COMMS`) sample per tag when
-//! it noticed, so the replay does the same at the first missed sample.
+//! The replay (and its comms-loss handling) is `tests/common/replay.rs`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use linepilot::analytics::alarms::AlarmEngine;
-use linepilot::config::Config;
-use linepilot::domain::{Event, Quality, Sample, SeriesId, Value};
-use linesim::line::model::Model;
-use linesim::line::scenario::Scenario;
-use linesim::line::Val;
+use linepilot::domain::Event;
+
+mod common;
+use common::replay::{Demo, Step};
 
 const S: i64 = 1_000_000_000;
 const MIN: i64 = 60 * S;
 
-struct Fault {
-    ts: i64,
-    asset: String,
-    fault: String,
-    phase: Option<String>,
-}
-
 #[test]
 fn demo_faults_raise_their_alarms_within_bounds() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("configs/demo.toml")).expect("configs/demo.toml");
-    let config = Config::from_str_named(&text, "demo.toml").unwrap_or_else(|e| panic!("demo.toml:\n{e}"));
-    let scenario_path = root.join("configs/scenarios/demo.toml");
-    let path = scenario_path.display().to_string();
-    let scenario = Scenario::load(&scenario_path).expect("demo scenario");
-    let t0 = scenario.start_ns(&path).expect("start");
-    let mut model = Model::new(&scenario, &path, t0).expect("model");
-    let catalog = model.catalog.clone();
-    let mut engine = AlarmEngine::new(&config, |name| catalog.find(name).map(|i| SeriesId(i as u32)));
+    let mut demo = Demo::load();
+    let t0 = demo.t0;
+    let mut engine = AlarmEngine::new(&demo.config, |name| demo.series(name));
     assert!(engine.len() > 50, "only {} alarms configured", engine.len());
 
-    let hours = 8;
-    let steps = hours * 3600 * 10;
     let mut events: Vec<Event> = Vec::new();
-    let mut faults: Vec<Fault> = Vec::new();
-    let mut down = vec![false; catalog.len()];
     let mut samples = 0u64;
-    for step in 0..=steps {
-        if step > 0 {
-            model.step();
-        }
-        let now = model.now_ns();
-        for (i, was_down) in down.iter_mut().enumerate() {
-            if !model.sampled(i) {
-                continue;
-            }
-            let sample = if model.tag_down(i) {
-                if *was_down {
-                    continue;
-                }
-                *was_down = true;
-                Sample { series: SeriesId(i as u32), ts: now, value: Value::F64(0.0), quality: Quality::BAD_COMMS }
-            } else {
-                *was_down = false;
-                let value = match model.values()[i] {
-                    Val::F64(x) => Value::F64(x),
-                    Val::I64(x) => Value::I64(x),
-                    Val::Bool(b) => Value::Bool(b),
-                };
-                Sample { series: SeriesId(i as u32), ts: now, value, quality: Quality::GOOD }
-            };
+    let truth = demo.run(8, |step| match step {
+        Step::Sample(s) => {
             samples += 1;
-            events.extend(engine.on_sample(&sample));
+            events.extend(engine.on_sample(s));
         }
-        if step % 10 == 0 {
-            events.extend(engine.tick(now));
-        }
-        for r in model.drain_truth() {
-            if r.kind == "fault_start" {
-                faults.push(Fault {
-                    ts: r.ts_ns,
-                    asset: r.asset.clone(),
-                    fault: r.details["fault"].as_str().unwrap_or_default().to_string(),
-                    phase: r.details["phase"].as_str().map(String::from),
-                });
-            }
-        }
-    }
-    let end = model.now_ns();
+        Step::Second(now) => events.extend(engine.tick(now)),
+    });
+    let (faults, end) = (truth.faults, truth.end);
 
     // Annunciated alarms: activations and re-annunciations (a new fault code).
     let annunciated: Vec<&Event> = events

@@ -168,6 +168,8 @@ pub struct SignalParams {
     pub pattern_orders: usize,
     /// Share of context lengths that must be new to flag (0 disables the test).
     pub pattern_threshold: f64,
+    /// Samples a detector learns before it may flag (its first values are all news).
+    pub learning: usize,
     /// Adaptation rate of the slow baseline.
     pub slow_alpha: f64,
     /// |z| against the slow baseline below which a value is not news, however it
@@ -191,6 +193,7 @@ impl Default for SignalParams {
             pattern_levels: 12,
             pattern_orders: 3,
             pattern_threshold: 1.0,
+            learning: 300,
             slow_alpha: 0.003,
             slow_threshold: 2.0,
         }
@@ -244,6 +247,8 @@ pub struct SignalDetector {
     pattern: PatternMemory,
     /// A slow baseline: the value must also be unusual for the tag in the long run.
     slow: RobustBaseline,
+    /// Finite samples seen.
+    seen: usize,
 }
 
 impl SignalDetector {
@@ -265,6 +270,7 @@ impl SignalDetector {
                 clip: p.level.clip,
                 ..p.level
             }),
+            seen: 0,
         }
     }
 
@@ -277,7 +283,9 @@ impl SignalDetector {
     pub fn update(&mut self, x: f64) -> Verdict {
         // (score relative to its threshold, novel: above `margin` x the test's recent peak)
         let mut scores: [(f64, bool); 3] = [(0.0, false); 3];
+        let learning = self.seen < self.p.learning;
         if x.is_finite() {
+            self.seen += 1;
             let slow = self.slow.update(x);
             let slow_gate = slow.is_none_or(|z| z.abs() >= self.p.slow_threshold);
             if let Some(z) = slow {
@@ -300,7 +308,7 @@ impl SignalDetector {
             for (i, (s, peak)) in scores.iter_mut().zip(self.peaks.iter_mut()).enumerate() {
                 // A change point is itself a departure from the slow baseline.
                 let gate = slow_gate || i == 2;
-                s.1 = s.0 >= 1.0 && s.0 > *peak * self.p.margin && gate;
+                s.1 = s.0 >= 1.0 && s.0 > *peak * self.p.margin && gate && !learning;
                 *peak = (*peak * keep).max(s.0);
             }
         }

@@ -91,6 +91,73 @@ struct Watched {
     asset: String,
     unit: String,
     detector: SignalDetector,
+    /// Time of the first good sample (0: none yet).
+    first_ts: i64,
+}
+
+/// A tag's detector learns this long from its first sample before it may raise
+/// anomalies (a fast tag passes the detector's own sample count in seconds).
+pub const LEARNING_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// Anomalies of one asset's tags that start within this time of the previous
+/// one belong to the same episode: one event when it opens, one when it ends.
+pub const EPISODE_GAP_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// The open anomaly episode of an asset.
+#[derive(Debug)]
+struct Episode {
+    started: i64,
+    /// Last tag start in it.
+    last: i64,
+    /// Tag → (highest score, test that gave it).
+    tags: Vec<(String, f64, Option<AnomalyKind>)>,
+}
+
+impl Episode {
+    fn add(&mut self, tag: &str, score: f64, kind: Option<AnomalyKind>, ts: i64) {
+        self.last = self.last.max(ts);
+        match self.tags.iter_mut().find(|t| t.0 == tag) {
+            Some(t) if score > t.1 => {
+                t.1 = score;
+                t.2 = kind;
+            }
+            Some(_) => {}
+            None => self.tags.push((tag.to_string(), score, kind)),
+        }
+    }
+
+    /// The event that closes the episode, with every tag's share of the scores.
+    fn closing(&self, asset: &str) -> Event {
+        let mut tags = self.tags.clone();
+        tags.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = tags.iter().map(|t| t.1).sum::<f64>().max(1e-12);
+        let contributions: Vec<serde_json::Value> = tags
+            .iter()
+            .map(|(t, sc, k)| serde_json::json!({ "tag": t, "share": sc / total, "score": sc, "test": k }))
+            .collect();
+        let most: Vec<String> =
+            tags.iter().take(3).map(|(t, sc, _)| format!("{t} {:.0}%", 100.0 * sc / total)).collect();
+        let minutes = (self.last - self.started) as f64 / 60e9;
+        Event {
+            id: 0,
+            ts: self.last,
+            asset: Some(asset.to_string()),
+            kind: EventKind::Anomaly,
+            severity: 300,
+            message: format!(
+                "{asset}: anomaly episode over after {minutes:.1} min on {} tag(s); most: {}",
+                tags.len(),
+                most.join(", ")
+            ),
+            details: serde_json::json!({
+                "phase": "ended",
+                "started": self.started,
+                "last": self.last,
+                "score": tags.first().map(|t| t.1),
+                "contributions": contributions,
+            }),
+        }
+    }
 }
 
 /// Seconds between the rows an asset group's multivariate detector sees: each row
@@ -186,6 +253,8 @@ pub struct Analytics {
     /// Series → (group, column).
     group_of: HashMap<SeriesId, (usize, usize)>,
     alarms: Option<Arc<Mutex<AlarmEngine>>>,
+    /// Open anomaly episode per asset.
+    episodes: HashMap<String, Episode>,
 }
 
 impl Analytics {
@@ -226,16 +295,30 @@ impl Analytics {
                     asset: t.tag.asset.clone(),
                     unit: t.tag.unit.clone(),
                     detector: SignalDetector::new(params),
+                    first_ts: 0,
                 };
                 (t.series, w)
             })
             .collect();
-        Analytics { watched, groups, group_of, alarms }
+        Analytics { watched, groups, group_of, alarms, episodes: HashMap::new() }
     }
 
     /// Advances the alarms' clock to `now` (on-delays, flatline, shelving expiry).
     pub fn tick(&mut self, now: i64) -> Vec<Event> {
-        self.alarms.as_ref().map(|a| a.lock().tick(now)).unwrap_or_default()
+        let mut events = self.alarms.as_ref().map(|a| a.lock().tick(now)).unwrap_or_default();
+        self.close_episodes(now, &mut events);
+        events
+    }
+
+    /// Closes the episodes quiet since `now - EPISODE_GAP_NS`.
+    fn close_episodes(&mut self, now: i64, events: &mut Vec<Event>) {
+        let done: Vec<String> =
+            self.episodes.iter().filter(|(_, e)| now - e.last > EPISODE_GAP_NS).map(|(a, _)| a.clone()).collect();
+        for asset in done {
+            if let Some(e) = self.episodes.remove(&asset) {
+                events.push(e.closing(&asset));
+            }
+        }
     }
 
     /// Number of tags watched.
@@ -244,7 +327,9 @@ impl Analytics {
     }
 
     /// Learns a batch of committed samples (each series in time order) and returns
-    /// the events it gives: an `anomaly` event where an anomaly episode starts.
+    /// the events it gives: alarm transitions; an `anomaly` event where an asset's
+    /// anomaly episode opens (the tag that opened it) and one when it ends (every
+    /// tag that took part, with its share); multivariate anomalies per asset.
     /// Samples of bad quality are not learnt (a comms loss is not an anomaly of the process).
     pub fn on_batch(&mut self, samples: &[Sample]) -> Vec<Event> {
         let mut events = Vec::new();
@@ -264,10 +349,24 @@ impl Analytics {
                 Value::I64(x) => x as f64,
                 _ => continue,
             };
+            if w.first_ts == 0 {
+                w.first_ts = s.ts;
+            }
             let before = w.detector.baseline();
             let v = w.detector.update(x);
-            if v.start {
-                events.push(anomaly_event(w, s.ts, x, v.score, v.kind, before));
+            if v.start && s.ts - w.first_ts >= LEARNING_NS {
+                match self.episodes.get_mut(&w.asset) {
+                    Some(e) if s.ts - e.last <= EPISODE_GAP_NS => e.add(&w.tag, v.score, v.kind, s.ts),
+                    _ => {
+                        if let Some(old) = self.episodes.remove(&w.asset) {
+                            events.push(old.closing(&w.asset));
+                        }
+                        let mut e = Episode { started: s.ts, last: s.ts, tags: Vec::new() };
+                        e.add(&w.tag, v.score, v.kind, s.ts);
+                        self.episodes.insert(w.asset.clone(), e);
+                        events.push(anomaly_event(w, s.ts, x, v.score, v.kind, before));
+                    }
+                }
             }
             if let Some(&(g, c)) = self.group_of.get(&s.series) {
                 events.extend(self.groups[g].on_value(c, s.ts, x));
@@ -320,6 +419,7 @@ fn anomaly_event(
             "baseline": baseline.map(|b| b.0),
             "scale": baseline.map(|b| b.1),
             "started": ts,
+            "phase": "started",
             "contributions": [{ "tag": w.tag, "share": 1.0 }],
         }),
     }

@@ -1,6 +1,8 @@
 //! Helpers for tests that drive the real `linepilot` binary.
 #![allow(dead_code)]
 
+pub mod replay;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
