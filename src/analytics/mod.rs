@@ -1,4 +1,6 @@
-//! Analytics over the line's data (issue 5): streaming anomaly detection so
-//! far; line state, OEE and alarms come next.
+//! Analytics over the line's data (issue 5): streaming anomaly detection, machine
+//! state per asset, and OEE / downtime / MTBF / MTTR per shift; alarms come next.
 
 pub mod detect;
+pub mod oee;
+pub mod state;

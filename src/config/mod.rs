@@ -11,6 +11,7 @@
 //! entry on its own so that one bad entry does not hide problems in the next.
 
 mod address;
+pub mod calendar;
 mod diagnostic;
 mod load;
 mod plant;
@@ -29,8 +30,11 @@ pub use address::{
     JsonPath, JsonPathSegment, LabelTemplate, ModbusAddress, ModbusDataType, ModbusTable, MqttAddress, NodeIdentifier,
     OpcUaNodeId, TagAddress, WordOrder,
 };
+pub use calendar::{BreakConfig, Calendar, CalendarError, PlannedStopConfig, ShiftConfig, ShiftWindow};
 pub use diagnostic::{ConfigErrors, Diagnostic};
-pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
+pub use plant::{
+    AreaConfig, AssetConfig, AssetCountersConfig, AssetStateConfig, LineConfig, SiteConfig, TagConfig, TagLimits,
+};
 pub use source::{
     ModbusEndpoint, ModbusSourceConfig, MqttProtocol, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig,
     Parity, SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
@@ -59,6 +63,10 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// `[[tag]]` entries, in file order.
     pub tags: Vec<TagConfig>,
+    /// `[[shift]]` entries: the shift calendar, in the site's time zone.
+    pub shifts: Vec<ShiftConfig>,
+    /// `[[planned_stop]]` entries: time taken out of planned production.
+    pub planned_stops: Vec<PlannedStopConfig>,
 }
 
 impl Config {
@@ -72,6 +80,16 @@ impl Config {
     /// Checks config text; `name` is the file name used in diagnostics.
     pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         load::load(text, name)
+    }
+
+    /// The `[[asset]]` with this id.
+    pub fn asset(&self, id: &str) -> Option<&AssetConfig> {
+        self.assets.iter().find(|a| a.id == id)
+    }
+
+    /// The `[[tag]]` with this name.
+    pub fn tag(&self, name: &str) -> Option<&TagConfig> {
+        self.tags.iter().find(|t| t.name == name)
     }
 
     /// The `[[source]]` with this id.

@@ -94,7 +94,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
     let tags = Arc::new(crate::ingest::bind_all_tags(&config, &store)?);
     let app = crate::api::router(
-        crate::api::ApiState { store: store.clone(), ingest: health, tags },
+        crate::api::ApiState { store: store.clone(), ingest: health, tags, config: Arc::new(config.clone()) },
         config.api.max_body_bytes.0 as usize,
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
