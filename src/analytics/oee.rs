@@ -636,3 +636,46 @@ pub fn downtime_table(r: &DowntimeReport, cal: Option<&Calendar>) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_resets_and_wraps() {
+        let mut c = Counter::new(None);
+        let deltas: Vec<u64> = [100.0, 150.0, 150.0, 20.0, 30.0].iter().map(|&v| c.update(v)).collect();
+        assert_eq!(deltas, [0, 50, 0, 20, 10]);
+        let mut c = Counter::new(Some(1 << 32));
+        let top = (1u64 << 32) as f64;
+        let deltas: Vec<u64> = [top - 10.0, top - 1.0, 5.0, 1_000.0, 3.0].iter().map(|&v| c.update(v)).collect();
+        // A drop from the top half wraps (1 + 5 = 6 units after 2^32 - 1); from the bottom half it resets.
+        assert_eq!(deltas, [0, 9, 6, 995, 3]);
+        assert_eq!(c.update(f64::NAN), 0);
+    }
+
+    #[test]
+    fn timeline_is_clipped_to_planned_time() {
+        let ch = |ts, state, code| StateChange {
+            asset: "m".into(),
+            ts,
+            state,
+            fault_code: code,
+            previous: None,
+            previous_fault_code: None,
+            previous_since: None,
+        };
+        use MachineState::*;
+        let s = 1_000_000_000i64;
+        // Unknown until 10 s, running, a fault from 50 to 70 s (across the planned gap 60-80 s), running.
+        let changes = [ch(10 * s, Running, None), ch(50 * s, Fault, Some(7)), ch(70 * s, Running, None)];
+        let planned = [(0, 60 * s), (80 * s, 100 * s)];
+        let t = downtime_of("m", &changes, &planned, 0, 100 * s);
+        assert_eq!(t.run_s, 40.0 + 20.0);
+        assert_eq!(t.state_s[&Unknown], 10.0);
+        assert_eq!(t.downtime.causes[0], CauseDowntime { cause: "fault_7".into(), seconds: 10.0, stops: 1 });
+        assert_eq!((t.downtime.failures, t.downtime.mttr_s, t.downtime.mtbf_s), (1, Some(10.0), Some(60.0)));
+        assert_eq!(t.downtime.planned_s, 80.0);
+        assert_eq!(t.downtime.downtime_s, 20.0);
+    }
+}
