@@ -151,6 +151,49 @@ enum Cmd {
         #[command(subcommand)]
         what: EvalWhat,
     },
+    /// OEE of a shift (or a window) per line and asset: availability, performance,
+    /// quality, counts, downtime by cause, MTBF and MTTR.
+    Oee {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Shift as DATE/NAME, e.g. 2026-11-28/A (the local date it starts on).
+        #[arg(long, required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
+        shift: Option<String>,
+        /// Start instead of a shift: RFC 3339 or local time (2026-11-28T06:00).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// End (exclusive), as --from.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Downtime by cause (fault codes, starved, blocked, setup ...) with every stop.
+    Downtime {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Start: RFC 3339 or local time in the plant's zone (2026-11-28T06:00).
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), as --from.
+        #[arg(long)]
+        to: String,
+        /// Only this asset.
+        #[arg(long)]
+        asset: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Query a series: raw samples or windowed aggregates.
     Query {
         /// Config file.
@@ -369,6 +412,16 @@ fn main() -> ExitCode {
             init_logging("warn");
             eval(what)
         }
+        Cmd::Oee { config, data_dir, shift, from, to, json } => {
+            init_logging("warn");
+            let p = linepilot::api::OeeParams { shift, from, to, asset: None };
+            oee(config, data_dir, p, json, false)
+        }
+        Cmd::Downtime { config, data_dir, from, to, asset, json } => {
+            init_logging("warn");
+            let p = linepilot::api::OeeParams { shift: None, from: Some(from), to: Some(to), asset };
+            oee(config, data_dir, p, json, true)
+        }
         Cmd::Query { config, data_dir, series, labels, from, to, agg, window, format } => {
             init_logging("warn");
             let params = QueryParams { series, labels, from, to, agg, window };
@@ -553,6 +606,76 @@ fn run_query(config: PathBuf, data_dir: Option<PathBuf>, params: QueryParams, fo
         }
         OutFormat::Csv => write!(out, "{}", query::to_csv(&results))?,
         OutFormat::Table => write!(out, "{}", query::to_table(&results))?,
+    }
+    Ok(())
+}
+
+/// `linepilot oee` (or `downtime` when `downtime`): from the store, or from the daemon's
+/// API when it holds the data directory.
+fn oee(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    p: linepilot::api::OeeParams,
+    json: bool,
+    downtime: bool,
+) -> Result<()> {
+    use linepilot::analytics::oee as o;
+    let cfg = load_config(&config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let answer: serde_json::Value = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
+        Ok(store) => {
+            let res = (|| -> Result<serde_json::Value> {
+                let (from, to, shift) = match &p.shift {
+                    Some(label) => {
+                        let w = cal.shift(label)?;
+                        (w.start, w.end, Some(w.label))
+                    }
+                    None => {
+                        let from = cal.parse_time(p.from.as_deref().unwrap_or_default())?;
+                        (from, cal.parse_time(p.to.as_deref().unwrap_or_default())?, None)
+                    }
+                };
+                Ok(if downtime {
+                    serde_json::to_value(o::downtime(&store, &cfg, &cal, from, to, p.asset.as_deref())?)?
+                } else {
+                    serde_json::to_value(o::window_oee(&store, &cfg, &cal, from, to, shift)?)?
+                })
+            })();
+            store.close();
+            res?
+        }
+        Err(StoreError::Locked(dir)) => {
+            let listen = daemon_listen(&cfg, Some(PathBuf::from(dir)));
+            let path = if downtime { "/api/v1/downtime" } else { "/api/v1/oee" };
+            let url = format!("http://{listen}{path}");
+            let mut req = ureq::get(&url);
+            for (k, v) in [("shift", &p.shift), ("from", &p.from), ("to", &p.to), ("asset", &p.asset)] {
+                if let Some(v) = v {
+                    req = req.query(k, v);
+                }
+            }
+            let mut resp = req.config().http_status_as_error(false).build().call().with_context(|| {
+                format!("the data directory is locked by a running daemon, and its API at {url} did not answer")
+            })?;
+            let status = resp.status();
+            let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
+            let body: serde_json::Value = serde_json::from_str(&text).context("decoding the daemon's answer")?;
+            if !status.is_success() {
+                bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("request failed"));
+            }
+            body
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+    } else if downtime {
+        let r: o::DowntimeReport = serde_json::from_value(answer).context("decoding the downtime report")?;
+        write!(out, "{}", o::downtime_table(&r, Some(&cal)))?;
+    } else {
+        let r: o::OeeReport = serde_json::from_value(answer).context("decoding the OEE report")?;
+        write!(out, "{}", o::oee_table(&r))?;
     }
     Ok(())
 }

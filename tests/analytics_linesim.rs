@@ -10,6 +10,7 @@ use std::sync::Arc;
 use linepilot::analytics::alarms::AlarmEngine;
 use linepilot::analytics::detect::SignalParams;
 use linepilot::analytics::stage::Analytics;
+use linepilot::analytics::state::LineState;
 use linepilot::domain::{Event, EventKind};
 use linepilot::ingest::BoundTag;
 
@@ -31,7 +32,9 @@ fn demo_faults_raise_an_alarm_or_anomaly_and_false_events_are_few() {
         .collect();
     assert_eq!(tags.len(), demo.config.tags.len(), "every configured tag is on the simulated line");
     let alarms = AlarmEngine::new(&demo.config, |name| demo.series(name));
-    let mut analytics = Analytics::new(&tags, SignalParams::default(), Some(Arc::new(parking_lot::Mutex::new(alarms))));
+    let line_state = LineState::new(&demo.config, |name| demo.series(name));
+    let mut analytics = Analytics::new(&tags, SignalParams::default(), Some(Arc::new(parking_lot::Mutex::new(alarms))))
+        .with_line_state(line_state);
     let mut events: Vec<Event> = Vec::new();
     let mut batch = Vec::new();
     let truth = demo.run(8, |step| match step {
@@ -44,6 +47,17 @@ fn demo_faults_raise_an_alarm_or_anomaly_and_false_events_are_few() {
         }
     });
     let end = truth.end;
+    // Machine states: every fault that stops a machine shows as a `fault` state change there.
+    let states: Vec<&Event> = events.iter().filter(|e| e.kind == EventKind::StateChange).collect();
+    eprintln!("state changes: {}", states.len());
+    for (asset, code) in [("labeler", 101), ("filler", 101), ("capper", 201), ("washer", 310)] {
+        assert!(
+            states.iter().any(|e| e.asset.as_deref() == Some(asset)
+                && e.details["state"] == "fault"
+                && e.details["fault_code"] == code),
+            "no `fault` state change with code {code} on {asset}"
+        );
+    }
 
     let raised: Vec<&Event> = events
         .iter()

@@ -84,7 +84,7 @@ fn generated_config_checks_clean() {
     let out = linepilot(&["check-config", arg(&file)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.trim_end(), format!("{}: ok (11 tags, 3 assets, 3 sources)", file.display()));
+    assert_eq!(stdout.trim_end(), format!("{}: ok (13 tags, 3 assets, 3 sources)", file.display()));
 }
 
 #[test]

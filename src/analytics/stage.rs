@@ -255,6 +255,8 @@ pub struct Analytics {
     alarms: Option<Arc<Mutex<AlarmEngine>>>,
     /// Open anomaly episode per asset.
     episodes: HashMap<String, Episode>,
+    /// Machine state per asset (state-change events).
+    line_state: Option<super::state::LineState>,
 }
 
 impl Analytics {
@@ -300,7 +302,14 @@ impl Analytics {
                 (t.series, w)
             })
             .collect();
-        Analytics { watched, groups, group_of, alarms, episodes: HashMap::new() }
+        Analytics { watched, groups, group_of, alarms, episodes: HashMap::new(), line_state: None }
+    }
+
+    /// Also tracks the machine state of every asset that has a `state` config,
+    /// storing each transition as a `state_change` event.
+    pub fn with_line_state(mut self, line_state: super::state::LineState) -> Analytics {
+        self.line_state = Some(line_state);
+        self
     }
 
     /// Advances the alarms' clock to `now` (on-delays, flatline, shelving expiry).
@@ -333,6 +342,11 @@ impl Analytics {
     /// Samples of bad quality are not learnt (a comms loss is not an anomaly of the process).
     pub fn on_batch(&mut self, samples: &[Sample]) -> Vec<Event> {
         let mut events = Vec::new();
+        if let Some(ls) = &mut self.line_state {
+            for s in samples {
+                events.extend(ls.on_sample(s));
+            }
+        }
         if let Some(a) = &self.alarms {
             let mut engine = a.lock();
             for s in samples {

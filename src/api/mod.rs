@@ -30,6 +30,8 @@ pub struct ApiState {
     pub ingest: Arc<crate::ingest::Health>,
     /// The configured tags and their series, in config order.
     pub tags: Arc<Vec<crate::ingest::BoundTag>>,
+    /// The loaded config (plant model, shift calendar) for OEE and downtime.
+    pub config: Arc<crate::config::Config>,
 }
 
 /// The router.
@@ -39,6 +41,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/query", get(query_handler))
         .route("/api/v1/events", get(events_handler))
         .route("/api/v1/tags", get(tags_handler))
+        .route("/api/v1/oee", get(oee_handler))
+        .route("/api/v1/downtime", get(downtime_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -216,4 +220,79 @@ async fn tags_handler(State(st): State<ApiState>) -> Response {
         })
         .collect();
     Json(json!({ "tags": rows })).into_response()
+}
+
+/// Parameters of `GET /api/v1/oee` and `GET /api/v1/downtime`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OeeParams {
+    /// A shift, `2026-11-28/A` (OEE only; instead of `from` and `to`).
+    #[serde(default)]
+    pub shift: Option<String>,
+    /// Start: RFC 3339 or local time in the plant's zone (`2026-11-28T06:00`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// End (exclusive), as `from`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Downtime only: one asset.
+    #[serde(default)]
+    pub asset: Option<String>,
+}
+
+fn analytics_error(e: crate::analytics::oee::OeeError) -> Response {
+    use crate::analytics::oee::OeeError as E;
+    let code = match &e {
+        E::Calendar(_) | E::EmptyWindow => StatusCode::BAD_REQUEST,
+        E::UnknownAsset(_) => StatusCode::NOT_FOUND,
+        E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+/// The window of `p`: `shift`, or `from` and `to`.
+fn oee_window(
+    cal: &crate::config::Calendar,
+    p: &OeeParams,
+) -> Result<(i64, i64, Option<String>), crate::analytics::oee::OeeError> {
+    use crate::analytics::oee::OeeError;
+    use crate::config::CalendarError;
+    if let Some(label) = &p.shift {
+        let w = cal.shift(label)?;
+        return Ok((w.start, w.end, Some(w.label)));
+    }
+    match (&p.from, &p.to) {
+        (Some(f), Some(t)) => Ok((cal.parse_time(f)?, cal.parse_time(t)?, None)),
+        _ => Err(OeeError::Calendar(CalendarError::BadTime("give `shift`, or `from` and `to`".into()))),
+    }
+}
+
+/// `GET /api/v1/oee?shift=2026-11-28/A` (or `?from&to`): OEE, its parts, counts,
+/// downtime by cause, MTBF and MTTR per asset and per line.
+async fn oee_handler(State(st): State<ApiState>, Query(p): Query<OeeParams>) -> Response {
+    let res = tokio::task::spawn_blocking(move || {
+        let cal = crate::config::Calendar::new(&st.config)?;
+        let (from, to, shift) = oee_window(&cal, &p)?;
+        crate::analytics::oee::window_oee(&st.store, &st.config, &cal, from, to, shift)
+    })
+    .await;
+    match res {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => analytics_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+/// `GET /api/v1/downtime?from&to[&asset]` (or `?shift`): downtime by cause and every stop.
+async fn downtime_handler(State(st): State<ApiState>, Query(p): Query<OeeParams>) -> Response {
+    let res = tokio::task::spawn_blocking(move || {
+        let cal = crate::config::Calendar::new(&st.config)?;
+        let (from, to, _) = oee_window(&cal, &p)?;
+        crate::analytics::oee::downtime(&st.store, &st.config, &cal, from, to, p.asset.as_deref())
+    })
+    .await;
+    match res {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => analytics_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
 }

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::address::{ModbusAddressFields, ModbusDataType, MqttAddressFields, OpcUaNodeId, TagAddress};
 use super::alarms::{check_pattern, AlarmTemplateConfig, AlarmsConfig, TagAlarmSettings};
+use super::calendar::{PlannedStopConfig, ShiftConfig};
 use super::diagnostic::{ConfigErrors, Sink};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
@@ -22,8 +23,20 @@ use crate::domain::ValueKind;
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 10] =
-    ["site", "store", "api", "area", "line", "asset", "source", "tag", "alarms", "alarm_template"];
+const SECTIONS: [&str; 12] = [
+    "site",
+    "store",
+    "api",
+    "area",
+    "line",
+    "asset",
+    "source",
+    "tag",
+    "alarms",
+    "alarm_template",
+    "shift",
+    "planned_stop",
+];
 
 /// One step of a key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -462,7 +475,16 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let mut assets: Vec<AssetConfig> = Vec::new();
     for (i, v) in &asset_entries {
         let base = [key("asset"), Seg::Index(*i)];
-        if let Some(Parsed { value: a, .. }) = l.de::<AssetConfig>(v, &base) {
+        if let Some(p) = l.de::<AssetConfig>(v, &base) {
+            // A bad `state` or `counters` was reported: its later checks would only echo it.
+            let (state_ok, counters_ok) = (p.ok("state"), p.ok("counters"));
+            let mut a = p.value;
+            if !state_ok {
+                a.state = None;
+            }
+            if !counters_ok {
+                a.counters = None;
+            }
             if let Some(r) = a.ideal_rate_per_min {
                 if !(r.is_finite() && r > 0.0) {
                     l.report_at(
@@ -596,12 +618,24 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     }
 
     let alarm_templates = check_alarms(&mut l, &assets, &tags, &tag_bases);
+    let (shifts, planned_stops) = check_production(&mut l, &assets, &tags, site.as_ref());
 
     let Loader { sink, .. } = l;
     match (site, store, api, alarms) {
-        (Some(site), Some(store), Some(api), Some(alarms)) if sink.is_empty() => {
-            Ok(Config { site: site.value, store, api, areas, lines, assets, sources, tags, alarms, alarm_templates })
-        }
+        (Some(site), Some(store), Some(api), Some(alarms)) if sink.is_empty() => Ok(Config {
+            site: site.value,
+            store,
+            api,
+            areas,
+            lines,
+            assets,
+            sources,
+            tags,
+            alarms,
+            alarm_templates,
+            shifts,
+            planned_stops,
+        }),
         _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }
 }
@@ -934,4 +968,95 @@ fn t_settings(t: &AlarmTemplateConfig) -> TagAlarmSettings {
 
 fn tag_has_key(l: &Loader<'_, '_>, base: &[Seg], k: &str) -> bool {
     get(l.root, &join(base, &[key(k)])).is_some()
+}
+
+/// The shift calendar and what OEE needs of the plant model: shifts and planned stops
+/// well formed, the time zone in the tz database, every asset's state and counter tags
+/// defined (flags as `bool`), and each line's key asset on that line.
+fn check_production(
+    l: &mut Loader<'_, '_>,
+    assets: &[AssetConfig],
+    tags: &[TagConfig],
+    site: Option<&Parsed<SiteConfig>>,
+) -> (Vec<ShiftConfig>, Vec<PlannedStopConfig>) {
+    let shift_entries = l.entries("shift");
+    let stop_entries = l.entries("planned_stop");
+    let mut shifts = Vec::new();
+    for (i, v) in &shift_entries {
+        let base = [key("shift"), Seg::Index(*i)];
+        if let Some(p) = l.de::<ShiftConfig>(v, &base) {
+            let errs = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
+            l.report_all(&base, errs);
+            shifts.push(p.value);
+        }
+    }
+    l.names("shift", &shift_entries, "name", "shift name", |_| Ok(()));
+    let mut stops = Vec::new();
+    for (i, v) in &stop_entries {
+        let base = [key("planned_stop"), Seg::Index(*i)];
+        if let Some(p) = l.de::<PlannedStopConfig>(v, &base) {
+            if p.clean() {
+                let errs = p.value.check();
+                l.report_all(&base, errs);
+            }
+            stops.push(p.value);
+        }
+    }
+    if let Some(site) = site.filter(|s| s.ok("time_zone")) {
+        if let Err(e) = super::calendar::time_zone(&site.value.time_zone) {
+            l.report_at(
+                &[key("site"), key("time_zone")],
+                format!("{e} (the tz database of this system does not know it)"),
+            );
+        }
+    }
+    let kinds: HashMap<&str, ValueKind> = tags.iter().map(|t| (t.name.as_str(), t.value_type)).collect();
+    let asset_entries = l.entries("asset");
+    for (i, v) in &asset_entries {
+        let Some(a) = str_at(v, "id").and_then(|(id, _)| assets.iter().find(|a| a.id == id)) else { continue };
+        let base = [key("asset"), Seg::Index(*i)];
+        let mut refs: Vec<(&'static str, &'static str, &str)> = Vec::new();
+        if let Some(st) = &a.state {
+            l.report_all(&join(&base, &[key("state")]), st.check());
+            refs.extend(st.tags().into_iter().map(|(k, t)| ("state", k, t)));
+        }
+        if let Some(c) = &a.counters {
+            l.report_all(&join(&base, &[key("counters")]), c.check());
+            refs.extend(c.tags().into_iter().map(|(k, t)| ("counters", k, t)));
+        }
+        for (section, k, tag) in refs {
+            let path = join(&base, &[key(section), key(k)]);
+            match kinds.get(tag) {
+                None => {
+                    let names: Vec<String> = kinds.keys().map(|s| s.to_string()).collect();
+                    let mut msg = format!("unknown tag `{tag}`");
+                    if let Some(close) = closest(tag, names.iter()) {
+                        let _ = write!(msg, "; did you mean `{close}`?");
+                    }
+                    l.report_at(&path, msg);
+                }
+                Some(kind) if matches!(k, "starved_tag" | "blocked_tag") && *kind != ValueKind::Bool => {
+                    l.report_at(&path, format!("`{tag}` is {kind}; {k} needs a bool tag"));
+                }
+                Some(ValueKind::Str) if section == "counters" || matches!(k, "speed_tag" | "fault_code_tag") => {
+                    l.report_at(&path, format!("`{tag}` is a string tag; {k} needs a number tag"));
+                }
+                _ => {}
+            }
+        }
+    }
+    let line_entries = l.entries("line");
+    for (i, v) in &line_entries {
+        let Some((key_asset, _)) = str_at(v, "key_asset") else { continue };
+        let line_id = str_at(v, "id").map(|(s, _)| s).unwrap_or_default();
+        let path = [key("line"), Seg::Index(*i), key("key_asset")];
+        match assets.iter().find(|a| a.id == key_asset) {
+            None => l.report_at(&path, format!("unknown asset `{key_asset}`")),
+            Some(a) if a.line != line_id => {
+                l.report_at(&path, format!("asset `{key_asset}` stands on line `{}`, not on `{line_id}`", a.line))
+            }
+            Some(_) => {}
+        }
+    }
+    (shifts, stops)
 }

@@ -13,6 +13,7 @@
 
 mod address;
 pub mod alarms;
+pub mod calendar;
 mod diagnostic;
 mod load;
 mod plant;
@@ -32,8 +33,11 @@ pub use address::{
     OpcUaNodeId, TagAddress, WordOrder,
 };
 pub use alarms::{AlarmTemplateConfig, AlarmsConfig, Priority, TagAlarmSettings};
+pub use calendar::{BreakConfig, Calendar, CalendarError, PlannedStopConfig, ShiftConfig, ShiftWindow};
 pub use diagnostic::{ConfigErrors, Diagnostic};
-pub use plant::{AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig, TagLimits};
+pub use plant::{
+    AreaConfig, AssetConfig, AssetCountersConfig, AssetStateConfig, LineConfig, SiteConfig, TagConfig, TagLimits,
+};
 pub use source::{
     ModbusEndpoint, ModbusSourceConfig, MqttProtocol, MqttSourceConfig, OpcUaMode, OpcUaSecurity, OpcUaSourceConfig,
     Parity, SecurityMode, SecurityPolicy, SourceConfig, SourceKind,
@@ -66,6 +70,10 @@ pub struct Config {
     pub alarms: AlarmsConfig,
     /// `[[alarm_template]]` entries, in file order.
     pub alarm_templates: Vec<AlarmTemplateConfig>,
+    /// `[[shift]]` entries: the shift calendar, in the site's time zone.
+    pub shifts: Vec<ShiftConfig>,
+    /// `[[planned_stop]]` entries: time taken out of planned production.
+    pub planned_stops: Vec<PlannedStopConfig>,
 }
 
 impl Config {
@@ -85,6 +93,16 @@ impl Config {
     /// file order, then its own keys.
     pub fn tag_alarms(&self, tag: &TagConfig) -> TagAlarmSettings {
         TagAlarmSettings::resolve(tag, &self.assets, &self.alarm_templates)
+    }
+
+    /// The `[[asset]]` with this id.
+    pub fn asset(&self, id: &str) -> Option<&AssetConfig> {
+        self.assets.iter().find(|a| a.id == id)
+    }
+
+    /// The `[[tag]]` with this name.
+    pub fn tag(&self, name: &str) -> Option<&TagConfig> {
+        self.tags.iter().find(|t| t.name == name)
     }
 
     /// The `[[source]]` with this id.

@@ -66,6 +66,11 @@ pub struct LineConfig {
     pub name: String,
     /// The `[[area]]` id this line belongs to.
     pub area: String,
+    /// The line's key machine (DIN 8743: usually the filler), an `[[asset]]` id on this
+    /// line: the line's OEE is this machine's. Left out: the asset with state and
+    /// counters that has the lowest `ideal_rate_per_min` (the bottleneck by design).
+    #[serde(default)]
+    pub key_asset: Option<String>,
 }
 
 /// `[[asset]]`: a machine on a line; the unit agents and analytics speak in.
@@ -87,6 +92,132 @@ pub struct AssetConfig {
     /// Free text for people and agents.
     #[serde(default)]
     pub description: Option<String>,
+    /// How the machine's state (running, idle, starved, blocked, fault, setup) is
+    /// derived: from a state tag, or by a rule over speed and fault code.
+    #[serde(default)]
+    pub state: Option<AssetStateConfig>,
+    /// Which counter tags give its good, reject and total counts.
+    #[serde(default)]
+    pub counters: Option<AssetCountersConfig>,
+}
+
+/// `state` of an `[[asset]]`: either `tag` with `codes` (a PLC state word), or a rule
+/// over `speed_tag` (running above `running_speed`), `fault_code_tag` (fault when not
+/// 0) and the optional `starved_tag` / `blocked_tag` flags.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetStateConfig {
+    /// A `[[tag]]` that holds the machine's state: a code (`i64`) or a name (`string`).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// With `tag`: what each value means, `{ 0 = "idle", 1 = "running", 4 = "fault" }`
+    /// (states: running, idle, starved, blocked, fault, setup, unknown). A value not
+    /// listed reads as `unknown`.
+    #[serde(default)]
+    pub codes: std::collections::BTreeMap<String, crate::domain::MachineState>,
+    /// A `[[tag]]` with the active fault code (0 = none): names the cause of a fault
+    /// (`fault_101`); in a rule, any code but 0 means `fault`.
+    #[serde(default)]
+    pub fault_code_tag: Option<String>,
+    /// Rule: a `[[tag]]` with the machine's speed.
+    #[serde(default)]
+    pub speed_tag: Option<String>,
+    /// Rule: the machine runs while its speed is above this (in the speed tag's unit).
+    #[serde(default)]
+    pub running_speed: f64,
+    /// Rule: a `bool` `[[tag]]` that is true while the machine waits for material.
+    #[serde(default)]
+    pub starved_tag: Option<String>,
+    /// Rule: a `bool` `[[tag]]` that is true while its outfeed is full.
+    #[serde(default)]
+    pub blocked_tag: Option<String>,
+}
+
+impl AssetStateConfig {
+    /// Every tag this config reads, with the key it is named under.
+    pub fn tags(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("tag", &self.tag),
+            ("fault_code_tag", &self.fault_code_tag),
+            ("speed_tag", &self.speed_tag),
+            ("starved_tag", &self.starved_tag),
+            ("blocked_tag", &self.blocked_tag),
+        ]
+        .into_iter()
+        .filter_map(|(k, t)| t.as_deref().map(|t| (k, t)))
+        .collect()
+    }
+
+    /// Problems as (key, message), keys relative to `state`.
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        match (&self.tag, &self.speed_tag) {
+            (Some(_), Some(_)) => {
+                errs.push(("speed_tag", "give `tag` (a state tag) or `speed_tag` (a rule), not both".into()))
+            }
+            (None, None) => errs.push(("tag", "give `tag` with `codes` (a state tag), or `speed_tag` (a rule)".into())),
+            (Some(_), None) if self.codes.is_empty() => {
+                errs.push(("codes", "a state tag needs `codes`, e.g. { 0 = \"idle\", 1 = \"running\" }".into()))
+            }
+            (None, Some(_)) if !self.codes.is_empty() => {
+                errs.push(("codes", "`codes` applies to `tag`, not to a rule".into()))
+            }
+            _ => {}
+        }
+        if self.tag.is_some() && (self.starved_tag.is_some() || self.blocked_tag.is_some()) {
+            errs.push(("starved_tag", "starved_tag and blocked_tag belong to a rule (`speed_tag`)".into()));
+        }
+        if !self.running_speed.is_finite() || self.running_speed < 0.0 {
+            errs.push(("running_speed", format!("running_speed ({}) must be a number >= 0", self.running_speed)));
+        }
+        errs
+    }
+}
+
+/// `counters` of an `[[asset]]`: counter tags (running totals that only go up, reset
+/// or wrap) for its output. Give `good` and `reject`, `total` and `reject`, `total` and
+/// `good`, or one of `good` / `total` alone (quality is then not known).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetCountersConfig {
+    /// A `[[tag]]` counting good units.
+    #[serde(default)]
+    pub good: Option<String>,
+    /// A `[[tag]]` counting rejected units.
+    #[serde(default)]
+    pub reject: Option<String>,
+    /// A `[[tag]]` counting every unit made (good + reject).
+    #[serde(default)]
+    pub total: Option<String>,
+    /// The counters' modulus when they wrap (4294967296 for a 32-bit counter): a drop
+    /// from near the top is a wrap, not a reset. Without it every drop is a reset to 0.
+    #[serde(default)]
+    pub rollover: Option<u64>,
+}
+
+impl AssetCountersConfig {
+    /// Every tag this config reads, with the key it is named under.
+    pub fn tags(&self) -> Vec<(&'static str, &str)> {
+        [("good", &self.good), ("reject", &self.reject), ("total", &self.total)]
+            .into_iter()
+            .filter_map(|(k, t)| t.as_deref().map(|t| (k, t)))
+            .collect()
+    }
+
+    /// Problems as (key, message), keys relative to `counters`.
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if self.good.is_none() && self.total.is_none() {
+            errs.push(("good", "counters need `good` or `total`".into()));
+        }
+        if self.good.is_some() && self.reject.is_some() && self.total.is_some() {
+            errs.push(("total", "give two of good, reject and total; the third follows".into()));
+        }
+        if self.rollover == Some(0) {
+            errs.push(("rollover", "rollover must be more than 0".into()));
+        }
+        errs
+    }
 }
 
 /// `[[tag]]`: one signal, where it comes from and what it means.

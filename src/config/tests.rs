@@ -79,11 +79,13 @@ fn base_and_example_load() {
     assert_eq!(c.site.time_zone, "Europe/Berlin");
     assert_eq!(c.store.data_dir, std::path::PathBuf::from("./data"));
     assert_eq!(c.assets.len(), 3);
-    assert_eq!(c.tags.len(), 11);
+    assert_eq!(c.tags.len(), 13);
+    assert_eq!((c.shifts.len(), c.planned_stops.len()), (3, 2));
+    assert_eq!(c.lines[0].key_asset.as_deref(), Some("filler"));
     let kinds: Vec<SourceKind> = c.sources.iter().map(|s| s.kind()).collect();
     assert_eq!(kinds, [SourceKind::OpcUa, SourceKind::Modbus, SourceKind::Mqtt]);
     let count = |f: fn(&TagAddress) -> bool| c.tags.iter().filter(|t| t.address.as_ref().is_some_and(f)).count();
-    assert_eq!(count(|a| matches!(a, TagAddress::OpcUa(_))), 5);
+    assert_eq!(count(|a| matches!(a, TagAddress::OpcUa(_))), 7);
     assert_eq!(count(|a| matches!(a, TagAddress::Modbus(_))), 4);
     assert_eq!(count(|a| matches!(a, TagAddress::Mqtt(_))), 2);
     let coil = c.tags.iter().find(|t| t.name == "washer.auto_mode").and_then(|t| t.address.clone());
@@ -639,4 +641,62 @@ fn mqtt_topic_labels() {
         assert_eq!(d[0].key, "tag[0].address.labels", "{labels}");
         assert!(d[0].message.contains(msg), "{labels}: {}", d[0].message);
     }
+}
+
+#[test]
+fn shift_calendar_and_asset_state_errors() {
+    let d = errors(
+        r#"[[asset]]
+id = "capper"
+name = "Capper"
+line = "l1"
+kind = "capper"
+state = { tag = "capper.stat", codes = { 1 = "running" } }
+counters = { reject = "capper.state" }
+[[tag]]
+name = "capper.state"
+asset = "capper"
+description = "state"
+value_type = "i64"
+[[shift]]
+name = "A"
+start = "06:00"
+end = "25:00"
+[[shift]]
+name = "B"
+start = "14:00"
+end = "22:00"
+breaks = [{ start = "23:00", minutes = 30 }]
+[[planned_stop]]
+reason = "x"
+from = "2026-12-24T14:00"
+[[asset]]
+id = "labeler"
+name = "Labeler"
+line = "l1"
+kind = "labeler"
+state = { tag = "capper.state", codes = { 1 = "runing" } }
+"#,
+    );
+    let listing: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+    assert_eq!(d.len(), 6, "{}", listing.join("\n"));
+    is(&d[0], B + 6, 17, "asset[1].state.tag", "unknown tag `capper.stat`; did you mean `capper.state`?");
+    is(&d[1], B + 7, 12, "asset[1].counters.good", "counters need `good` or `total`");
+    is(&d[2], B + 16, 7, "shift[0].end", "bad time of day `25:00`");
+    is(&d[3], B + 21, 10, "shift[1].breaks", "the break at 23:00 for 30 min is not within the shift 14:00-22:00");
+    assert_eq!((d[4].key.as_str(), d[4].line), ("planned_stop[0].to", B + 22));
+    assert!(d[4].message.contains("missing key `to`"), "{}", d[4]);
+    is(&d[5], B + 30, 47, "asset[2].state.codes.1", "unknown value `runing`");
+}
+
+#[test]
+fn unknown_time_zone_and_key_asset_off_the_line() {
+    let text = BASE
+        .replace("name = \"Plant\"", "name = \"Plant\"\ntime_zone = \"Mars/Olympus_Mons\"")
+        .replace("area = \"a1\"\n[[asset]]", "area = \"a1\"\nkey_asset = \"washer\"\n[[asset]]");
+    let d = errors_of(&text);
+    let listing: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+    assert_eq!(d.len(), 2, "{}", listing.join("\n"));
+    is(&d[0], 3, 13, "site.time_zone", "time zone `Mars/Olympus_Mons`");
+    is(&d[1], 11, 13, "line[0].key_asset", "unknown asset `washer`");
 }

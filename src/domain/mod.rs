@@ -5,11 +5,13 @@
 //! the edges (shift calendar, report text).
 
 mod event;
+mod machine_state;
 mod quality;
 mod sample;
 mod series;
 
 pub use event::{Event, EventKind};
+pub use machine_state::MachineState;
 pub use quality::{Quality, QualityClass};
 pub use sample::{Sample, Value, ValueKind};
 pub use series::{SeriesId, SeriesKey};

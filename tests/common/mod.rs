@@ -256,3 +256,81 @@ pub fn self_signed(dir: &Path, cn: &str, key: &str, cert: &str) {
     }
     openssl(dir, &args);
 }
+
+/// Keeps only the line-protocol lines of some series (`asset signal=...`): a
+/// history run of the whole line written through it holds just what a test reads.
+pub struct LpFilter {
+    /// `"filler state="`-style prefixes of the lines to keep.
+    pub prefixes: Vec<Vec<u8>>,
+    /// The kept lines.
+    pub kept: Vec<u8>,
+    carry: Vec<u8>,
+}
+
+impl LpFilter {
+    /// Keeps the lines of the series named `asset.signal` in `series`.
+    pub fn new(series: &[String]) -> LpFilter {
+        let prefixes =
+            series.iter().filter_map(|s| s.split_once('.')).map(|(a, f)| format!("{a} {f}=").into_bytes()).collect();
+        LpFilter { prefixes, kept: Vec::new(), carry: Vec::new() }
+    }
+}
+
+impl std::io::Write for LpFilter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.carry.extend_from_slice(buf);
+        let mut start = 0;
+        while let Some(n) = self.carry[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.carry[start..start + n + 1];
+            if self.prefixes.iter().any(|p| line.starts_with(p)) {
+                self.kept.extend_from_slice(line);
+            }
+            start += n + 1;
+        }
+        self.carry.drain(..start);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the demo scenario's history for `hours` (as `linesim history` does) and
+/// imports the samples of `series` into a store in `data_dir` opened with `config`
+/// (as `linepilot import` does). Returns the store and the ground-truth records.
+pub fn demo_history_in_store(
+    config: &linepilot::config::Config,
+    data_dir: &Path,
+    hours: f64,
+    series: &[String],
+) -> (linepilot::store::Store, Vec<serde_json::Value>) {
+    let path = demo_scenario_path();
+    let scenario = linesim::line::scenario::Scenario::load(&path).expect("demo scenario");
+    let mut lp = LpFilter::new(series);
+    let mut truth = Vec::new();
+    let duration_ns = (hours * 3.6e12) as i64;
+    linesim::line::history::run(&scenario, &path.display().to_string(), duration_ns, &mut lp, &mut truth, |_, _| {})
+        .expect("history I/O")
+        .expect("history run");
+    let store = linepilot::service::open_store(config, Some(data_dir.to_path_buf()), false).expect("open store");
+    let text = String::from_utf8(lp.kept).expect("line protocol is UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    for chunk in lines.chunks(100_000) {
+        let body = chunk.join("\n");
+        let resolved = linepilot::store::import::line_protocol(
+            &store,
+            &body,
+            linepilot::line_protocol::Precision::Ns,
+            linepilot::domain::now_ns(),
+        )
+        .expect("import line protocol");
+        store.write(resolved.samples).expect("store write");
+    }
+    let truth = String::from_utf8(truth)
+        .expect("truth is UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("truth record is JSON"))
+        .collect();
+    (store, truth)
+}

@@ -25,6 +25,35 @@ fn dial(listen: &str) -> String {
     listen.replace("0.0.0.0", "127.0.0.1")
 }
 
+/// What the machines' `state` word means (the catalog's state codes).
+const STATE_CODES: &str =
+    "{ 0 = \"idle\", 1 = \"running\", 2 = \"starved\", 3 = \"blocked\", 4 = \"fault\", 5 = \"setup\" }";
+
+/// The scenario's shifts as the gateway's `[[shift]]` calendar.
+fn shift_calendar(out: &mut String, scenario: &Scenario) {
+    if scenario.shifts.is_empty() {
+        return;
+    }
+    out.push_str("\n# The shift calendar, in [site] time_zone: breaks are planned, not downtime.\n");
+    for s in &scenario.shifts {
+        let _ = write!(
+            out,
+            "\n[[shift]]\nname = {}\nstart = {}\nend = {}\n",
+            toml_str(&s.name),
+            toml_str(&s.start),
+            toml_str(&s.end)
+        );
+        if !s.breaks.is_empty() {
+            let breaks: Vec<String> = s
+                .breaks
+                .iter()
+                .map(|b| format!("{{ start = {}, minutes = {} }}", toml_str(&b.start), b.minutes))
+                .collect();
+            let _ = writeln!(out, "breaks = [{}]", breaks.join(", "));
+        }
+    }
+}
+
 /// A complete gateway config for `scenario`'s line: site, plant model, the three
 /// sources at the scenario's listen addresses, and one `[[tag]]` per simulator tag.
 pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
@@ -40,6 +69,7 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
     out.push_str("[api]\nlisten = \"127.0.0.1:7878\"\n\n");
     out.push_str("[[area]]\nid = \"bottling\"\nname = \"Bottling hall\"\n\n");
     out.push_str("[[line]]\nid = \"line1\"\nname = \"Line 1 (PET 0.5 l)\"\narea = \"bottling\"\n");
+    out.push_str("key_asset = \"filler\"             # the line's OEE is the filler's (DIN 8743 key machine)\n");
     let mut assets: Vec<&str> = Vec::new();
     for t in &catalog.tags {
         if !assets.contains(&t.asset) {
@@ -55,6 +85,14 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
                 out.push_str("line = \"line1\"\n");
                 let _ = writeln!(out, "kind = {}", toml_str(m.id));
                 let _ = writeln!(out, "ideal_rate_per_min = {}", m.design_bpm);
+                let _ = writeln!(
+                    out,
+                    "state = {{ tag = \"{a}.state\", codes = {STATE_CODES}, fault_code_tag = \"{a}.fault_code\" }}"
+                );
+                let _ = writeln!(
+                    out,
+                    "counters = {{ good = \"{a}.good_count\", reject = \"{a}.reject_count\", rollover = 4294967296 }}"
+                );
             }
             None => {
                 let _ = writeln!(out, "name = {}", toml_str(a));
@@ -64,6 +102,7 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
             }
         }
     }
+    shift_calendar(&mut out, scenario);
     let _ = write!(
         out,
         "\n[[source]]\nid = \"{OPCUA_SOURCE}\"\nkind = \"opcua\"\nendpoint = \"opc.tcp://{}\"\n\
