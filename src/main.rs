@@ -130,8 +130,8 @@ enum Cmd {
         /// Input file.
         input: PathBuf,
     },
-    /// Score a CSV export (any historian's) with the streaming anomaly detector:
-    /// per row the score (largest robust |z|), the flag and the columns that moved.
+    /// Score a CSV export (any historian's) with the daemon's per-tag anomaly detector:
+    /// per row the score (1 = threshold), the flag (an anomaly starts) and the columns that moved.
     Detect {
         /// The CSV file, with a header line.
         #[arg(long)]
@@ -142,9 +142,12 @@ enum Cmd {
         /// Columns to score, comma-separated (default: all but the time column).
         #[arg(long, value_delimiter = ',')]
         value_cols: Option<Vec<String>>,
-        /// |z| at which a row is flagged.
-        #[arg(long, default_value_t = 6.0)]
+        /// Level |z| threshold of the detector (the other tests keep their defaults).
+        #[arg(long, default_value_t = SignalParams::default().level.threshold)]
         threshold: f64,
+        /// Rows each column learns before it may flag.
+        #[arg(long, default_value_t = SignalParams::default().learning)]
+        learning: usize,
     },
     /// Evaluate the analytics on a public data set (see docs/EVALUATION.md).
     Eval {
@@ -404,9 +407,9 @@ fn main() -> ExitCode {
             };
             discover(opts, &source_id, asset.as_deref())
         }
-        Cmd::Detect { csv, time_col, value_cols, threshold } => {
+        Cmd::Detect { csv, time_col, value_cols, threshold, learning } => {
             init_logging("warn");
-            detect_csv(&csv, time_col, value_cols, threshold)
+            detect_csv(&csv, time_col, value_cols, threshold, learning)
         }
         Cmd::Eval { what } => {
             init_logging("warn");
@@ -739,15 +742,22 @@ fn age(now: i64, ts: i64) -> String {
 }
 
 /// `linepilot detect --csv`: scores to stdout, a summary on stderr.
-fn detect_csv(path: &Path, time_col: Option<String>, value_cols: Option<Vec<String>>, threshold: f64) -> Result<()> {
-    use linepilot::analytics::detect::{score_csv, BaselineParams, CsvOptions};
+fn detect_csv(
+    path: &Path,
+    time_col: Option<String>,
+    value_cols: Option<Vec<String>>,
+    threshold: f64,
+    learning: usize,
+) -> Result<()> {
+    use linepilot::analytics::detect::{score_csv, CsvOptions};
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let opts = CsvOptions { time_col, value_cols };
-    let params = BaselineParams { threshold, ..Default::default() };
+    let d = SignalParams::default();
+    let params = SignalParams { level: BaselineParams { threshold, ..d.level }, learning, ..d };
     let out = std::io::BufWriter::new(std::io::stdout().lock());
     let (rows, flagged) =
         score_csv(std::io::BufReader::new(file), out, &opts, params).with_context(|| format!("{}", path.display()))?;
-    eprintln!("{}: {rows} rows, {flagged} flagged (|z| >= {threshold})", path.display());
+    eprintln!("{}: {rows} rows, {flagged} flagged (anomaly starts; level |z| >= {threshold})", path.display());
     Ok(())
 }
 

@@ -104,42 +104,43 @@ fn median(sorted: &[f64]) -> f64 {
 /// The verdict on one row of several signals.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowScore {
-    /// The largest |z| of the row (0 while every column warms up).
+    /// The largest test score of the row relative to its threshold (1.0 = at the
+    /// threshold; 0 while every column learns).
     pub score: f64,
-    /// `score` reached the threshold.
+    /// An anomaly episode starts in at least one column on this row.
     pub flag: bool,
-    /// (column index, |z|) of the columns at or above half the threshold, largest first.
+    /// (column index, score) of the columns at or above half their threshold, largest first.
     pub top: Vec<(usize, f64)>,
 }
 
-/// One [`RobustBaseline`] per column.
+/// One [`SignalDetector`] per column: the daemon's per-tag detector over a table.
 #[derive(Clone, Debug)]
 pub struct RowDetector {
-    p: BaselineParams,
-    columns: Vec<RobustBaseline>,
+    columns: Vec<SignalDetector>,
 }
 
 impl RowDetector {
     /// A detector for `columns` signals.
-    pub fn new(columns: usize, p: BaselineParams) -> RowDetector {
-        RowDetector { p, columns: (0..columns).map(|_| RobustBaseline::new(p)).collect() }
+    pub fn new(columns: usize, p: SignalParams) -> RowDetector {
+        RowDetector { columns: (0..columns).map(|_| SignalDetector::new(p)).collect() }
     }
 
     /// Learns a row (`None`: no value in that column) and scores it.
     pub fn update(&mut self, row: &[Option<f64>]) -> RowScore {
         let mut top: Vec<(usize, f64)> = Vec::new();
         let mut score = 0.0f64;
+        let mut flag = false;
         for (i, (d, x)) in self.columns.iter_mut().zip(row).enumerate() {
-            if let Some(z) = x.and_then(|x| d.update(x)) {
-                let z = z.abs();
-                score = score.max(z);
-                if z >= self.p.threshold / 2.0 {
-                    top.push((i, z));
-                }
+            let Some(x) = x else { continue };
+            let v = d.update(*x);
+            score = score.max(v.score);
+            flag |= v.start;
+            if v.score >= 0.5 {
+                top.push((i, v.score));
             }
         }
         top.sort_by(|a, b| b.1.total_cmp(&a.1));
-        RowScore { score, flag: score >= self.p.threshold, top }
+        RowScore { score, flag, top }
     }
 }
 
@@ -181,21 +182,21 @@ pub struct SignalParams {
 /// corpus with the NAB scorer, standard profile); they are the same for every tag.
 impl Default for SignalParams {
     fn default() -> Self {
-        let base = BaselineParams { alpha: 0.01, beta: 0.01, ..BaselineParams::default() };
+        let base = BaselineParams { alpha: 0.005, beta: 0.005, ..BaselineParams::default() };
         SignalParams {
             level: BaselineParams { threshold: 4.0, ..base },
-            step: BaselineParams { threshold: 6.0, ..base },
-            cusum_k: 1.0,
+            step: BaselineParams { threshold: 5.0, ..base },
+            cusum_k: 1.25,
             cusum_h: 40.0,
             quiet: 150,
             margin: 1.0,
-            memory: 2000.0,
-            pattern_levels: 12,
+            memory: 5000.0,
+            pattern_levels: 16,
             pattern_orders: 3,
             pattern_threshold: 1.0,
             learning: 300,
             slow_alpha: 0.003,
-            slow_threshold: 2.0,
+            slow_threshold: 2.5,
         }
     }
 }
@@ -534,13 +535,13 @@ mod tests {
 
     #[test]
     fn a_small_sustained_shift_is_a_change_point() {
-        // A shift of 2 standard deviations of the noise: no single sample is extreme
+        // A shift of 2.6 standard deviations of the noise: no single sample is extreme
         // (the level test needs 4), the CUSUM accumulates it.
         let p = SignalParams::default();
         let mut d = SignalDetector::new(p);
         let mut found = None;
         for i in 0..3000u64 {
-            let x = 10.0 + noise(i) + if i >= 2000 { 1.15 } else { 0.0 };
+            let x = 10.0 + noise(i) + if i >= 2000 { 1.5 } else { 0.0 };
             let v = d.update(x);
             if v.start && i > 500 {
                 found = Some((i, v.kind));
@@ -554,10 +555,10 @@ mod tests {
 
     #[test]
     fn rows_name_the_column_that_moved() {
-        let mut d = RowDetector::new(3, BaselineParams::default());
+        let mut d = RowDetector::new(3, SignalParams::default());
         let mut last = None;
-        for i in 0..400u64 {
-            let spike = if i == 350 { 40.0 } else { 0.0 };
+        for i in 0..800u64 {
+            let spike = if i == 650 { 40.0 } else { 0.0 };
             let row = [Some(100.0 + noise(i)), Some(5.0 + 0.1 * noise(i + 7) + spike * 0.1), None];
             let s = d.update(&row);
             if s.flag {
@@ -566,7 +567,7 @@ mod tests {
             }
         }
         let (i, s) = last.expect("the spike is flagged");
-        assert_eq!(i, 350);
+        assert_eq!(i, 650);
         assert_eq!(s.top.first().map(|t| t.0), Some(1), "{s:?}");
     }
 }
@@ -593,13 +594,14 @@ pub struct CsvOptions {
 }
 
 /// Scores every row of a CSV with a header: writes `time,score,flag,top`
-/// (`top` = `column:|z|` of the contributing columns, `;`-separated) and
-/// returns (rows, flagged rows). Cells that are not numbers are gaps.
+/// (`score` relative to the threshold, `flag` 1 where an anomaly episode starts,
+/// `top` = `column:score` of the contributing columns, `;`-separated) and returns
+/// (rows, flagged rows). Cells that are not numbers are gaps.
 pub fn score_csv(
     input: impl std::io::BufRead,
     mut out: impl std::io::Write,
     opts: &CsvOptions,
-    p: BaselineParams,
+    p: SignalParams,
 ) -> Result<(u64, u64), DetectError> {
     let mut lines = input.lines();
     let header = match lines.next() {
@@ -688,21 +690,21 @@ mod csv_tests {
     #[test]
     fn a_csv_is_scored_row_by_row() {
         let mut text = String::from("timestamp,\"flow, l/min\",temp\n");
-        for i in 0..100 {
-            let temp = if i == 80 { 90.0 } else { 60.0 + (i % 3) as f64 * 0.1 };
+        for i in 0..600 {
+            let temp = if i == 500 { 90.0 } else { 60.0 + (i % 3) as f64 * 0.1 };
             text.push_str(&format!("2026-01-01 00:{:02}:00,{},{temp}\n", i % 60, 10.0 + (i % 5) as f64 * 0.2));
         }
         let mut out = Vec::new();
         let (rows, flagged) =
-            score_csv(text.as_bytes(), &mut out, &CsvOptions::default(), BaselineParams::default()).expect("scored");
-        assert_eq!((rows, flagged), (100, 1));
+            score_csv(text.as_bytes(), &mut out, &CsvOptions::default(), SignalParams::default()).expect("scored");
+        assert_eq!((rows, flagged), (600, 1));
         let out = String::from_utf8(out).expect("utf8");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "timestamp,score,flag,top");
-        assert!(lines[81].starts_with("2026-01-01 00:20:00,") && lines[81].contains(",1,temp:"), "{}", lines[81]);
+        assert!(lines[501].starts_with("2026-01-01 00:20:00,") && lines[501].contains(",1,\"temp:"), "{}", lines[501]);
 
         let bad = CsvOptions { value_cols: Some(vec!["pressure".into()]), ..Default::default() };
-        let e = score_csv(text.as_bytes(), Vec::new(), &bad, BaselineParams::default()).unwrap_err();
+        let e = score_csv(text.as_bytes(), Vec::new(), &bad, SignalParams::default()).unwrap_err();
         assert!(e.to_string().contains("no column `pressure`"), "{e}");
     }
 }
