@@ -70,6 +70,15 @@ enum EvalWhat {
         /// Samples a detector learns before it may flag.
         #[arg(long, default_value_t = SignalParams::default().learning)]
         learning: usize,
+        /// Samples collected to look for a cycle (0: no seasonal test).
+        #[arg(long, default_value_t = SignalParams::default().season_window)]
+        season_window: usize,
+        /// Autocorrelation a cycle needs.
+        #[arg(long, default_value_t = SignalParams::default().season_min_acf)]
+        season_min_acf: f64,
+        /// Seasonal residual |z| threshold.
+        #[arg(long, default_value_t = SignalParams::default().season_threshold)]
+        season_threshold: f64,
         /// Print per-file detections too.
         #[arg(long)]
         verbose: bool,
@@ -781,6 +790,9 @@ fn eval(what: EvalWhat) -> Result<()> {
             slow_alpha,
             slow_threshold,
             learning,
+            season_window,
+            season_min_acf,
+            season_threshold,
             verbose,
         } => {
             let corpus = nab::NabCorpus::load(&data).with_context(|| {
@@ -803,6 +815,9 @@ fn eval(what: EvalWhat) -> Result<()> {
                 slow_alpha,
                 slow_threshold,
                 learning,
+                season_window,
+                season_min_acf,
+                season_threshold,
             };
             let t0 = std::time::Instant::now();
             let scores = nab::detect_episodes(&corpus, p);

@@ -110,6 +110,8 @@ fn demo_faults_raise_an_alarm_or_anomaly_and_false_events_are_few() {
                     && e.ts >= f.ts
                     && if comms {
                         is_comms(e)
+                    } else if is_comms(e) {
+                        false
                     } else if !evidence.is_empty() {
                         about(e, evidence)
                     } else {

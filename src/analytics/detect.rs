@@ -171,6 +171,12 @@ pub struct SignalParams {
     pub pattern_threshold: f64,
     /// Samples a detector learns before it may flag (its first values are all news).
     pub learning: usize,
+    /// Samples collected to look for a cycle (the seasonal test); 0 disables it.
+    pub season_window: usize,
+    /// Autocorrelation a cycle needs to be used.
+    pub season_min_acf: f64,
+    /// |z| of the residual against the cycle's profile that flags.
+    pub season_threshold: f64,
     /// Adaptation rate of the slow baseline.
     pub slow_alpha: f64,
     /// |z| against the slow baseline below which a value is not news, however it
@@ -195,6 +201,9 @@ impl Default for SignalParams {
             pattern_orders: 3,
             pattern_threshold: 1.0,
             learning: 300,
+            season_window: 750,
+            season_min_acf: 0.6,
+            season_threshold: 4.0,
             slow_alpha: 0.003,
             slow_threshold: 2.5,
         }
@@ -213,6 +222,9 @@ pub enum AnomalyKind {
     ChangePoint,
     /// The recent sequence of values has not been seen before (new shape or level).
     Pattern,
+    /// The value is unusual for this point of the signal's cycle (a missed daily
+    /// peak, a flat stretch where it normally moves).
+    Seasonal,
 }
 
 /// The verdict on one sample of a [`SignalDetector`].
@@ -243,8 +255,9 @@ pub struct SignalDetector {
     cusum_neg: f64,
     /// Samples left before a flag may start a new episode (0: none open).
     open: usize,
-    /// Decaying peak of each test's score (level, step, change point).
-    peaks: [f64; 3],
+    /// Decaying peak of each test's score (level, step, change point, seasonal).
+    peaks: [f64; 4],
+    season: Season,
     pattern: PatternMemory,
     /// A slow baseline: the value must also be unusual for the tag in the long run.
     slow: RobustBaseline,
@@ -263,7 +276,8 @@ impl SignalDetector {
             cusum_pos: 0.0,
             cusum_neg: 0.0,
             open: 0,
-            peaks: [0.0; 3],
+            peaks: [0.0; 4],
+            season: Season::new(p),
             pattern: PatternMemory::new(p.pattern_levels, p.pattern_orders),
             slow: RobustBaseline::new(BaselineParams {
                 alpha: p.slow_alpha,
@@ -283,7 +297,7 @@ impl SignalDetector {
     /// Learns `x` and judges it. Values that are not finite are skipped (no verdict change).
     pub fn update(&mut self, x: f64) -> Verdict {
         // (score relative to its threshold, novel: above `margin` x the test's recent peak)
-        let mut scores: [(f64, bool); 3] = [(0.0, false); 3];
+        let mut scores: [(f64, bool); 4] = [(0.0, false); 4];
         let learning = self.seen < self.p.learning;
         if x.is_finite() {
             self.seen += 1;
@@ -305,22 +319,32 @@ impl SignalDetector {
                 }
             }
             self.prev = Some(x);
+            if let Some(z) = self.season.update(x) {
+                scores[3].0 = z.abs() / self.p.season_threshold;
+            }
             let keep = 1.0 - 1.0 / self.p.memory.max(1.0);
             for (i, (s, peak)) in scores.iter_mut().zip(self.peaks.iter_mut()).enumerate() {
-                // A change point is itself a departure from the slow baseline.
-                let gate = slow_gate || i == 2;
+                // A change point and a seasonal residual are themselves comparisons
+                // with the long run.
+                let gate = slow_gate || i >= 2;
                 s.1 = s.0 >= 1.0 && s.0 > *peak * self.p.margin && gate && !learning;
                 *peak = (*peak * keep).max(s.0);
             }
         }
         let pattern = if x.is_finite() { self.pattern.update(x) } else { 0.0 };
-        const KINDS: [AnomalyKind; 4] =
-            [AnomalyKind::Level, AnomalyKind::Step, AnomalyKind::ChangePoint, AnomalyKind::Pattern];
+        const KINDS: [AnomalyKind; 5] = [
+            AnomalyKind::Level,
+            AnomalyKind::Step,
+            AnomalyKind::ChangePoint,
+            AnomalyKind::Seasonal,
+            AnomalyKind::Pattern,
+        ];
         let scores = [
             scores[0],
             scores[1],
             scores[2],
-            (pattern / self.p.pattern_threshold, pattern >= self.p.pattern_threshold),
+            scores[3],
+            (pattern / self.p.pattern_threshold, pattern >= self.p.pattern_threshold && !learning),
         ];
         let mut best: (f64, Option<AnomalyKind>) = (0.0, None);
         let mut flag = false;
@@ -343,6 +367,99 @@ impl SignalDetector {
         }
         Verdict { score: best.0, kind: best.1, flag, start, active: self.open > 0 }
     }
+}
+
+/// The seasonal test: after `season_window` samples it looks for a cycle (the
+/// first autocorrelation peak after the autocorrelation has crossed zero, if it
+/// reaches `season_min_acf`); with one, it keeps a per-phase profile of the
+/// cycle and scores each value's residual against it with a robust baseline.
+#[derive(Clone, Debug)]
+struct Season {
+    window: usize,
+    min_acf: f64,
+    warm: Vec<f64>,
+    /// The warm-up has been searched for a cycle.
+    looked: bool,
+    /// The cycle's profile, one level per phase (empty: no cycle found or not yet looked).
+    profile: Vec<f64>,
+    phase: usize,
+    residual: RobustBaseline,
+}
+
+/// Adaptation of the seasonal profile, per cycle.
+const SEASON_ALPHA: f64 = 0.1;
+
+impl Season {
+    fn new(p: SignalParams) -> Season {
+        Season {
+            window: p.season_window,
+            min_acf: p.season_min_acf,
+            warm: Vec::new(),
+            looked: false,
+            profile: Vec::new(),
+            phase: 0,
+            residual: RobustBaseline::new(BaselineParams { warmup: 30, ..p.level }),
+        }
+    }
+
+    /// Learns `x` (finite); the robust z of its residual once a cycle is known.
+    fn update(&mut self, x: f64) -> Option<f64> {
+        if self.profile.is_empty() {
+            if self.window == 0 || self.looked {
+                return None;
+            }
+            self.warm.push(x);
+            if self.warm.len() == self.window {
+                if let Some(period) = find_period(&self.warm, self.min_acf) {
+                    // Start the profile from the last full cycle, the phase where the window ends.
+                    let n = self.warm.len();
+                    self.profile = self.warm[n - period..].to_vec();
+                    self.phase = 0;
+                }
+                self.looked = true;
+                self.warm = Vec::new();
+            }
+            return None;
+        }
+        let expected = self.profile[self.phase];
+        let r = x - expected;
+        let z = self.residual.update(r);
+        let scale = self.residual.baseline().map_or(f64::INFINITY, |b| b.1);
+        let c = 3.0 * scale;
+        self.profile[self.phase] += SEASON_ALPHA * if c.is_finite() { r.clamp(-c, c) } else { r };
+        self.phase = (self.phase + 1) % self.profile.len();
+        z
+    }
+}
+
+/// The cycle length of `xs`: the lag of the highest autocorrelation after the
+/// autocorrelation first drops below zero, if it reaches `min_acf`.
+fn find_period(xs: &[f64], min_acf: f64) -> Option<usize> {
+    let n = xs.len();
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let c: Vec<f64> = xs.iter().map(|x| x - mean).collect();
+    let var: f64 = c.iter().map(|v| v * v).sum();
+    if var <= 0.0 || n < 8 {
+        return None;
+    }
+    // Autocorrelation over the n - lag overlapping pairs, so long lags are not penalised.
+    let acf = |lag: usize| {
+        c[..n - lag].iter().zip(&c[lag..]).map(|(a, b)| a * b).sum::<f64>() / (n - lag) as f64 / (var / n as f64)
+    };
+    let max_lag = n / 2;
+    let mut lag = 1;
+    while lag < max_lag && acf(lag) > 0.0 {
+        lag += 1;
+    }
+    let (mut best, mut best_acf) = (0, f64::NEG_INFINITY);
+    for l in lag..max_lag {
+        let a = acf(l);
+        if a > best_acf {
+            best = l;
+            best_acf = a;
+        }
+    }
+    (best > 1 && best_acf >= min_acf).then_some(best)
 }
 
 /// Samples that set the pattern test's first value range; no pattern scores before.
@@ -433,10 +550,13 @@ impl PatternMemory {
 mod tests {
     use super::*;
 
-    /// A deterministic noise in [-1, 1).
+    /// A deterministic noise in [-1, 1) (splitmix64 of the index: no structure in i).
     fn noise(i: u64) -> f64 {
-        let x = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 11;
-        (x as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
     #[test]
@@ -534,14 +654,39 @@ mod tests {
     }
 
     #[test]
-    fn a_small_sustained_shift_is_a_change_point() {
-        // A shift of 2.6 standard deviations of the noise: no single sample is extreme
-        // (the level test needs 4), the CUSUM accumulates it.
-        let p = SignalParams::default();
+    fn the_cycle_is_found_and_a_missed_swing_is_seasonal() {
+        // The daily swing (288 samples) is found in the first 750 samples.
+        let xs: Vec<f64> = (0..750u64).map(daily).collect();
+        let p = find_period(&xs, 0.6).expect("a cycle");
+        assert!((285..=291).contains(&p), "period {p}");
+        let noise_only: Vec<f64> = (0..750u64).map(|i| noise(i)).collect();
+        assert_eq!(find_period(&noise_only, 0.6), None);
+        // Day 6 stays flat at the mean: every value is inside the usual range, but
+        // not at this time of day.
+        let flat = 288 * 6..288 * 7;
+        let xs =
+            (0..(288 * 8) as u64).map(|i| if flat.contains(&(i as usize)) { 50.0 + 0.5 * noise(i) } else { daily(i) });
+        let s = starts(SignalParams::default(), xs);
+        let late: Vec<_> = s.iter().filter(|x| x.0 > 288 * 3).collect();
+        let first = late.first().expect("the flat day is found");
+        assert!(flat.contains(&first.0) && first.0 < flat.start + 100, "{s:?}");
+        assert_eq!(first.1, Some(AnomalyKind::Seasonal), "{s:?}");
+    }
+
+    #[test]
+    fn a_sustained_shift_is_a_change_point() {
+        // A shift of 2.8 standard deviations of the noise, with the level and step
+        // tests switched off: the CUSUM on the slow baseline accumulates it.
+        let d0 = SignalParams::default();
+        let p = SignalParams {
+            level: BaselineParams { threshold: 1e9, ..d0.level },
+            step: BaselineParams { threshold: 1e9, ..d0.step },
+            ..d0
+        };
         let mut d = SignalDetector::new(p);
         let mut found = None;
         for i in 0..3000u64 {
-            let x = 10.0 + noise(i) + if i >= 2000 { 1.5 } else { 0.0 };
+            let x = 10.0 + noise(i) + if i >= 2000 { 1.6 } else { 0.0 };
             let v = d.update(x);
             if v.start && i > 500 {
                 found = Some((i, v.kind));

@@ -403,6 +403,7 @@ fn anomaly_event(
         Some(AnomalyKind::Step) => "jumped from the previous sample",
         Some(AnomalyKind::ChangePoint) => "shifted and stayed shifted (change point)",
         Some(AnomalyKind::Pattern) => "shows a pattern not seen before",
+        Some(AnomalyKind::Seasonal) => "is unusual for this point of its cycle",
         None => "is anomalous",
     };
     let unit = if w.unit.is_empty() { String::new() } else { format!(" {}", w.unit) };
