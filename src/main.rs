@@ -882,6 +882,12 @@ fn status(config: PathBuf, data_dir: Option<PathBuf>, json: bool) -> Result<bool
         st["samples_written"],
         st["last_error"].as_str().unwrap_or("none")
     )?;
+    let an = &h["analytics"];
+    writeln!(
+        out,
+        "analytics: {} batches, {} samples analysed, {} events written, {} batches skipped (behind)",
+        an["batches"], an["samples"], an["events"], an["skipped_batches"]
+    )?;
     writeln!(
         out,
         "{:<18} {:<7} {:<11} {:>5} {:>10} {:>8} {:>8} {:>7} {:>9} {:>5}  {:<12} last error",

@@ -474,6 +474,15 @@ async fn the_daemon_reports_the_modbus_source_in_healthz() {
     let s = wait("connected").await;
     assert_eq!(s["kind"], "modbus");
     assert_eq!(s["tags"], 60);
+    // The analytics stage analyses what the store committed.
+    let url = format!("http://{}/healthz", daemon.addr);
+    let h: serde_json::Value = tokio::task::block_in_place(|| {
+        let mut r = ureq::get(&url).config().http_status_as_error(false).build().call().expect("healthz");
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json")
+    });
+    assert!(h["analytics"]["batches"].as_u64().unwrap_or(0) > 0, "{}", h["analytics"]);
+    assert!(h["analytics"]["samples"].as_u64().unwrap_or(0) >= 60, "{}", h["analytics"]);
+    assert_eq!(h["analytics"]["skipped_batches"], 0, "{}", h["analytics"]);
     drop(running);
     let s = wait("down").await;
     assert!(s["bad_samples"].as_u64().unwrap_or(0) >= 60, "{s}");

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub tags: Arc<Vec<crate::ingest::BoundTag>>,
     /// The loaded config (plant model, shift calendar) for OEE and downtime.
     pub config: Arc<crate::config::Config>,
+    /// The analytics stage's counters.
+    pub analytics: Arc<crate::analytics::stage::AnalyticsHealth>,
 }
 
 /// The router.
@@ -195,7 +197,9 @@ async fn healthz(State(st): State<ApiState>) -> Response {
     let sources = st.ingest.snapshot();
     let status = if stats.last_error.is_some() || !st.ingest.all_connected() { "degraded" } else { "ok" };
     let code = if stats.last_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, Json(json!({ "status": status, "store": stats, "sources": sources }))).into_response()
+    let analytics = st.analytics.snapshot();
+    (code, Json(json!({ "status": status, "store": stats, "sources": sources, "analytics": analytics })))
+        .into_response()
 }
 
 /// `GET /api/v1/tags`: every configured tag with its latest value, time and quality.

@@ -102,12 +102,19 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     );
     let series_of = |name: &str| tags.iter().find(|t| t.tag.name == name).map(|t| t.series);
     let analytics = analytics.with_line_state(crate::analytics::state::LineState::new(&config, series_of));
-    let stage = tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health));
+    let stage =
+        tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health.clone()));
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
     let app = crate::api::router(
-        crate::api::ApiState { store: store.clone(), ingest: health, tags, config: Arc::new(config.clone()) },
+        crate::api::ApiState {
+            store: store.clone(),
+            ingest: health,
+            tags,
+            config: Arc::new(config.clone()),
+            analytics: analytics_health,
+        },
         config.api.max_body_bytes.0 as usize,
     )
     .merge(crate::api::alarms::router(crate::api::alarms::AlarmApi::new(alarms, store.clone())));
