@@ -18,6 +18,9 @@ mod common;
 use common::replay::{Demo, Step};
 
 const S: i64 = 1_000_000_000;
+
+/// (fault, asset, phase, evidence tags, bound in ns).
+type Expected<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str], i64);
 const MIN: i64 = 60 * S;
 
 #[test]
@@ -73,7 +76,7 @@ fn demo_faults_raise_an_alarm_or_anomaly_and_false_events_are_few() {
     let valve: &[&str] = &["filler.fill_level_07", "filler.reject_count"];
     let bearing: &[&str] = &["capper.vib_de_rms", "capper.vib_de_peak", "capper.bearing_de_temp"];
     let heater: &[&str] = &["washer.tank_temp", "washer.heater_output", "washer.fault_code"];
-    let expected: [(&str, &str, Option<&str>, &[&str], i64); 12] = [
+    let expected: [Expected; 12] = [
         ("valve_drift", "filler", None, valve, 150 * MIN),
         ("stuck_sensor", "filler", None, &["filler.product_temp"], 4 * MIN),
         ("bearing_wear", "capper", None, bearing, 270 * MIN),

@@ -659,7 +659,7 @@ mod tests {
         let xs: Vec<f64> = (0..750u64).map(daily).collect();
         let p = find_period(&xs, 0.6).expect("a cycle");
         assert!((285..=291).contains(&p), "period {p}");
-        let noise_only: Vec<f64> = (0..750u64).map(|i| noise(i)).collect();
+        let noise_only: Vec<f64> = (0..750u64).map(noise).collect();
         assert_eq!(find_period(&noise_only, 0.6), None);
         // Day 6 stays flat at the mean: every value is inside the usual range, but
         // not at this time of day.

@@ -332,6 +332,51 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Runs the product's [`SignalDetector`](crate::analytics::detect::SignalDetector) over
+/// every series. Per row: the score where an anomaly episode starts (what becomes an
+/// anomaly event in the daemon; at least 1.0), 0.0 elsewhere.
+pub fn detect_episodes(corpus: &NabCorpus, p: crate::analytics::detect::SignalParams) -> Vec<Vec<f64>> {
+    corpus
+        .files
+        .iter()
+        .map(|f| {
+            let mut d = crate::analytics::detect::SignalDetector::new(p);
+            f.values
+                .iter()
+                .map(|&x| {
+                    let v = d.update(x);
+                    if v.start {
+                        v.score.max(1.0)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A Markdown table of results: one row per result, one column per profile.
+pub fn markdown(rows: &[(String, NabResult)]) -> String {
+    let mut s = String::from(
+        "| detector | standard | reward low FP | reward low FN | windows found | false positives |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r) in rows {
+        let p = |i: usize| r.profiles.get(i).map_or(f64::NAN, |p| p.score);
+        let st = &r.profiles[0];
+        s.push_str(&format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {}/{} | {} |\n",
+            p(0),
+            p(1),
+            p(2),
+            st.tp,
+            st.tp + st.fn_,
+            st.fp
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,49 +464,4 @@ mod tests {
         let r = corpus.score(&perfect, 0.5);
         assert!((r.profiles[0].score - 100.0 * 2.0 / 3.0).abs() < 1e-9, "{r:?}");
     }
-}
-
-/// Runs the product's [`SignalDetector`](crate::analytics::detect::SignalDetector) over
-/// every series. Per row: the score where an anomaly episode starts (what becomes an
-/// anomaly event in the daemon; at least 1.0), 0.0 elsewhere.
-pub fn detect_episodes(corpus: &NabCorpus, p: crate::analytics::detect::SignalParams) -> Vec<Vec<f64>> {
-    corpus
-        .files
-        .iter()
-        .map(|f| {
-            let mut d = crate::analytics::detect::SignalDetector::new(p);
-            f.values
-                .iter()
-                .map(|&x| {
-                    let v = d.update(x);
-                    if v.start {
-                        v.score.max(1.0)
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// A Markdown table of results: one row per result, one column per profile.
-pub fn markdown(rows: &[(String, NabResult)]) -> String {
-    let mut s = String::from(
-        "| detector | standard | reward low FP | reward low FN | windows found | false positives |\n|---|---:|---:|---:|---:|---:|\n",
-    );
-    for (name, r) in rows {
-        let p = |i: usize| r.profiles.get(i).map_or(f64::NAN, |p| p.score);
-        let st = &r.profiles[0];
-        s.push_str(&format!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {}/{} | {} |\n",
-            p(0),
-            p(1),
-            p(2),
-            st.tp,
-            st.tp + st.fn_,
-            st.fp
-        ));
-    }
-    s
 }
