@@ -153,6 +153,14 @@ fn oee_and_downtime_over_api_and_cli() {
     assert!(close(&a["planned_s"], 1800.0) && close(&a["downtime_s"], 300.0), "{a}");
     assert_eq!(a["stops"][0]["from"], (T0 + 600) * 1_000_000_000);
 
+    // A window still running is cut where knowledge ends (here the clock: the data is
+    // older), not stretched to its end: the last state does not run into the future.
+    let before = linepilot::domain::now_ns();
+    let (status, open) = get(&daemon, "/api/v1/oee", &[("from", "2026-11-28T06:00"), ("to", "2099-01-01T00:00")]);
+    assert_eq!(status, 200, "{open}");
+    let to = open["window"]["to"].as_i64().unwrap_or(0);
+    assert!(to >= before && to <= linepilot::domain::now_ns(), "window {}", open["window"]);
+
     let (status, e) = get(&daemon, "/api/v1/oee", &[("shift", "2026-11-28/X")]);
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap_or("").contains("no shift named `X`"), "{e}");

@@ -235,6 +235,7 @@ pub fn window_oee(
     to: Timestamp,
     shift: Option<String>,
 ) -> Result<OeeReport, OeeError> {
+    let to = known_end(store, config, from, to);
     let (window, planned) = window(calendar, from, to, shift)?;
     let states = replay_states(store, config, from, to)?;
     let mut assets = Vec::new();
@@ -278,6 +279,7 @@ pub fn downtime(
             return Err(OeeError::UnknownAsset(a.to_string()));
         }
     }
+    let to = known_end(store, config, from, to);
     let (window, planned) = window(calendar, from, to, None)?;
     let states = replay_states(store, config, from, to)?;
     let assets = config
@@ -313,6 +315,19 @@ fn window(
         planned_s,
     };
     Ok((window, planned))
+}
+
+/// The end of what is known of [from, to): `to` for a window in the past; for one
+/// still running (a shift in progress), the later of the clock and the newest
+/// sample of the configured tags, so the last state is not stretched into the future.
+fn known_end(store: &Store, config: &Config, from: Timestamp, to: Timestamp) -> Timestamp {
+    let now = crate::domain::now_ns();
+    if to <= now {
+        return to;
+    }
+    let ids: Vec<SeriesId> = config.tags.iter().filter_map(|t| series_id(store, &t.name)).collect();
+    let newest = store.latest(&ids).into_iter().flatten().map(|l| l.ts).max().unwrap_or(now);
+    to.min(now.max(newest)).max(from.saturating_add(1))
 }
 
 fn series_id(store: &Store, name: &str) -> Option<SeriesId> {
