@@ -20,6 +20,87 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The per-tag detector's settings, for trying other values on a benchmark.
+#[derive(clap::Args, Clone, Copy)]
+struct DetectorArgs {
+    /// Level |z| threshold (the same for every series).
+    #[arg(long, default_value_t = SignalParams::default().level.threshold)]
+    threshold: f64,
+    /// Step |z| threshold.
+    #[arg(long, default_value_t = SignalParams::default().step.threshold)]
+    step_threshold: f64,
+    /// Baseline adaptation rate (level and scale).
+    #[arg(long, default_value_t = SignalParams::default().level.alpha)]
+    alpha: f64,
+    /// CUSUM decision level.
+    #[arg(long, default_value_t = SignalParams::default().cusum_h)]
+    cusum_h: f64,
+    /// CUSUM allowance.
+    #[arg(long, default_value_t = SignalParams::default().cusum_k)]
+    cusum_k: f64,
+    /// Samples after an episode starts during which further flags belong to it.
+    #[arg(long, default_value_t = SignalParams::default().quiet)]
+    quiet: usize,
+    /// A test flags only above this many times its own recent peak.
+    #[arg(long, default_value_t = SignalParams::default().margin)]
+    margin: f64,
+    /// Samples over which a test's peak decays.
+    #[arg(long, default_value_t = SignalParams::default().memory)]
+    memory: f64,
+    /// Quantisation levels of the pattern test.
+    #[arg(long, default_value_t = SignalParams::default().pattern_levels)]
+    pattern_levels: u32,
+    /// Context lengths of the pattern test.
+    #[arg(long, default_value_t = SignalParams::default().pattern_orders)]
+    pattern_orders: usize,
+    /// Share of new contexts that flags (0 disables the pattern test).
+    #[arg(long, default_value_t = SignalParams::default().pattern_threshold)]
+    pattern_threshold: f64,
+    /// Adaptation rate of the slow baseline.
+    #[arg(long, default_value_t = SignalParams::default().slow_alpha)]
+    slow_alpha: f64,
+    /// |z| against the slow baseline a value needs to be news.
+    #[arg(long, default_value_t = SignalParams::default().slow_threshold)]
+    slow_threshold: f64,
+    /// Samples a detector learns before it may flag.
+    #[arg(long, default_value_t = SignalParams::default().learning)]
+    learning: usize,
+    /// Samples collected to look for a cycle (0: no seasonal test).
+    #[arg(long, default_value_t = SignalParams::default().season_window)]
+    season_window: usize,
+    /// Autocorrelation a cycle needs.
+    #[arg(long, default_value_t = SignalParams::default().season_min_acf)]
+    season_min_acf: f64,
+    /// Seasonal residual |z| threshold.
+    #[arg(long, default_value_t = SignalParams::default().season_threshold)]
+    season_threshold: f64,
+}
+
+impl DetectorArgs {
+    /// The detector settings these flags give (one rate for level and scale).
+    fn params(self) -> SignalParams {
+        let d = SignalParams::default();
+        SignalParams {
+            level: BaselineParams { threshold: self.threshold, alpha: self.alpha, beta: self.alpha, ..d.level },
+            step: BaselineParams { threshold: self.step_threshold, alpha: self.alpha, beta: self.alpha, ..d.step },
+            cusum_h: self.cusum_h,
+            cusum_k: self.cusum_k,
+            quiet: self.quiet,
+            margin: self.margin,
+            memory: self.memory,
+            pattern_levels: self.pattern_levels,
+            pattern_orders: self.pattern_orders,
+            pattern_threshold: self.pattern_threshold,
+            learning: self.learning,
+            season_window: self.season_window,
+            season_min_acf: self.season_min_acf,
+            season_threshold: self.season_threshold,
+            slow_alpha: self.slow_alpha,
+            slow_threshold: self.slow_threshold,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum EvalWhat {
     /// The Numenta Anomaly Benchmark: the univariate detector over all 58 series,
@@ -28,57 +109,8 @@ enum EvalWhat {
         /// NAB's root folder (holding data/, labels/, config/).
         #[arg(long, default_value = "../shared/data/nab")]
         data: PathBuf,
-        /// Level |z| threshold (the same for every series).
-        #[arg(long, default_value_t = SignalParams::default().level.threshold)]
-        threshold: f64,
-        /// Step |z| threshold.
-        #[arg(long, default_value_t = SignalParams::default().step.threshold)]
-        step_threshold: f64,
-        /// Baseline adaptation rate (level and scale).
-        #[arg(long, default_value_t = SignalParams::default().level.alpha)]
-        alpha: f64,
-        /// CUSUM decision level.
-        #[arg(long, default_value_t = SignalParams::default().cusum_h)]
-        cusum_h: f64,
-        /// CUSUM allowance.
-        #[arg(long, default_value_t = SignalParams::default().cusum_k)]
-        cusum_k: f64,
-        /// Calm samples that end an anomaly episode.
-        #[arg(long, default_value_t = SignalParams::default().quiet)]
-        quiet: usize,
-        /// A test flags only above this many times its own recent peak.
-        #[arg(long, default_value_t = SignalParams::default().margin)]
-        margin: f64,
-        /// Samples over which a test's peak decays.
-        #[arg(long, default_value_t = SignalParams::default().memory)]
-        memory: f64,
-        /// Quantisation levels of the pattern test.
-        #[arg(long, default_value_t = SignalParams::default().pattern_levels)]
-        pattern_levels: u32,
-        /// Context lengths of the pattern test.
-        #[arg(long, default_value_t = SignalParams::default().pattern_orders)]
-        pattern_orders: usize,
-        /// Share of new contexts that flags (0 disables the pattern test).
-        #[arg(long, default_value_t = SignalParams::default().pattern_threshold)]
-        pattern_threshold: f64,
-        /// Adaptation rate of the slow baseline.
-        #[arg(long, default_value_t = SignalParams::default().slow_alpha)]
-        slow_alpha: f64,
-        /// |z| against the slow baseline a value needs to be news.
-        #[arg(long, default_value_t = SignalParams::default().slow_threshold)]
-        slow_threshold: f64,
-        /// Samples a detector learns before it may flag.
-        #[arg(long, default_value_t = SignalParams::default().learning)]
-        learning: usize,
-        /// Samples collected to look for a cycle (0: no seasonal test).
-        #[arg(long, default_value_t = SignalParams::default().season_window)]
-        season_window: usize,
-        /// Autocorrelation a cycle needs.
-        #[arg(long, default_value_t = SignalParams::default().season_min_acf)]
-        season_min_acf: f64,
-        /// Seasonal residual |z| threshold.
-        #[arg(long, default_value_t = SignalParams::default().season_threshold)]
-        season_threshold: f64,
+        #[command(flatten)]
+        detector: DetectorArgs,
         /// Print per-file detections too.
         #[arg(long)]
         verbose: bool,
@@ -774,51 +806,11 @@ fn detect_csv(
 fn eval(what: EvalWhat) -> Result<()> {
     use linepilot::analytics::eval::nab;
     match what {
-        EvalWhat::Nab {
-            data,
-            threshold,
-            step_threshold,
-            alpha,
-            cusum_h,
-            cusum_k,
-            quiet,
-            margin,
-            memory,
-            pattern_levels,
-            pattern_orders,
-            pattern_threshold,
-            slow_alpha,
-            slow_threshold,
-            learning,
-            season_window,
-            season_min_acf,
-            season_threshold,
-            verbose,
-        } => {
+        EvalWhat::Nab { data, detector, verbose } => {
             let corpus = nab::NabCorpus::load(&data).with_context(|| {
                 format!("cannot load NAB from {} (the folder with data/, labels/, config/)", data.display())
             })?;
-            let d = SignalParams::default();
-            let level = BaselineParams { threshold, alpha, beta: alpha, ..d.level };
-            let step = BaselineParams { threshold: step_threshold, alpha, beta: alpha, ..d.step };
-            let p = SignalParams {
-                level,
-                step,
-                cusum_h,
-                cusum_k,
-                quiet,
-                margin,
-                memory,
-                pattern_levels,
-                pattern_orders,
-                pattern_threshold,
-                slow_alpha,
-                slow_threshold,
-                learning,
-                season_window,
-                season_min_acf,
-                season_threshold,
-            };
+            let p = detector.params();
             let t0 = std::time::Instant::now();
             let scores = nab::detect_episodes(&corpus, p);
             let secs = t0.elapsed().as_secs_f64();
