@@ -1,5 +1,5 @@
 //! `linepilot eval tep` and `eval nab`: the detectors on the Tennessee Eastman
-//! benchmark, as the evaluation document reproduces it.
+//! and NAB benchmarks, as docs/EVALUATION.md reproduces them.
 
 use std::path::Path;
 use std::process::Command;
