@@ -387,7 +387,7 @@ struct Season {
 }
 
 /// Adaptation of the seasonal profile, per cycle.
-const SEASON_ALPHA: f64 = 0.1;
+const SEASON_ALPHA: f64 = 0.02;
 
 impl Season {
     fn new(p: SignalParams) -> Season {
