@@ -691,23 +691,8 @@ fn oee(
         Err(StoreError::Locked(dir)) => {
             let listen = daemon_listen(&cfg, Some(PathBuf::from(dir)));
             let path = if downtime { "/api/v1/downtime" } else { "/api/v1/oee" };
-            let url = format!("http://{listen}{path}");
-            let mut req = ureq::get(&url);
-            for (k, v) in [("shift", &p.shift), ("from", &p.from), ("to", &p.to), ("asset", &p.asset)] {
-                if let Some(v) = v {
-                    req = req.query(k, v);
-                }
-            }
-            let mut resp = req.config().http_status_as_error(false).build().call().with_context(|| {
-                format!("the data directory is locked by a running daemon, and its API at {url} did not answer")
-            })?;
-            let status = resp.status();
-            let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
-            let body: serde_json::Value = serde_json::from_str(&text).context("decoding the daemon's answer")?;
-            if !status.is_success() {
-                bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("request failed"));
-            }
-            body
+            let params = [("shift", &p.shift), ("from", &p.from), ("to", &p.to), ("asset", &p.asset)];
+            ask_locked_daemon(&listen, path, &params)?
         }
         Err(e) => return Err(e.into()),
     };
@@ -726,11 +711,28 @@ fn oee(
 
 /// The daemon holds the data directory: ask it over HTTP instead.
 fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult>> {
-    let url = format!("http://{listen}/api/v1/query");
-    let mut req = ureq::get(&url).query("series", &p.series);
-    for (k, v) in [("labels", &p.labels), ("from", &p.from), ("to", &p.to), ("agg", &p.agg), ("window", &p.window)] {
+    let series = Some(p.series.clone());
+    let params = [
+        ("series", &series),
+        ("labels", &p.labels),
+        ("from", &p.from),
+        ("to", &p.to),
+        ("agg", &p.agg),
+        ("window", &p.window),
+    ];
+    let body = ask_locked_daemon(listen, "/api/v1/query", &params)?;
+    let results = body.get("results").cloned().unwrap_or_default();
+    serde_json::from_value(results).context("decoding the daemon's results")
+}
+
+/// GET `path` with the given query parameters from the daemon that holds the data
+/// directory; its `error` message when it refuses.
+fn ask_locked_daemon(listen: &str, path: &str, params: &[(&str, &Option<String>)]) -> Result<serde_json::Value> {
+    let url = format!("http://{listen}{path}");
+    let mut req = ureq::get(&url);
+    for (k, v) in params {
         if let Some(v) = v {
-            req = req.query(k, v);
+            req = req.query(*k, v);
         }
     }
     let mut resp = req.config().http_status_as_error(false).build().call().with_context(|| {
@@ -740,10 +742,9 @@ fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult
     let text = resp.body_mut().read_to_string().context("reading the daemon's answer")?;
     let body: serde_json::Value = serde_json::from_str(&text).context("decoding the daemon's answer")?;
     if !status.is_success() {
-        bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("query failed"));
+        bail!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or("request failed"));
     }
-    let results = body.get("results").cloned().unwrap_or_default();
-    serde_json::from_value(results).context("decoding the daemon's results")
+    Ok(body)
 }
 
 /// Where the daemon of `cfg` listens: `<data_dir>/daemon.json`, else `[api] listen`.

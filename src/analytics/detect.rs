@@ -236,10 +236,9 @@ pub struct Verdict {
     pub kind: Option<AnomalyKind>,
     /// `score` reached 1.0.
     pub flag: bool,
-    /// This sample starts a new anomaly episode (the first flag after `quiet` calm samples).
+    /// This sample starts a new anomaly episode (a flag more than `quiet` samples
+    /// after the previous start).
     pub start: bool,
-    /// An episode is open (started and not yet calm for `quiet` samples).
-    pub active: bool,
 }
 
 /// The univariate detector run on every numeric tag: a robust level baseline,
@@ -365,7 +364,7 @@ impl SignalDetector {
         } else if x.is_finite() {
             self.open = self.open.saturating_sub(1);
         }
-        Verdict { score: best.0, kind: best.1, flag, start, active: self.open > 0 }
+        Verdict { score: best.0, kind: best.1, flag, start }
     }
 }
 

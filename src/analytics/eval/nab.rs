@@ -32,13 +32,6 @@ pub struct NabFile {
     pub windows: Vec<(usize, usize)>,
 }
 
-impl NabFile {
-    /// The category (the folder), e.g. `realKnownCause`.
-    pub fn category(&self) -> &str {
-        self.name.split('/').next().unwrap_or("")
-    }
-}
-
 /// One of NAB's cost profiles.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Profile {
