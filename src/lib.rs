@@ -8,5 +8,6 @@ pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod line_protocol;
+pub mod llm;
 pub mod service;
 pub mod store;
