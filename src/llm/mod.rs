@@ -5,5 +5,8 @@
 //! `chat` holds the vocabulary both sides share: messages, requests and answers.
 
 pub mod chat;
+pub mod config;
+pub mod local;
+pub mod redact;
 
 pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, Usage};
