@@ -5,5 +5,6 @@
 //! `chat` holds the vocabulary both sides share: messages, requests and answers.
 
 pub mod chat;
+pub mod cloud;
 
-pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, Usage};
+pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, ToolCall, ToolDefinition, Usage};
