@@ -96,4 +96,30 @@ pub struct Completion {
     pub usage: Usage,
     /// Token log-probabilities, where the model gives them (the local model always does).
     pub confidence: Option<Confidence>,
+    /// Functions the model asked the caller to run (with `finish_reason` `ToolCalls`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A function the caller offers the model (OpenAI `tools` with `type = "function"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    /// The function's name, as the model will call it.
+    pub name: String,
+    /// What the function does, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// One call of a tool the model asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, which a tool result refers to.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object in text, not yet checked against
+    /// the tool's schema (the agent runtime parses and checks it).
+    pub arguments: String,
 }

@@ -5,8 +5,9 @@
 //! `chat` holds the vocabulary both sides share: messages, requests and answers.
 
 pub mod chat;
+pub mod cloud;
 pub mod config;
 pub mod local;
 pub mod redact;
 
-pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, Usage};
+pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, ToolCall, ToolDefinition, Usage};

@@ -338,6 +338,7 @@ impl LocalModel {
             finish_reason: finish,
             usage: Usage { prompt_tokens: prompt.len() as u32, completion_tokens: logprobs.len() as u32 },
             confidence,
+            tool_calls: Vec::new(),
         })
     }
 }
