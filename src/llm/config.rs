@@ -42,6 +42,9 @@ pub struct LlmConfig {
     /// names are always redacted).
     #[serde(default)]
     pub redact: Vec<String>,
+    /// `[llm.cloud]`: the cloud Qwen model; without it everything is answered locally.
+    #[serde(default)]
+    pub cloud: Option<crate::llm::cloud::CloudConfig>,
 }
 
 impl Default for LlmConfig {
@@ -53,6 +56,7 @@ impl Default for LlmConfig {
             escalation: EscalationPolicy::default(),
             min_confidence: default_min_confidence(),
             redact: Vec::new(),
+            cloud: None,
         }
     }
 }
@@ -71,12 +75,37 @@ impl LlmConfig {
         if !self.min_confidence.is_finite() || self.min_confidence > 0.0 {
             out.push(("min_confidence", "min_confidence is a log-probability: 0 or less".to_string()));
         }
+        if let Some(c) = &self.cloud {
+            for (k, msg) in c.check() {
+                out.push((cloud_key(k), msg));
+            }
+        }
         out
     }
 
     /// The model directory in force.
     pub fn model_dir(&self) -> PathBuf {
         self.model_dir.clone().unwrap_or_else(crate::llm::local::registry::default_model_dir)
+    }
+}
+
+/// `cloud.<key>` for a key of the cloud section (the loader reports paths from `[llm]`).
+fn cloud_key(k: &'static str) -> &'static str {
+    match k {
+        "base_url" => "cloud.base_url",
+        "model" => "cloud.model",
+        "api_key_env" => "cloud.api_key_env",
+        "api_key_file" => "cloud.api_key_file",
+        "timeout" => "cloud.timeout",
+        "connect_timeout" => "cloud.connect_timeout",
+        "max_retries" => "cloud.max_retries",
+        "retry_initial_backoff" => "cloud.retry_initial_backoff",
+        "retry_max_backoff" => "cloud.retry_max_backoff",
+        "max_tokens" => "cloud.max_tokens",
+        "daily_token_budget" => "cloud.daily_token_budget",
+        "breaker_failure_threshold" => "cloud.breaker_failure_threshold",
+        "breaker_cooldown" => "cloud.breaker_cooldown",
+        _ => "cloud",
     }
 }
 

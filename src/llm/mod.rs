@@ -9,5 +9,6 @@ pub mod cloud;
 pub mod config;
 pub mod local;
 pub mod redact;
+pub mod router;
 
 pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, ToolCall, ToolDefinition, Usage};
