@@ -4,20 +4,13 @@
 //! cache, special tokens in content, stop tokens, confidence, the worker's queue and
 //! cancellation.
 
-use std::path::PathBuf;
-
-use linepilot::llm::local::registry::{self, default_model_dir};
 use linepilot::llm::local::{GenerateOptions, LocalError, LocalModel, LocalWorker, Requantize, Sampling};
 use linepilot::llm::{ChatMessage, FinishReason};
 
-include!("common/llm_reference.rs");
+mod common;
+use common::models::model_path;
 
-fn model_path(name: &str) -> PathBuf {
-    let dir = default_model_dir();
-    let p = registry::spec(name).expect("known model").path_in(&dir);
-    assert!(p.is_file(), "{} is missing: run `linepilot model pull {name}` (model directory {})", p.display(), dir.display());
-    p
-}
+include!("common/llm_reference.rs");
 
 fn load(name: &str, rq: Requantize) -> LocalModel {
     LocalModel::load(&model_path(name), name, 2, rq).expect("model loads")

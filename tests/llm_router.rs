@@ -13,12 +13,13 @@ use axum::{Json, Router as Http};
 use linepilot::config::units::HumanDuration;
 use linepilot::llm::cloud::{CloudClient, CloudConfig};
 use linepilot::llm::config::EscalationPolicy;
-use linepilot::llm::local::registry::{self, default_model_dir};
 use linepilot::llm::local::{GenerateOptions, LocalModel, LocalWorker, Requantize};
 use linepilot::llm::redact::{NameKind, Redactor};
 use linepilot::llm::router::{AnsweredBy, Ask, EscalationReason, Router, Task};
 use linepilot::llm::ChatMessage;
 use serde_json::{json, Value};
+
+mod common;
 
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Vec<Value>>>);
@@ -64,9 +65,7 @@ fn key() -> tempfile::NamedTempFile {
 }
 
 fn local() -> LocalWorker {
-    let dir = default_model_dir();
-    let path = registry::spec("smollm2-135m").expect("spec").path_in(&dir);
-    assert!(path.is_file(), "run `linepilot model pull smollm2-135m` (model directory {})", dir.display());
+    let path = common::models::model_path("smollm2-135m");
     LocalWorker::spawn(LocalModel::load(&path, "smollm2-135m", 2, Requantize::default()).expect("load")).expect("worker")
 }
 

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `linepilot` binary.
 #![allow(dead_code)]
 
+pub mod models;
 pub mod replay;
 
 use std::io::{BufRead, BufReader};
