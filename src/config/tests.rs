@@ -700,3 +700,20 @@ fn unknown_time_zone_and_key_asset_off_the_line() {
     is(&d[0], 3, 13, "site.time_zone", "time zone `Mars/Olympus_Mons`");
     is(&d[1], 11, 13, "line[0].key_asset", "unknown asset `washer`");
 }
+
+#[test]
+fn llm_section_defaults_and_errors() {
+    let c = load(BASE).expect("base loads");
+    assert_eq!(c.llm.local_model, "smollm2-135m");
+    assert_eq!(c.llm.threads, 1);
+    assert!(c.llm.cloud.is_none(), "no cloud unless configured");
+    let ex = load(crate::config::EXAMPLE).expect("example loads");
+    assert_eq!(ex.llm.cloud.as_ref().map(|c| c.model.as_str()), Some("qwen-plus"));
+
+    let d = errors("[llm]\nlocal_model = \"gpt-5\"\n");
+    one(&d, B + 2, 15, "llm.local_model", "unknown model `gpt-5`");
+    let d = errors("[llm]\nescalation = \"sometimes\"\n");
+    one(&d, B + 2, 14, "llm.escalation", "unknown value `sometimes`");
+    let d = errors("[llm.cloud]\nbase_url = \"http://example.com/v1\"\n");
+    one(&d, B + 2, 12, "llm.cloud.base_url", "use https://");
+}
