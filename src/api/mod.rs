@@ -2,6 +2,7 @@
 
 pub mod alarms;
 pub mod config;
+pub mod llm;
 pub mod query;
 
 use std::io::Read;
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub config: Arc<crate::config::Config>,
     /// The analytics stage's counters.
     pub analytics: Arc<crate::analytics::stage::AnalyticsHealth>,
+    /// The language models, when `[llm]` is configured.
+    pub llm: Option<crate::llm::service::Llm>,
 }
 
 /// The router.
@@ -198,7 +201,8 @@ async fn healthz(State(st): State<ApiState>) -> Response {
     let status = if stats.last_error.is_some() || !st.ingest.all_connected() { "degraded" } else { "ok" };
     let code = if stats.last_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let analytics = st.analytics.snapshot();
-    (code, Json(json!({ "status": status, "store": stats, "sources": sources, "analytics": analytics })))
+    let llm = st.llm.as_ref().map(|l| l.health());
+    (code, Json(json!({ "status": status, "store": stats, "sources": sources, "analytics": analytics, "llm": llm })))
         .into_response()
 }
 

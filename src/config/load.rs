@@ -447,13 +447,14 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
         Some(v) => l.de(v, &[key("api")]).map(|p| p.value),
         None => Some(Default::default()),
     };
-    let llm: Option<LlmConfig> = match get(&root, &[key("llm")]) {
+    // `None` inside: no `[llm]` section, no language model in the daemon.
+    let llm: Option<Option<LlmConfig>> = match get(&root, &[key("llm")]) {
         Some(v) => l.de::<LlmConfig>(v, &[key("llm")]).map(|p| {
             let errs: Vec<_> = p.value.check().into_iter().filter(|(k, _)| p.ok(k)).collect();
             l.report_all(&[key("llm")], errs);
-            p.value
+            Some(p.value)
         }),
-        None => Some(Default::default()),
+        None => Some(None),
     };
     let alarms: Option<AlarmsConfig> = match get(&root, &[key("alarms")]) {
         Some(v) => l.de::<AlarmsConfig>(v, &[key("alarms")]).map(|p| {

@@ -74,8 +74,9 @@ pub struct Config {
     pub shifts: Vec<ShiftConfig>,
     /// `[[planned_stop]]` entries: time taken out of planned production.
     pub planned_stops: Vec<PlannedStopConfig>,
-    /// `[llm]`: the local model, the cloud model and when to escalate.
-    pub llm: crate::llm::config::LlmConfig,
+    /// `[llm]`: the local model, the cloud model and when to escalate; without the
+    /// section the daemon runs no language model.
+    pub llm: Option<crate::llm::config::LlmConfig>,
 }
 
 impl Config {

@@ -703,12 +703,13 @@ fn unknown_time_zone_and_key_asset_off_the_line() {
 
 #[test]
 fn llm_section_defaults_and_errors() {
-    let c = load(BASE).expect("base loads");
-    assert_eq!(c.llm.local_model, "smollm2-135m");
-    assert_eq!(c.llm.threads, 1);
-    assert!(c.llm.cloud.is_none(), "no cloud unless configured");
+    assert!(load(BASE).expect("base loads").llm.is_none(), "no model unless configured");
+    let c = load(&format!("{BASE}[llm]\n")).expect("loads");
+    let llm = c.llm.expect("an [llm] section");
+    assert_eq!((llm.local_model.as_str(), llm.threads), ("smollm2-135m", 1));
+    assert!(llm.cloud.is_none(), "no cloud unless configured");
     let ex = load(crate::config::EXAMPLE).expect("example loads");
-    assert_eq!(ex.llm.cloud.as_ref().map(|c| c.model.as_str()), Some("qwen-plus"));
+    assert_eq!(ex.llm.and_then(|l| l.cloud).map(|c| c.model), Some("qwen-plus".to_string()));
 
     let d = errors("[llm]\nlocal_model = \"gpt-5\"\n");
     one(&d, B + 2, 15, "llm.local_model", "unknown model `gpt-5`");

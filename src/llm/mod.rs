@@ -10,5 +10,6 @@ pub mod config;
 pub mod local;
 pub mod redact;
 pub mod router;
+pub mod service;
 
 pub use chat::{ChatMessage, Completion, Confidence, FinishReason, Role, ToolCall, ToolDefinition, Usage};

@@ -107,17 +107,22 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
-    let app = crate::api::router(
+    let llm = config.llm.as_ref().map(|l| crate::llm::service::Llm::start(&config, l));
+    let mut app = crate::api::router(
         crate::api::ApiState {
             store: store.clone(),
             ingest: health,
             tags,
             config: Arc::new(config.clone()),
             analytics: analytics_health,
+            llm: llm.clone(),
         },
         config.api.max_body_bytes.0 as usize,
     )
     .merge(crate::api::alarms::router(crate::api::alarms::AlarmApi::new(alarms, store.clone())));
+    if let Some(llm) = llm {
+        app = app.merge(crate::api::llm::router(llm));
+    }
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServiceError::Serve)?;
     info!("Shutting down");
     let _ = stop_tx.send(true);
