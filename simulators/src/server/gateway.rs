@@ -240,4 +240,11 @@ limits = { h = 80.0, hh = 90.0, deadband = 1.0, on_delay = "1m" }
 [[alarm_template]]
 match = "utilities.air_pressure"
 limits = { l = 6.0, ll = 5.5, deadband = 0.05, on_delay = "30s" }
+
+# The copilots' local model (`linepilot demo` pulls it when it is missing); no cloud
+# model here, so every answer is local.
+[llm]
+local_model = "smollm2-135m"
+threads = 1
+escalation = "auto"
 "##;
