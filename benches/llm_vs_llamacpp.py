@@ -73,9 +73,10 @@ def measure_llamacpp(path, threads, ids_file, generate):
     return r
 
 
-def measure_linepilot(exe, name, mdir, threads, ids_file, generate):
+def measure_linepilot(exe, name, mdir, threads, ids_file, generate, keep_types=False):
     p = subprocess.Popen([exe, "model", "bench", "--model", name, "--dir", mdir, "--threads", str(threads),
-                          "--prompt-ids", ids_file, "--generate", str(generate)], stdout=subprocess.PIPE)
+                          "--prompt-ids", ids_file, "--generate", str(generate)]
+                         + (["--keep-types"] if keep_types else []), stdout=subprocess.PIPE)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     if status != 0:
@@ -96,6 +97,7 @@ def main():
     from llama_cpp import Llama
     mdir = model_dir()
     rows = []
+    accuracy = []
     for name in a.models.split(","):
         path = os.path.join(mdir, FILES[name])
         tok = Llama(model_path=path, vocab_only=True, verbose=False)
@@ -109,6 +111,9 @@ def main():
             peer = measure_llamacpp(path, th, ids_file, a.generate)
             rows.append((name, th, ours, peer))
             print(json.dumps({"model": name, "threads": th, "linepilot": ours, "llama.cpp": peer}), file=sys.stderr)
+        keep = measure_linepilot(a.linepilot, name, mdir, 1, ids_file, a.generate, keep_types=True)
+        one = [r[2] for r in rows if r[0] == name and r[1] == 1] or [rows[-1][2]]
+        accuracy.append((name, keep, one[0]))
     print(f"prompt {a.prompt} tokens, {a.generate} generated, greedy; each engine in a fresh process\n")
     print("| model | threads | linepilot prompt tok/s | llama.cpp prompt tok/s | ratio | linepilot gen tok/s | "
           "llama.cpp gen tok/s | ratio | linepilot TTFT, 500-token cached prefix | peak RSS linepilot / llama.cpp |")
@@ -118,6 +123,12 @@ def main():
               f"{o['generation_tps']:.1f} | {p['generation_tps']:.1f} | {o['generation_tps'] / p['generation_tps']:.2f}× | "
               f"{o['ttft_cached_ms']:.0f} ms (cold {o['ttft_cold_ms']:.0f} ms) | "
               f"{o['peak_rss_mb_os']:.0f} / {p['peak_rss_mb']:.0f} MB |")
+    print("\nThe file's own types against re-quantized to Q8_0 at load (1 thread): speed and accuracy\n")
+    print("| model | file types: gen tok/s | Q8_0: gen tok/s | file types: perplexity | Q8_0: perplexity | peak RSS file types / Q8_0 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, k, q in accuracy:
+        print(f"| {name} | {k['generation_tps']:.1f} | {q['generation_tps']:.1f} | {k['perplexity']:.3f} | "
+              f"{q['perplexity']:.3f} | {k['peak_rss_mb_os']:.0f} / {q['peak_rss_mb_os']:.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ pub struct BenchResult {
     pub ttft_cold_ms: f64,
     /// Peak resident memory of the process, MB (VmHWM).
     pub peak_rss_mb: f64,
+    /// Perplexity of the first 128 prompt tokens (each predicted from the ones before):
+    /// what re-quantizing costs in accuracy, compared run against run.
+    pub perplexity: f64,
 }
 
 /// Peak resident set of this process in MB, from /proc (Linux).
@@ -87,6 +90,19 @@ pub fn run(
     model.generate(&ask("Why did the capper stop at 10:40?"), &opts, &mut |_| true)?;
     let ttft_cached_ms = t.elapsed().as_secs_f64() * 1e3;
 
+    // Accuracy: perplexity of the prompt, token by token.
+    let n = prompt.len().min(128);
+    model.clear_cache();
+    let mut logits = model.prefill(&prompt[..1])?;
+    let mut nll = 0.0f64;
+    for &t in &prompt[1..n] {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+        nll -= f64::from(logits[t as usize] - log_z);
+        logits = model.prefill_next(t)?;
+    }
+    let perplexity = (nll / (n.max(2) - 1) as f64).exp();
+
     Ok(BenchResult {
         model: model.name().to_string(),
         threads,
@@ -98,5 +114,6 @@ pub fn run(
         ttft_cached_ms,
         ttft_cold_ms,
         peak_rss_mb: peak_rss_mb(),
+        perplexity,
     })
 }
