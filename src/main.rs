@@ -1144,7 +1144,13 @@ fn model(what: ModelWhat) -> Result<()> {
             for m in registry::list(&dir) {
                 match (&m.path, m.bytes) {
                     (Some(p), Some(b)) => {
-                        println!("{:<14} {:>8.1} MB  {}  {}", m.spec.name, b as f64 / 1e6, p.display(), m.spec.description)
+                        println!(
+                            "{:<14} {:>8.1} MB  {}  {}",
+                            m.spec.name,
+                            b as f64 / 1e6,
+                            p.display(),
+                            m.spec.description
+                        )
                     }
                     _ => println!(
                         "{:<14} {:>11}  run `linepilot model pull {}`  {}",
@@ -1154,7 +1160,19 @@ fn model(what: ModelWhat) -> Result<()> {
             }
             Ok(())
         }
-        ModelWhat::Run { prompt, model, dir, system, max_tokens, temperature, top_p, seed, threads, schema, tokens } => {
+        ModelWhat::Run {
+            prompt,
+            model,
+            dir,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            threads,
+            schema,
+            tokens,
+        } => {
             let dir = model_dir(dir);
             let mut m = LocalModel::load_named(&dir, &model, threads)?;
             let json_schema = match schema {
@@ -1164,8 +1182,7 @@ fn model(what: ModelWhat) -> Result<()> {
                 }
                 None => None,
             };
-            let opts =
-                GenerateOptions { max_tokens, sampling: Sampling { temperature, top_p, seed }, json_schema };
+            let opts = GenerateOptions { max_tokens, sampling: Sampling { temperature, top_p, seed }, json_schema };
             let messages = vec![ChatMessage::system(system), ChatMessage::user(prompt)];
             if tokens {
                 println!("prompt tokens: {:?}", m.tokenizer().chat_prompt(&messages)?);

@@ -44,7 +44,8 @@ fn complete(d: &Daemon, body: Value, timeout: Option<Duration>) -> Result<(u16, 
     if let Some(t) = timeout {
         cfg = cfg.timeout_global(Some(t));
     }
-    let mut r = cfg.build().header("content-type", "application/json").send(body.to_string()).map_err(|e| e.to_string())?;
+    let mut r =
+        cfg.build().header("content-type", "application/json").send(body.to_string()).map_err(|e| e.to_string())?;
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
@@ -77,7 +78,9 @@ fn the_daemon_answers_notes_a_missing_cloud_and_cancels_a_departed_client() {
     let long = json!({"messages": [{"role": "user", "content": "Write a very long story about a bottling line."}],
                       "max_tokens": 2000});
     assert!(complete(&d, long, Some(Duration::from_secs(1))).is_err(), "the client timed out");
-    let h = wait_for(&d, "the cancellation", |h| h["llm"]["worker"]["cancelled"] == 1 && h["llm"]["worker"]["busy"] == false);
+    let h = wait_for(&d, "the cancellation", |h| {
+        h["llm"]["worker"]["cancelled"] == 1 && h["llm"]["worker"]["busy"] == false
+    });
     let generated = h["llm"]["worker"]["generated_tokens"].as_u64().expect("tokens");
     assert!(generated < 1000, "the departed client's generation went on: {h}");
 
@@ -99,9 +102,11 @@ fn a_missing_model_shows_in_health_and_names_the_pull_command() {
     );
     let d = Daemon::start(&cfg);
     let h = wait_for(&d, "the load to fail", |h| h["llm"]["local"]["state"] == "failed");
-    assert!(h["llm"]["local"]["message"].as_str().is_some_and(|m| m.contains("linepilot model pull qwen2.5-0.5b")), "{h}");
-    let (status, a) =
-        complete(&d, json!({"messages": [{"role": "user", "content": "hi"}]}), None).expect("answer");
+    assert!(
+        h["llm"]["local"]["message"].as_str().is_some_and(|m| m.contains("linepilot model pull qwen2.5-0.5b")),
+        "{h}"
+    );
+    let (status, a) = complete(&d, json!({"messages": [{"role": "user", "content": "hi"}]}), None).expect("answer");
     assert_eq!(status, 503);
     assert!(a["error"].as_str().is_some_and(|m| m.contains("linepilot model pull qwen2.5-0.5b")), "{a}");
     // The rest of the gateway runs on.

@@ -65,7 +65,10 @@ fn greedy_matches(name: &str, rq: Requantize, prompt: &[u32], want: &[u32], marg
             exact += 1;
         } else {
             let gap = top - logits[w as usize];
-            assert!(gap <= margin, "{name} {rq:?}: step {i}: llama.cpp chose {w}, we rank {best} higher by {gap:.3} logits");
+            assert!(
+                gap <= margin,
+                "{name} {rq:?}: step {i}: llama.cpp chose {w}, we rank {best} higher by {gap:.3} logits"
+            );
         }
         logits = m.prefill_next(w).expect("next");
     }
@@ -102,7 +105,8 @@ fn answers_stop_at_the_end_of_turn_with_a_confidence() {
     assert!(c.text.starts_with("OEE stands for"), "{}", c.text);
     let conf = c.confidence.expect("confidence");
     assert!(conf.min_logprob <= conf.mean_logprob && conf.mean_logprob <= 0.0, "{conf:?}");
-    let short = m.generate(&chat(), &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |_| true).expect("gen");
+    let short =
+        m.generate(&chat(), &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |_| true).expect("gen");
     assert_eq!((short.finish_reason, short.usage.completion_tokens), (FinishReason::Length, 3));
 }
 
@@ -116,7 +120,12 @@ fn prefix_cache_reuses_the_system_prompt_and_changes_nothing() {
     let second = warm.generate(&ask("Why did the capper stop?"), &opts, &mut |_| true).expect("second");
     let st = warm.last_stats();
     let sys_len = warm.tokenizer().chat_prompt(&[ChatMessage::system(system.clone())]).expect("ids").len();
-    assert!(st.cached_prompt_tokens >= sys_len - 2, "only {} of {} prefix tokens cached", st.cached_prompt_tokens, sys_len);
+    assert!(
+        st.cached_prompt_tokens >= sys_len - 2,
+        "only {} of {} prefix tokens cached",
+        st.cached_prompt_tokens,
+        sys_len
+    );
     let mut cold = load("smollm2-135m", Requantize::SlowTypesToQ8);
     let fresh = cold.generate(&ask("Why did the capper stop?"), &opts, &mut |_| true).expect("cold");
     assert_eq!(cold.last_stats().cached_prompt_tokens, 0);
@@ -139,7 +148,13 @@ fn seeded_sampling_repeats() {
     let b = m.generate(&chat(), &opts, &mut |_| true).expect("b");
     assert_eq!(a.text, b.text);
     m.clear_cache();
-    let c = m.generate(&chat(), &GenerateOptions { sampling: Sampling { seed: 12, ..opts.sampling }, ..opts.clone() }, &mut |_| true).expect("c");
+    let c = m
+        .generate(
+            &chat(),
+            &GenerateOptions { sampling: Sampling { seed: 12, ..opts.sampling }, ..opts.clone() },
+            &mut |_| true,
+        )
+        .expect("c");
     assert_ne!(a.text, c.text, "another seed, another answer");
 }
 

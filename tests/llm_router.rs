@@ -66,11 +66,16 @@ fn key() -> tempfile::NamedTempFile {
 
 fn local() -> LocalWorker {
     let path = common::models::model_path("smollm2-135m");
-    LocalWorker::spawn(LocalModel::load(&path, "smollm2-135m", 2, Requantize::default()).expect("load")).expect("worker")
+    LocalWorker::spawn(LocalModel::load(&path, "smollm2-135m", 2, Requantize::default()).expect("load"))
+        .expect("worker")
 }
 
 fn redactor() -> Redactor {
-    Redactor::new([(NameKind::Asset, "Filler 2"), (NameKind::Tag, "filler.bowl_pressure"), (NameKind::Site, "Suzhou Plant 3")])
+    Redactor::new([
+        (NameKind::Asset, "Filler 2"),
+        (NameKind::Tag, "filler.bowl_pressure"),
+        (NameKind::Site, "Suzhou Plant 3"),
+    ])
 }
 
 fn ask() -> Ask {
@@ -112,7 +117,8 @@ async fn auto_policy_escalates_for_the_right_reasons_and_redacts() {
     assert_eq!((a.answered_by, a.escalation), (AnsweredBy::Cloud, Some(EscalationReason::UserRequest)));
 
     // Low confidence: with a threshold no answer can meet, the local answer is escalated.
-    let strict = Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::Auto, -0.0001, redactor());
+    let strict =
+        Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::Auto, -0.0001, redactor());
     let a = strict.answer(ask()).await.expect("answer");
     assert!(matches!(a.escalation, Some(EscalationReason::LowConfidence { .. })), "{a:?}");
     assert_eq!(a.answered_by, AnsweredBy::Cloud);
@@ -124,11 +130,13 @@ async fn auto_policy_escalates_for_the_right_reasons_and_redacts() {
 async fn never_and_on_request_policies_keep_answers_local() {
     let (url, seen) = cloud_server().await;
     let k = key();
-    let never = Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::Never, -0.0001, redactor());
+    let never =
+        Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::Never, -0.0001, redactor());
     let a = never.answer(Ask { task: Task::Deep, user_requested: true, ..ask() }).await.expect("answer");
     assert_eq!(a.answered_by, AnsweredBy::Local);
     assert!(a.note.as_deref().is_some_and(|n| n.contains("never")), "{a:?}");
-    let on_request = Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::OnRequest, -0.0001, redactor());
+    let on_request =
+        Router::new(Some(local()), Some(cloud(&url, 100_000, &k)), EscalationPolicy::OnRequest, -0.0001, redactor());
     let a = on_request.answer(Ask { task: Task::Deep, ..ask() }).await.expect("answer");
     assert_eq!(a.answered_by, AnsweredBy::Local, "a deep task alone does not escalate under on_request");
     assert!(seen.0.lock().expect("lock").is_empty());
@@ -150,7 +158,10 @@ async fn offline_or_over_budget_gives_the_local_answer_with_a_note() {
     let a = r.answer(Ask { task: Task::Deep, ..ask() }).await.expect("a local answer");
     assert_eq!(a.answered_by, AnsweredBy::Local);
     assert!(!a.completion.text.is_empty());
-    assert!(a.note.as_deref().is_some_and(|n| n.starts_with("answered locally: the cloud model is unavailable")), "{a:?}");
+    assert!(
+        a.note.as_deref().is_some_and(|n| n.starts_with("answered locally: the cloud model is unavailable")),
+        "{a:?}"
+    );
     assert_eq!(r.status().escalation_failures_total, 1);
 
     // A budget of 50 tokens: the first escalation (52 tokens) uses it up, the next is refused unsent.

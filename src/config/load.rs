@@ -18,8 +18,8 @@ use super::diagnostic::{ConfigErrors, Sink};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
 use super::Config;
-use crate::llm::config::LlmConfig;
 use crate::domain::ValueKind;
+use crate::llm::config::LlmConfig;
 
 type Val<'t> = Spanned<DeValue<'t>>;
 

@@ -67,7 +67,10 @@ impl LlmConfig {
         let mut out = Vec::new();
         if crate::llm::local::registry::spec(&self.local_model).is_err() {
             let known: Vec<&str> = crate::llm::local::MODELS.iter().map(|m| m.name).collect();
-            out.push(("local_model", format!("unknown model `{}`, expected one of {}", self.local_model, known.join(", "))));
+            out.push((
+                "local_model",
+                format!("unknown model `{}`, expected one of {}", self.local_model, known.join(", ")),
+            ));
         }
         if self.threads == 0 || self.threads > 64 {
             out.push(("threads", "threads must be between 1 and 64".to_string()));

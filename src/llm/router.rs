@@ -208,7 +208,10 @@ impl Router {
             } else {
                 self.counters.escalations_skipped_by_policy.fetch_add(1, Ordering::Relaxed);
                 if reason == EscalationReason::UserRequest {
-                    note = Some(format!("answered locally: escalation to the cloud model is `{}` here", self.policy_name()));
+                    note = Some(format!(
+                        "answered locally: escalation to the cloud model is `{}` here",
+                        self.policy_name()
+                    ));
                 }
             }
         }
@@ -302,7 +305,9 @@ impl Router {
                 );
                 let why = match &e {
                     CloudError::BudgetExhausted { .. } => "the cloud model's daily token budget is used up".to_string(),
-                    CloudError::CircuitOpen { .. } => "the cloud model is unreachable (circuit breaker open)".to_string(),
+                    CloudError::CircuitOpen { .. } => {
+                        "the cloud model is unreachable (circuit breaker open)".to_string()
+                    }
                     other => format!("the cloud model is unavailable ({})", other.kind()),
                 };
                 Err(format!("answered locally: {why}"))

@@ -247,8 +247,7 @@ impl LocalModel {
         if prompt.is_empty() {
             return Err(LocalError::EmptyPrompt);
         }
-        let common =
-            self.transformer.cached_tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self.transformer.cached_tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
         // At least one token must run to give logits.
         let keep = common.min(prompt.len() - 1);
         self.transformer.truncate_cache(keep);

@@ -372,7 +372,13 @@ fn attention(
     };
     let att = candle_nn::ops::softmax_last_dim(&att).map_err(wrap)?;
     let y = att.matmul(&v).map_err(wrap)?; // (b, nkv, group*seq, hd)
-    let y = y.reshape((b, nh, seq, hd)).map_err(wrap)?.transpose(1, 2).map_err(wrap)?.reshape((b, seq, width)).map_err(wrap)?;
+    let y = y
+        .reshape((b, nh, seq, hd))
+        .map_err(wrap)?
+        .transpose(1, 2)
+        .map_err(wrap)?
+        .reshape((b, seq, width))
+        .map_err(wrap)?;
     a.wo.forward(&y).map_err(wrap)
 }
 
@@ -410,9 +416,8 @@ impl LayerCache {
 /// An additive mask: 0 where a query may look, -inf where it may not; shape (seq, pos+seq).
 fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor, LocalError> {
     let kv_len = pos + seq;
-    let data: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..kv_len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let data: Vec<f32> =
+        (0..seq).flat_map(|i| (0..kv_len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(data, (seq, kv_len), device).map_err(wrap)
 }
 
