@@ -2,8 +2,8 @@
 //! (criterion "elem/s"; the issue asks for at least 1 M points/s per core for
 //! the univariate detectors):
 //!
-//! * `signal_detector`: [`SignalDetector::update`] (level, step, CUSUM and pattern
-//!   tests, episodes) over NAB's `machine_temperature_system_failure.csv`
+//! * `signal_detector`: [`SignalDetector::update`] (level, step, CUSUM, pattern,
+//!   seasonal and sequence tests, episodes) over NAB's `machine_temperature_system_failure.csv`
 //!   (22,695 real values, replayed 10 times; a synthetic signal when
 //!   `../shared/data/nab` is absent);
 //! * `robust_baseline`: one [`RobustBaseline`] alone, the building block;

@@ -74,6 +74,33 @@ struct DetectorArgs {
     /// Seasonal residual |z| threshold.
     #[arg(long, default_value_t = SignalParams::default().season_threshold)]
     season_threshold: f64,
+    /// A flag inside an episode starts a new one at this many times the episode's peak (0: never).
+    #[arg(long, default_value_t = SignalParams::default().escalate)]
+    escalate: f64,
+    /// Once a cycle is known, the step test follows the residual against it.
+    #[arg(long, default_value_t = SignalParams::default().step_deseason, action = clap::ArgAction::Set)]
+    step_deseason: bool,
+    /// Once a cycle is known, the change-point test follows the residual against it.
+    #[arg(long, default_value_t = SignalParams::default().cusum_deseason, action = clap::ArgAction::Set)]
+    cusum_deseason: bool,
+    /// Quantisation levels of the sequence test (0: no sequence test).
+    #[arg(long, default_value_t = SignalParams::default().seq_levels)]
+    seq_levels: u32,
+    /// Longest context of the sequence test.
+    #[arg(long, default_value_t = SignalParams::default().seq_orders)]
+    seq_orders: usize,
+    /// Samples over which the sequence test averages its share of new contexts.
+    #[arg(long, default_value_t = SignalParams::default().seq_short)]
+    seq_short: f64,
+    /// Samples over which it learns the usual level of that average.
+    #[arg(long, default_value_t = SignalParams::default().seq_long)]
+    seq_long: f64,
+    /// Smallest spread of that average.
+    #[arg(long, default_value_t = SignalParams::default().seq_floor)]
+    seq_floor: f64,
+    /// Sequence test z threshold.
+    #[arg(long, default_value_t = SignalParams::default().seq_threshold)]
+    seq_threshold: f64,
 }
 
 impl DetectorArgs {
@@ -97,6 +124,15 @@ impl DetectorArgs {
             season_threshold: self.season_threshold,
             slow_alpha: self.slow_alpha,
             slow_threshold: self.slow_threshold,
+            escalate: self.escalate,
+            step_deseason: self.step_deseason,
+            cusum_deseason: self.cusum_deseason,
+            seq_levels: self.seq_levels,
+            seq_orders: self.seq_orders,
+            seq_short: self.seq_short,
+            seq_long: self.seq_long,
+            seq_floor: self.seq_floor,
+            seq_threshold: self.seq_threshold,
         }
     }
 }

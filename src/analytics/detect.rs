@@ -182,30 +182,58 @@ pub struct SignalParams {
     /// |z| against the slow baseline below which a value is not news, however it
     /// compares with the recent past (daily swings within the usual range).
     pub slow_threshold: f64,
+    /// A flag inside an open episode starts a new one when its score is at least
+    /// this many times the highest score of the episode so far (0: never).
+    pub escalate: f64,
+    /// Once a cycle is known, the step test follows the residual against it.
+    pub step_deseason: bool,
+    /// Once a cycle is known, the change-point test follows the residual against it.
+    pub cusum_deseason: bool,
+    /// Quantisation levels of the sequence test's contexts (0 disables the test).
+    pub seq_levels: u32,
+    /// Longest context of the sequence test (orders 1..=seq_orders).
+    pub seq_orders: usize,
+    /// Samples over which the sequence test averages its share of new contexts.
+    pub seq_short: f64,
+    /// Samples over which it learns the usual level and spread of that average.
+    pub seq_long: f64,
+    /// Smallest spread of that average (a tag that settled still varies a little).
+    pub seq_floor: f64,
+    /// z of the short average against its usual level that flags.
+    pub seq_threshold: f64,
 }
 
 /// The defaults were chosen on NAB (docs/EVALUATION.md: a search over the
 /// corpus with the NAB scorer, standard profile); they are the same for every tag.
 impl Default for SignalParams {
     fn default() -> Self {
-        let base = BaselineParams { alpha: 0.005, beta: 0.005, ..BaselineParams::default() };
+        let base = BaselineParams { alpha: 0.00309, beta: 0.00309, ..BaselineParams::default() };
         SignalParams {
-            level: BaselineParams { threshold: 4.0, ..base },
-            step: BaselineParams { threshold: 5.0, ..base },
+            level: BaselineParams { threshold: 3.735, ..base },
+            step: BaselineParams { threshold: 5.041, ..base },
             cusum_k: 1.25,
             cusum_h: 40.0,
-            quiet: 150,
-            margin: 1.0,
-            memory: 5000.0,
-            pattern_levels: 16,
+            quiet: 123,
+            margin: 0.936,
+            memory: 11157.0,
+            pattern_levels: 21,
             pattern_orders: 3,
             pattern_threshold: 1.0,
             learning: 300,
-            season_window: 750,
-            season_min_acf: 0.6,
-            season_threshold: 4.0,
-            slow_alpha: 0.003,
-            slow_threshold: 2.5,
+            season_window: 682,
+            season_min_acf: 0.35,
+            season_threshold: 5.689,
+            slow_alpha: 0.00157,
+            slow_threshold: 2.932,
+            escalate: 2.884,
+            step_deseason: true,
+            cusum_deseason: true,
+            seq_levels: 7,
+            seq_orders: 6,
+            seq_short: 17.17,
+            seq_long: 3233.0,
+            seq_floor: 0.03663,
+            seq_threshold: 4.577,
         }
     }
 }
@@ -225,6 +253,9 @@ pub enum AnomalyKind {
     /// The value is unusual for this point of the signal's cycle (a missed daily
     /// peak, a flat stretch where it normally moves).
     Seasonal,
+    /// Sequences of values the signal has not shown before come much more often
+    /// than usual (a change of shape within the usual range).
+    Sequence,
 }
 
 /// The verdict on one sample of a [`SignalDetector`].
@@ -242,26 +273,35 @@ pub struct Verdict {
 }
 
 /// The univariate detector run on every numeric tag: a robust level baseline,
-/// a robust baseline of the sample-to-sample step and a two-sided CUSUM change-point
-/// test on the level residual, grouped into episodes so one upset is one event.
+/// a robust baseline of the sample-to-sample step, a two-sided CUSUM change-point
+/// test, a pattern test (value levels never seen), a seasonal test and a sequence
+/// test (new shapes), grouped into episodes so one upset is one event. Once a cycle
+/// is found, the step and change-point tests follow the residual against it.
+/// Memory: about 40 KiB per tag (two 16 KiB context memories and the cycle's profile).
 #[derive(Clone, Debug)]
 pub struct SignalDetector {
     p: SignalParams,
     level: RobustBaseline,
     step: RobustBaseline,
-    prev: Option<f64>,
+    /// The previous value, or its residual against the cycle (true).
+    prev: Option<(f64, bool)>,
     cusum_pos: f64,
     cusum_neg: f64,
+    /// The change-point test follows the seasonal residual (not the slow baseline).
+    cusum_on_season: bool,
     /// Samples left before a flag may start a new episode (0: none open).
     open: usize,
-    /// Decaying peak of each test's score (level, step, change point, seasonal).
-    peaks: [f64; 4],
+    /// Decaying peak of each test's score (level, step, change point, seasonal, sequence).
+    peaks: [f64; 5],
     season: Season,
     pattern: PatternMemory,
+    sequence: SequenceTest,
     /// A slow baseline: the value must also be unusual for the tag in the long run.
     slow: RobustBaseline,
     /// Finite samples seen.
     seen: usize,
+    /// Highest score since the open episode started.
+    episode_peak: f64,
 }
 
 impl SignalDetector {
@@ -274,10 +314,12 @@ impl SignalDetector {
             prev: None,
             cusum_pos: 0.0,
             cusum_neg: 0.0,
+            cusum_on_season: false,
             open: 0,
-            peaks: [0.0; 4],
+            peaks: [0.0; 5],
             season: Season::new(p),
             pattern: PatternMemory::new(p.pattern_levels, p.pattern_orders),
+            sequence: SequenceTest::new(&p),
             slow: RobustBaseline::new(BaselineParams {
                 alpha: p.slow_alpha,
                 beta: p.slow_alpha,
@@ -285,6 +327,7 @@ impl SignalDetector {
                 ..p.level
             }),
             seen: 0,
+            episode_peak: 0.0,
         }
     }
 
@@ -296,14 +339,25 @@ impl SignalDetector {
     /// Learns `x` and judges it. Values that are not finite are skipped (no verdict change).
     pub fn update(&mut self, x: f64) -> Verdict {
         // (score relative to its threshold, novel: above `margin` x the test's recent peak)
-        let mut scores: [(f64, bool); 4] = [(0.0, false); 4];
+        let mut scores: [(f64, bool); 5] = [(0.0, false); 5];
         let learning = self.seen < self.p.learning;
         if x.is_finite() {
             self.seen += 1;
             let slow = self.slow.update(x);
             let slow_gate = slow.is_none_or(|z| z.abs() >= self.p.slow_threshold);
-            if let Some(z) = slow {
-                // The change-point test accumulates deviations from the slow baseline.
+            let season = self.season.update(x);
+            if let Some(z) = season {
+                scores[3].0 = z.abs() / self.p.season_threshold;
+            }
+            // The change-point test accumulates deviations from the slow baseline or,
+            // once a cycle is known, from the cycle's profile.
+            let on_season = self.p.cusum_deseason && season.is_some();
+            if on_season != self.cusum_on_season {
+                // A new reference: what was accumulated against the old one is void.
+                (self.cusum_pos, self.cusum_neg, self.cusum_on_season) = (0.0, 0.0, on_season);
+            }
+            let cusum_z = if on_season { season } else { slow };
+            if let Some(z) = cusum_z {
                 let z = z.clamp(-self.p.level.threshold, self.p.level.threshold);
                 self.cusum_pos = (self.cusum_pos + z - self.p.cusum_k).max(0.0);
                 self.cusum_neg = (self.cusum_neg - z - self.p.cusum_k).max(0.0);
@@ -312,30 +366,38 @@ impl SignalDetector {
             if let Some(z) = self.level.update(x) {
                 scores[0].0 = z.abs() / self.p.level.threshold;
             }
-            if let Some(prev) = self.prev {
-                if let Some(z) = self.step.update(x - prev) {
+            // With a cycle known, the step test follows the residual against the
+            // cycle's profile: a jump the tag makes every day at this time is not news.
+            let y = match self.season.residual() {
+                Some(r) if self.p.step_deseason => (r, true),
+                _ => (x, false),
+            };
+            // (No step between a value and a residual, when the test switches.)
+            if let Some(prev) = self.prev.filter(|p| p.1 == y.1) {
+                if let Some(z) = self.step.update(y.0 - prev.0) {
                     scores[1].0 = z.abs() / self.p.step.threshold;
                 }
             }
-            self.prev = Some(x);
-            if let Some(z) = self.season.update(x) {
-                scores[3].0 = z.abs() / self.p.season_threshold;
+            self.prev = Some(y);
+            if let Some(z) = self.sequence.update(x) {
+                scores[4].0 = z.max(0.0) / self.p.seq_threshold;
             }
             let keep = 1.0 - 1.0 / self.p.memory.max(1.0);
             for (i, (s, peak)) in scores.iter_mut().zip(self.peaks.iter_mut()).enumerate() {
-                // A change point and a seasonal residual are themselves comparisons
-                // with the long run.
+                // A change point, a seasonal residual and the sequence test are
+                // themselves comparisons with the long run.
                 let gate = slow_gate || i >= 2;
                 s.1 = s.0 >= 1.0 && s.0 > *peak * self.p.margin && gate && !learning;
                 *peak = (*peak * keep).max(s.0);
             }
         }
         let pattern = if x.is_finite() { self.pattern.update(x) } else { 0.0 };
-        const KINDS: [AnomalyKind; 5] = [
+        const KINDS: [AnomalyKind; 6] = [
             AnomalyKind::Level,
             AnomalyKind::Step,
             AnomalyKind::ChangePoint,
             AnomalyKind::Seasonal,
+            AnomalyKind::Sequence,
             AnomalyKind::Pattern,
         ];
         let scores = [
@@ -343,7 +405,12 @@ impl SignalDetector {
             scores[1],
             scores[2],
             scores[3],
-            (pattern / self.p.pattern_threshold, pattern >= self.p.pattern_threshold && !learning),
+            scores[4],
+            if self.p.pattern_threshold > 0.0 {
+                (pattern / self.p.pattern_threshold, pattern >= self.p.pattern_threshold && !learning)
+            } else {
+                (0.0, false)
+            },
         ];
         let mut best: (f64, Option<AnomalyKind>) = (0.0, None);
         let mut flag = false;
@@ -358,11 +425,15 @@ impl SignalDetector {
             self.cusum_pos = 0.0;
             self.cusum_neg = 0.0;
         }
-        let start = flag && self.open == 0;
+        // A much stronger upset inside an open episode is news of its own.
+        let escalated = self.p.escalate > 0.0 && best.0 >= self.p.escalate * self.episode_peak;
+        let start = flag && (self.open == 0 || escalated);
         if start {
             self.open = self.p.quiet.max(1);
+            self.episode_peak = best.0;
         } else if x.is_finite() {
             self.open = self.open.saturating_sub(1);
+            self.episode_peak = self.episode_peak.max(best.0);
         }
         Verdict { score: best.0, kind: best.1, flag, start }
     }
@@ -383,10 +454,15 @@ struct Season {
     profile: Vec<f64>,
     phase: usize,
     residual: RobustBaseline,
+    /// The last value's residual against the profile (`None` without a cycle).
+    last: Option<f64>,
 }
 
 /// Adaptation of the seasonal profile, per cycle.
 const SEASON_ALPHA: f64 = 0.02;
+
+/// Residuals that start the seasonal residual's baseline (median and MAD).
+const SEASON_RESIDUAL_WARMUP: usize = 60;
 
 impl Season {
     fn new(p: SignalParams) -> Season {
@@ -397,7 +473,8 @@ impl Season {
             looked: false,
             profile: Vec::new(),
             phase: 0,
-            residual: RobustBaseline::new(BaselineParams { warmup: 30, ..p.level }),
+            residual: RobustBaseline::new(BaselineParams { warmup: SEASON_RESIDUAL_WARMUP, ..p.level }),
+            last: None,
         }
     }
 
@@ -422,12 +499,18 @@ impl Season {
         }
         let expected = self.profile[self.phase];
         let r = x - expected;
+        self.last = Some(r);
         let z = self.residual.update(r);
         let scale = self.residual.baseline().map_or(f64::INFINITY, |b| b.1);
         let c = 3.0 * scale;
         self.profile[self.phase] += SEASON_ALPHA * if c.is_finite() { r.clamp(-c, c) } else { r };
         self.phase = (self.phase + 1) % self.profile.len();
         z
+    }
+
+    /// The residual of the last value against the cycle's profile, once a cycle is known.
+    fn residual(&self) -> Option<f64> {
+        self.last
     }
 }
 
@@ -461,6 +544,64 @@ fn find_period(xs: &[f64], min_acf: f64) -> Option<usize> {
     (best > 1 && best_acf >= min_acf).then_some(best)
 }
 
+/// The sequence test, a context memory in the spirit of CAD OSE with a score in
+/// the spirit of HTM's anomaly likelihood: a [`PatternMemory`] of contexts of
+/// 1..=`seq_orders` quantised values gives, per sample, the share of its contexts
+/// that are new; the test follows a short average of that share and scores how
+/// far it is above its own usual level, in units of its usual spread. A signal
+/// always makes some new contexts; a change of shape makes many at once.
+#[derive(Clone, Debug)]
+struct SequenceTest {
+    memory: Option<PatternMemory>,
+    short_rate: f64,
+    long_rate: f64,
+    floor: f64,
+    short: f64,
+    mean: f64,
+    var: f64,
+    /// Averages seen (the usual level is not trusted before `1/long_rate / 4`).
+    n: usize,
+}
+
+impl SequenceTest {
+    fn new(p: &SignalParams) -> SequenceTest {
+        SequenceTest {
+            memory: (p.seq_levels > 0).then(|| PatternMemory::new(p.seq_levels, p.seq_orders)),
+            short_rate: 1.0 / p.seq_short.max(1.0),
+            long_rate: 1.0 / p.seq_long.max(1.0),
+            floor: p.seq_floor,
+            short: 0.0,
+            mean: 0.0,
+            var: 0.0,
+            n: 0,
+        }
+    }
+
+    /// Learns `x` (finite); the z of the short average of new contexts, once known.
+    fn update(&mut self, x: f64) -> Option<f64> {
+        let m = self.memory.as_mut()?;
+        let cleared = m.clears;
+        let share = m.update(x);
+        if !m.started || m.clears != cleared {
+            // Everything is new after the memory starts over: learn again silently.
+            self.n = 0;
+            return None;
+        }
+        self.short += self.short_rate * (share - self.short);
+        self.n += 1;
+        if self.n == 1 {
+            (self.short, self.mean, self.var) = (share, share, 0.0);
+            return None;
+        }
+        let sd = self.var.sqrt().max(self.floor);
+        let z = (self.short - self.mean) / sd;
+        let d = self.short - self.mean;
+        self.mean += self.long_rate * d;
+        self.var = (1.0 - self.long_rate) * (self.var + self.long_rate * d * d);
+        (self.n as f64 * self.long_rate >= 0.25).then_some(z)
+    }
+}
+
 /// Samples that set the pattern test's first value range; no pattern scores before.
 const PATTERN_WARMUP: usize = 30;
 
@@ -479,11 +620,21 @@ struct PatternMemory {
     lo: f64,
     hi: f64,
     recent: std::collections::VecDeque<u32>,
-    seen: std::collections::HashSet<u64>,
+    /// One bit per hashed context (`PATTERN_BITS` bits): the contexts seen.
+    seen: Vec<u64>,
+    /// Bits set in `seen`.
+    filled: usize,
+    /// Times the memory started over.
+    clears: usize,
 }
 
-/// Contexts one pattern memory keeps (about 1 MiB) before it forgets them all.
-const PATTERN_MAX_CONTEXTS: usize = 1 << 16;
+/// Size of the pattern memory in bits (16 KiB): 16 levels and 3 orders give at
+/// most 4,368 contexts per quantisation, so few contexts share a bit.
+const PATTERN_BITS: usize = 1 << 17;
+
+/// Contexts one pattern memory holds before it forgets them all (1/8 of its bits,
+/// so a new context collides with a seen one at most one time in eight).
+const PATTERN_MAX_CONTEXTS: usize = PATTERN_BITS / 8;
 
 impl PatternMemory {
     fn new(levels: u32, orders: usize) -> PatternMemory {
@@ -495,7 +646,9 @@ impl PatternMemory {
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
             recent: std::collections::VecDeque::new(),
-            seen: std::collections::HashSet::new(),
+            seen: Vec::new(),
+            filled: 0,
+            clears: 0,
         }
     }
 
@@ -531,15 +684,28 @@ impl PatternMemory {
         let q = (((x - self.lo) / span) * self.levels as f64).floor().clamp(0.0, top) as u32;
         self.recent.push_front(q);
         self.recent.truncate(self.orders);
-        if self.seen.len() >= PATTERN_MAX_CONTEXTS {
-            self.seen.clear();
+        if self.seen.is_empty() {
+            self.seen = vec![0; PATTERN_BITS / 64];
+        }
+        if self.filled >= PATTERN_MAX_CONTEXTS {
+            self.seen.fill(0);
+            self.filled = 0;
+            self.clears += 1;
         }
         // FNV-1a over (level, position) of the last k levels, k = 1..=orders.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut new = 0usize;
         for (k, &l) in self.recent.iter().enumerate() {
             h = (h ^ (l as u64 + 1 + ((k as u64) << 32))).wrapping_mul(0x0000_0100_0000_01b3);
-            new += self.seen.insert(h) as usize;
+            // The top bits of a multiplicative mix of the hash pick the context's bit.
+            let bit =
+                ((h ^ (h >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - PATTERN_BITS.trailing_zeros())) as usize;
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            if self.seen[word] & mask == 0 {
+                self.seen[word] |= mask;
+                self.filled += 1;
+                new += 1;
+            }
         }
         new
     }
@@ -669,7 +835,46 @@ mod tests {
         let late: Vec<_> = s.iter().filter(|x| x.0 > 288 * 3).collect();
         let first = late.first().expect("the flat day is found");
         assert!(flat.contains(&first.0) && first.0 < flat.start + 100, "{s:?}");
-        assert_eq!(first.1, Some(AnomalyKind::Seasonal), "{s:?}");
+        // Both tests that compare with the cycle may find it: the seasonal residual
+        // at once, or the change-point test, which accumulates that residual.
+        assert!(matches!(first.1, Some(AnomalyKind::Seasonal | AnomalyKind::ChangePoint)), "{s:?}");
+    }
+
+    #[test]
+    fn a_jump_made_every_day_is_learnt() {
+        // A square wave: the value jumps at the same two times every day. Once the
+        // cycle is known the jumps are part of it, and only the missed jump of day 6
+        // starts an episode.
+        let missed = 288 * 6 + 144;
+        let xs = (0..(288 * 8) as u64).map(|i| {
+            let i = i as usize;
+            let high = i % 288 >= 144 && !(missed..missed + 144).contains(&i);
+            if high {
+                60.0
+            } else {
+                40.0
+            }
+        });
+        let s = starts(SignalParams::default(), xs);
+        let late: Vec<usize> = s.iter().map(|x| x.0).filter(|&i| i > 288 * 3).collect();
+        assert!(late.first().is_some_and(|&i| (missed..missed + 10).contains(&i)), "{s:?}");
+        assert!(late.iter().all(|&i| i >= missed), "{s:?}");
+    }
+
+    #[test]
+    fn a_stronger_upset_inside_an_episode_is_an_episode_of_its_own() {
+        // A spike, and 50 samples later (inside the first one's episode) a spike
+        // four times as large.
+        let xs = (0..2000u64).map(|i| {
+            50.0 + noise(i)
+                + match i {
+                    1500 => 10.0,
+                    1550 => 40.0,
+                    _ => 0.0,
+                }
+        });
+        let s: Vec<usize> = starts(SignalParams::default(), xs).iter().map(|x| x.0).filter(|&i| i > 1000).collect();
+        assert_eq!(s, [1500, 1550]);
     }
 
     #[test]

@@ -404,6 +404,7 @@ fn anomaly_event(
         Some(AnomalyKind::ChangePoint) => "shifted and stayed shifted (change point)",
         Some(AnomalyKind::Pattern) => "shows a pattern not seen before",
         Some(AnomalyKind::Seasonal) => "is unusual for this point of its cycle",
+        Some(AnomalyKind::Sequence) => "changed shape (many sequences not seen before)",
         None => "is anomalous",
     };
     let unit = if w.unit.is_empty() { String::new() } else { format!(" {}", w.unit) };
