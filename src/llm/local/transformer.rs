@@ -105,8 +105,8 @@ impl Hyperparameters {
         };
         if hp.head_count == 0
             || hp.head_count_kv == 0
-            || hp.embedding_length % hp.head_count != 0
-            || hp.head_count % hp.head_count_kv != 0
+            || !hp.embedding_length.is_multiple_of(hp.head_count)
+            || !hp.head_count.is_multiple_of(hp.head_count_kv)
         {
             return Err(LocalError::BadMetadata {
                 key: format!("{a}.attention.head_count"),

@@ -16,11 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::{GenerateOptions, GenerationStats, LocalError, LocalModel};
 use crate::llm::{ChatMessage, Completion, FinishReason};
 
+/// What a generation hands back: the answer and its timings.
+pub type Generated = Result<(Completion, GenerationStats), LocalError>;
+
 struct Job {
     messages: Vec<ChatMessage>,
     opts: GenerateOptions,
     text: Option<mpsc::UnboundedSender<String>>,
-    done: oneshot::Sender<Result<(Completion, GenerationStats), LocalError>>,
+    done: oneshot::Sender<Generated>,
     enqueued: Instant,
 }
 
@@ -128,7 +131,7 @@ impl LocalWorker {
         messages: Vec<ChatMessage>,
         opts: GenerateOptions,
         text: Option<mpsc::UnboundedSender<String>>,
-    ) -> Result<oneshot::Receiver<Result<(Completion, GenerationStats), LocalError>>, LocalError> {
+    ) -> Result<oneshot::Receiver<Generated>, LocalError> {
         let (done, rx) = oneshot::channel();
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(Job { messages, opts, text, done, enqueued: Instant::now() }).is_err() {
@@ -149,15 +152,11 @@ impl LocalWorker {
 
     /// Answers `messages`, streaming text pieces into the returned receiver; dropping
     /// both receivers cancels the generation.
-    #[allow(clippy::type_complexity)]
     pub fn generate_stream(
         &self,
         messages: Vec<ChatMessage>,
         opts: GenerateOptions,
-    ) -> Result<
-        (mpsc::UnboundedReceiver<String>, oneshot::Receiver<Result<(Completion, GenerationStats), LocalError>>),
-        LocalError,
-    > {
+    ) -> Result<(mpsc::UnboundedReceiver<String>, oneshot::Receiver<Generated>), LocalError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let done = self.submit(messages, opts, Some(tx))?;
         Ok((rx, done))
