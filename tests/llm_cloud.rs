@@ -191,15 +191,28 @@ fn sse_text(chunks: &[Value]) -> String {
 }
 
 /// Splits `bytes` into pieces of 1, 2, 3, 5, 7 and 11 bytes in turn.
+/// Splits `bytes` into chunks of 1, 2, 3, 5, 7, 11, ... bytes, and always also inside the
+/// first multi-byte character and between the first CR and its LF (whatever the JSON
+/// layout puts where).
 fn split_awkwardly(bytes: &[u8]) -> Vec<Vec<u8>> {
     let sizes = [1, 2, 3, 5, 7, 11];
+    let mut forced: Vec<usize> = Vec::new();
+    if let Some(i) = bytes.iter().position(|&b| b >= 0xC0) {
+        forced.push(i + 1);
+    }
+    if let Some(i) = bytes.windows(2).position(|w| w == b"\r\n") {
+        forced.push(i + 1);
+    }
     let mut out = Vec::new();
     let mut at = 0;
     for i in 0.. {
         if at >= bytes.len() {
             break;
         }
-        let end = (at + sizes[i % sizes.len()]).min(bytes.len());
+        let mut end = (at + sizes[i % sizes.len()]).min(bytes.len());
+        if let Some(&f) = forced.iter().filter(|&&f| f > at && f < end).min() {
+            end = f;
+        }
         out.push(bytes[at..end].to_vec());
         at = end;
     }
