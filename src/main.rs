@@ -635,8 +635,20 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Sizes candle's process-wide pool for quantized matrix products, which it reads from
+/// `CANDLE_NUM_THREADS` once, on first use (it does not use our rayon pool). Called
+/// while the process still has one thread; an explicit environment setting wins.
+fn inference_threads(threads: usize) {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", threads.max(1).to_string());
+    }
+}
+
 fn run(config: PathBuf, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<()> {
     let cfg = load_config(&config)?;
+    if let Some(llm) = &cfg.llm {
+        inference_threads(llm.threads);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("linepilot")
@@ -1095,6 +1107,9 @@ fn demo(
     listen: Option<String>,
 ) -> Result<()> {
     let mut cfg = load_config(&config)?;
+    if let Some(llm) = &cfg.llm {
+        inference_threads(llm.threads);
+    }
     // The copilots' model: pulled on first run, so the demo works on a fresh machine.
     if let Some(llm) = &cfg.llm {
         let spec = linepilot::llm::local::registry::spec(&llm.local_model)?;
@@ -1209,6 +1224,7 @@ fn model(what: ModelWhat) -> Result<()> {
             schema,
             tokens,
         } => {
+            inference_threads(threads);
             let dir = model_dir(dir);
             let mut m = LocalModel::load_named(&dir, &model, threads)?;
             let json_schema = match schema {
@@ -1251,6 +1267,7 @@ fn model(what: ModelWhat) -> Result<()> {
         }
         ModelWhat::Bench { model, dir, threads, prompt_ids, generate, prefix_tokens, keep_types } => {
             use linepilot::llm::local::{bench, Requantize};
+            inference_threads(threads);
             let dir = model_dir(dir);
             let spec = registry::spec(&model)?;
             let path = spec.path_in(&dir);

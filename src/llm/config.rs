@@ -30,6 +30,8 @@ pub struct LlmConfig {
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
     /// Inference threads: the gateway shares its cores with ingest, so 1 by default.
+    /// `linepilot run` and `demo` size candle's matrix-product pool with it
+    /// (`CANDLE_NUM_THREADS`, unless the environment already sets it).
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// When to escalate to the cloud model.
