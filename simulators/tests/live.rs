@@ -4,7 +4,7 @@
 //! - Frozen line (`--speed 0 --skip 2h --scenario-start`): pymodbus reads the
 //!   whole register map and must decode exactly what `linesim snapshot --at 2h`
 //!   says every tag is, so the servers serve the model's values.
-//! - Running line (`--speed 20`): counters move over Modbus, the MQTT JSON and
+//! - Running line (`--speed 20 --scenario-start --skip 20m`): counters move over Modbus, the MQTT JSON and
 //!   Sparkplug topics arrive, and SIGTERM ends the run with a `run_end` record.
 
 use std::io::{BufRead, BufReader};
@@ -99,7 +99,10 @@ fn frozen_line_serves_the_models_values_over_modbus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_line_moves_and_publishes_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut l = live(&["--speed", "20"], dir.path());
+    // From the scenario's start plus 20 min, where the washer is known to run
+    // (`linesim snapshot --at 20m..23m`): from "now" the window could fall in a
+    // stop and the count would rightly not move.
+    let mut l = live(&["--speed", "20", "--scenario-start", "--skip", "20m"], dir.path());
     assert_eq!(l.endpoints["tags"], 155);
     assert!(l.endpoints["opcua"].as_str().is_some_and(|u| u.starts_with("opc.tcp://127.0.0.1:")));
 
