@@ -114,6 +114,7 @@ def main():
         keep = measure_linepilot(a.linepilot, name, mdir, 1, ids_file, a.generate, keep_types=True)
         one = [r[2] for r in rows if r[0] == name and r[1] == 1] or [rows[-1][2]]
         accuracy.append((name, keep, one[0]))
+    sys.stdout.flush()
     print(f"prompt {a.prompt} tokens, {a.generate} generated, greedy; each engine in a fresh process\n")
     print("| model | threads | linepilot prompt tok/s | llama.cpp prompt tok/s | ratio | linepilot gen tok/s | "
           "llama.cpp gen tok/s | ratio | linepilot TTFT, 500-token cached prefix | peak RSS linepilot / llama.cpp |")
@@ -123,8 +124,8 @@ def main():
               f"{o['generation_tps']:.1f} | {p['generation_tps']:.1f} | {o['generation_tps'] / p['generation_tps']:.2f}× | "
               f"{o['ttft_cached_ms']:.0f} ms (cold {o['ttft_cold_ms']:.0f} ms) | "
               f"{o['peak_rss_mb_os']:.0f} / {p['peak_rss_mb']:.0f} MB |")
-    print("\nThe file's own types against re-quantized to Q8_0 at load (1 thread): speed and accuracy\n")
-    print("| model | file types: gen tok/s | Q8_0: gen tok/s | file types: perplexity | Q8_0: perplexity | peak RSS file types / Q8_0 |")
+    print("\nThe file's own types on candle's kernels against int8 on ours (1 thread): speed and accuracy\n")
+    print("| model | file types: gen tok/s | int8: gen tok/s | file types: perplexity | int8: perplexity | peak RSS file types / int8 |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, k, q in accuracy:
         print(f"| {name} | {k['generation_tps']:.1f} | {q['generation_tps']:.1f} | {k['perplexity']:.3f} | "

@@ -80,7 +80,7 @@ fn smollm2_greedy_answer_equals_llama_cpp() {
     let exact = greedy_matches("smollm2-135m", Requantize::Keep, SMOLLM_PROMPT, SMOLLM_GREEDY, 0.25);
     assert!(exact >= SMOLLM_GREEDY.len() - 1, "{exact} of {} steps", SMOLLM_GREEDY.len());
     // Q4_1 -> Q8_0 at load is near-lossless.
-    let exact = greedy_matches("smollm2-135m", Requantize::SlowTypesToQ8, SMOLLM_PROMPT, SMOLLM_GREEDY, 0.5);
+    let exact = greedy_matches("smollm2-135m", Requantize::Int8, SMOLLM_PROMPT, SMOLLM_GREEDY, 0.5);
     assert!(exact >= SMOLLM_GREEDY.len() - 3, "{exact} of {} steps", SMOLLM_GREEDY.len());
 }
 
@@ -92,7 +92,7 @@ fn qwen25_greedy_answer_equals_llama_cpp() {
 
 #[test]
 fn answers_stop_at_the_end_of_turn_with_a_confidence() {
-    let mut m = load("smollm2-135m", Requantize::SlowTypesToQ8);
+    let mut m = load("smollm2-135m", Requantize::Int8);
     let mut streamed = String::new();
     let c = m
         .generate(&chat(), &GenerateOptions { max_tokens: 64, ..Default::default() }, &mut |t| {
@@ -115,7 +115,7 @@ fn prefix_cache_reuses_the_system_prompt_and_changes_nothing() {
     let system = "You are the line 1 copilot. Report numbers only from tool results. ".repeat(20);
     let ask = |q: &str| vec![ChatMessage::system(system.clone()), ChatMessage::user(q)];
     let opts = GenerateOptions { max_tokens: 24, ..Default::default() };
-    let mut warm = load("smollm2-135m", Requantize::SlowTypesToQ8);
+    let mut warm = load("smollm2-135m", Requantize::Int8);
     warm.generate(&ask("What is the state of the filler?"), &opts, &mut |_| true).expect("first");
     let second = warm.generate(&ask("Why did the capper stop?"), &opts, &mut |_| true).expect("second");
     let st = warm.last_stats();
@@ -126,7 +126,7 @@ fn prefix_cache_reuses_the_system_prompt_and_changes_nothing() {
         st.cached_prompt_tokens,
         sys_len
     );
-    let mut cold = load("smollm2-135m", Requantize::SlowTypesToQ8);
+    let mut cold = load("smollm2-135m", Requantize::Int8);
     let fresh = cold.generate(&ask("Why did the capper stop?"), &opts, &mut |_| true).expect("cold");
     assert_eq!(cold.last_stats().cached_prompt_tokens, 0);
     assert_eq!(second.text, fresh.text, "the cached prefix changed the answer");
@@ -134,7 +134,7 @@ fn prefix_cache_reuses_the_system_prompt_and_changes_nothing() {
 
 #[test]
 fn seeded_sampling_repeats() {
-    let mut m = load("smollm2-135m", Requantize::SlowTypesToQ8);
+    let mut m = load("smollm2-135m", Requantize::Int8);
     let opts = GenerateOptions {
         max_tokens: 32,
         sampling: Sampling { temperature: 0.9, top_p: 0.95, seed: 11 },
@@ -172,7 +172,7 @@ fn missing_model_says_which_command_to_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_streams_queues_and_cancels_when_the_client_goes() {
-    let w = LocalWorker::spawn(load("smollm2-135m", Requantize::SlowTypesToQ8)).expect("worker");
+    let w = LocalWorker::spawn(load("smollm2-135m", Requantize::Int8)).expect("worker");
     let long = GenerateOptions { max_tokens: 400, ..Default::default() };
     let story = vec![ChatMessage::user("Write a long story about a bottling line, at least 300 words.")];
     // A first request streams; a second waits behind it.
@@ -193,7 +193,7 @@ async fn worker_streams_queues_and_cancels_when_the_client_goes() {
 
 #[test]
 fn a_json_schema_is_enforced_even_on_the_small_model() {
-    let mut m = load("smollm2-135m", Requantize::SlowTypesToQ8);
+    let mut m = load("smollm2-135m", Requantize::Int8);
     let schema = serde_json::json!({
         "type": "object",
         "properties": {

@@ -7,6 +7,7 @@
 //! - `worker`: one generation at a time on a dedicated thread, behind a queue.
 
 pub mod bench;
+mod linear;
 pub mod registry;
 pub mod sampler;
 pub mod tokenizer;
