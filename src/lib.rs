@@ -2,6 +2,7 @@
 //!
 //! See `../shared/DESIGN.md` for the architecture. This file only declares the module tree.
 
+pub mod agents;
 pub mod analytics;
 pub mod api;
 pub mod config;

@@ -167,6 +167,22 @@ enum EvalWhat {
         #[arg(long, default_value_t = 3)]
         persistence: usize,
     },
+    /// Operator questions (English and Chinese) generated from a linesim run's ground
+    /// truth, asked against a store holding that run's history, answers checked.
+    Ask {
+        /// Gateway config (plant model, tags, calendar).
+        #[arg(long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        /// linesim scenario whose history is backfilled.
+        #[arg(long, default_value = "configs/scenarios/demo.toml")]
+        scenario: PathBuf,
+        /// Simulated hours from the scenario's start.
+        #[arg(long, default_value_t = 8.0)]
+        hours: f64,
+        /// Print every question and answer.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -347,6 +363,21 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask a question about the line ("why did the filler stop at 10:40?", "上一班的OEE是多少？"):
+    /// the answer from the tools, then the facts it used.
+    Ask {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the answer with its facts and review as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The question.
+        question: String,
     },
     /// Downtime by cause (fault codes, starved, blocked, setup ...) with every stop.
     Downtime {
@@ -595,6 +626,10 @@ fn main() -> ExitCode {
             init_logging("warn");
             let p = linepilot::api::OeeParams { shift, from, to, asset: None };
             oee(config, data_dir, p, json, false)
+        }
+        Cmd::Ask { config, data_dir, json, question } => {
+            init_logging("warn");
+            ask(config, data_dir, &question, json)
         }
         Cmd::Downtime { config, data_dir, from, to, asset, json } => {
             init_logging("warn");
@@ -861,6 +896,40 @@ fn oee(
     Ok(())
 }
 
+/// `linepilot ask`: from the store, or from the daemon's API when it holds the data
+/// directory.
+fn ask(config: PathBuf, data_dir: Option<PathBuf>, question: &str, json: bool) -> Result<()> {
+    use linepilot::agents::ask as a;
+    let cfg = load_config(&config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let answer: a::Answer = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
+        Ok(store) => {
+            let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
+            let res = a::ask(&ctx, question, &a::AskOptions::default());
+            store.close();
+            res?
+        }
+        Err(StoreError::Locked(dir)) => {
+            let listen = daemon_listen(&cfg, Some(PathBuf::from(dir)));
+            let body = ask_locked_daemon(&listen, "/api/v1/ask", &[("q", &Some(question.to_string()))])?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+                return Ok(());
+            }
+            let text = body.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_string();
+            println!("{text}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", a::render(&answer));
+    }
+    Ok(())
+}
+
 /// The daemon holds the data directory: ask it over HTTP instead.
 fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult>> {
     let series = Some(p.series.clone());
@@ -935,6 +1004,38 @@ fn age(now: i64, ts: i64) -> String {
     }
 }
 
+/// `linepilot eval ask`: backfills the scenario's history into a scratch store, asks
+/// the generated questions, prints the scores.
+fn eval_ask(config: &Path, scenario: &Path, hours: f64, verbose: bool) -> Result<()> {
+    use linepilot::agents::eval;
+    let cfg = load_config(config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let dir = std::env::temp_dir().join(format!("linepilot-eval-ask-{}", std::process::id()));
+    let store = linepilot::service::open_store(&cfg, Some(dir.clone()), false)?;
+    let t = std::time::Instant::now();
+    let truth = linepilot::service::demo::backfill(&store, scenario, hours, |done, total| {
+        eprint!("\rbackfilling {}: {done:.0}/{total:.0} h", scenario.display());
+    });
+    eprintln!();
+    let res = (|| -> Result<()> {
+        let truth = truth?;
+        eprintln!("backfilled {hours} h in {:.1} s", t.elapsed().as_secs_f64());
+        let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
+        let qs = eval::questions(&truth, &cfg);
+        let report = eval::run(&ctx, &qs)?;
+        if verbose {
+            for o in &report.outcomes {
+                println!("## {} {}\n{}\n", if o.correct { "OK  " } else { "MISS" }, o.question.text, o.answer);
+            }
+        }
+        print!("{}", eval::markdown(&report));
+        Ok(())
+    })();
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
 /// `linepilot detect --csv`: scores to stdout, a summary on stderr.
 fn detect_csv(
     path: &Path,
@@ -993,6 +1094,7 @@ fn eval(what: EvalWhat) -> Result<()> {
             Ok(())
         }
         EvalWhat::Tep { data, variance, confidence, persistence } => eval_tep(&data, variance, confidence, persistence),
+        EvalWhat::Ask { config, scenario, hours, verbose } => eval_ask(&config, &scenario, hours, verbose),
     }
 }
 

@@ -48,6 +48,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/tags", get(tags_handler))
         .route("/api/v1/oee", get(oee_handler))
         .route("/api/v1/downtime", get(downtime_handler))
+        .route("/api/v1/ask", get(ask_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -301,6 +302,38 @@ async fn downtime_handler(State(st): State<ApiState>, Query(p): Query<OeeParams>
     match res {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => analytics_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+/// Parameters of `GET /api/v1/ask`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AskParams {
+    /// The question.
+    pub q: String,
+    /// `en` or `zh` to force the answer's language.
+    #[serde(default)]
+    pub lang: Option<String>,
+}
+
+/// `GET /api/v1/ask?q=...`: an operator question answered from the tools, with the
+/// facts used and the reviewer's findings.
+async fn ask_handler(State(st): State<ApiState>, Query(p): Query<AskParams>) -> Response {
+    use crate::agents::ask::{self, AskOptions, Language};
+    let res = tokio::task::spawn_blocking(move || {
+        let cal = crate::config::Calendar::new(&st.config).map_err(|e| e.to_string())?;
+        let ctx = crate::agents::ToolContext::at_newest_data(&st.store, &st.config, &cal);
+        let language = match p.lang.as_deref() {
+            Some("zh") => Some(Language::Zh),
+            Some("en") => Some(Language::En),
+            _ => None,
+        };
+        ask::ask(&ctx, &p.q, &AskOptions { language }).map_err(|e| e.to_string())
+    })
+    .await;
+    match res {
+        Ok(Ok(a)) => Json(a).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
     }
 }

@@ -12,7 +12,7 @@ use std::io::{Read, Seek};
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 
-use super::linear::{Fused, Int8Matrix, Linear};
+use super::linear::{int8_from_qtensor, Fused, Linear};
 use candle_core::{DType, Device, Tensor};
 
 use super::LocalError;
@@ -155,7 +155,7 @@ impl<R: Read + Seek> Loader<'_, R> {
         let t = self.qtensor(name)?;
         let wrap = |source| LocalError::Tensor { name: name.to_string(), source };
         if self.requantize != Requantize::Keep {
-            if let Some(m) = Int8Matrix::from_qtensor(&t).map_err(wrap)? {
+            if let Some(m) = int8_from_qtensor(&t).map_err(wrap)? {
                 return Ok(Linear::Int8(m));
             }
         }
@@ -368,7 +368,8 @@ fn attention(
 /// The parts of a fused product, as many as expected.
 fn parts<const N: usize>(v: Vec<Tensor>) -> Result<[Tensor; N], LocalError> {
     let n = v.len();
-    v.try_into().map_err(|_| LocalError::Compute(candle_core::Error::Msg(format!("{n} parts of a fused product, not {N}"))))
+    v.try_into()
+        .map_err(|_| LocalError::Compute(candle_core::Error::Msg(format!("{n} parts of a fused product, not {N}"))))
 }
 
 impl LayerCache {
