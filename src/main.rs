@@ -182,6 +182,12 @@ enum EvalWhat {
         /// Print every question and answer.
         #[arg(long)]
         verbose: bool,
+        /// Let this local model phrase the answers (smollm2-135m, qwen2.5-0.5b).
+        #[arg(long)]
+        model: Option<String>,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -1006,8 +1012,28 @@ fn age(now: i64, ts: i64) -> String {
 
 /// `linepilot eval ask`: backfills the scenario's history into a scratch store, asks
 /// the generated questions, prints the scores.
-fn eval_ask(config: &Path, scenario: &Path, hours: f64, verbose: bool) -> Result<()> {
+fn eval_ask(
+    config: &Path,
+    scenario: &Path,
+    hours: f64,
+    verbose: bool,
+    model: Option<&str>,
+    threads: usize,
+) -> Result<()> {
     use linepilot::agents::eval;
+    inference_threads(threads);
+    let mut local = match model {
+        Some(name) => {
+            let dir = linepilot::llm::local::registry::default_model_dir();
+            Some(linepilot::llm::local::LocalModel::load_named(&dir, name, threads)?)
+        }
+        None => None,
+    };
+    let mut write = |msgs: &[linepilot::llm::ChatMessage]| -> std::result::Result<String, String> {
+        let m = local.as_mut().ok_or("no model")?;
+        let opts = linepilot::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() };
+        m.generate(msgs, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+    };
     let cfg = load_config(config)?;
     let cal = linepilot::config::Calendar::new(&cfg)?;
     let dir = std::env::temp_dir().join(format!("linepilot-eval-ask-{}", std::process::id()));
@@ -1022,7 +1048,9 @@ fn eval_ask(config: &Path, scenario: &Path, hours: f64, verbose: bool) -> Result
         eprintln!("backfilled {hours} h in {:.1} s", t.elapsed().as_secs_f64());
         let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
         let qs = eval::questions(&truth, &cfg);
-        let report = eval::run(&ctx, &qs)?;
+        let writer = model.map(|n| (n, &mut write as &mut linepilot::agents::ask::ModelWriter<'_>));
+        let report = eval::run(&ctx, &qs, writer, |done, total| eprint!("\r{done}/{total} questions"))?;
+        eprintln!();
         if verbose {
             for o in &report.outcomes {
                 println!("## {} {}\n{}\n", if o.correct { "OK  " } else { "MISS" }, o.question.text, o.answer);
@@ -1094,7 +1122,9 @@ fn eval(what: EvalWhat) -> Result<()> {
             Ok(())
         }
         EvalWhat::Tep { data, variance, confidence, persistence } => eval_tep(&data, variance, confidence, persistence),
-        EvalWhat::Ask { config, scenario, hours, verbose } => eval_ask(&config, &scenario, hours, verbose),
+        EvalWhat::Ask { config, scenario, hours, verbose, model, threads } => {
+            eval_ask(&config, &scenario, hours, verbose, model.as_deref(), threads)
+        }
     }
 }
 

@@ -25,7 +25,7 @@ fn demo_shift_questions_are_answered_from_the_data() {
     let qs = eval::questions(&truth, &cfg);
     let zh = qs.iter().filter(|q| Language::of(&q.text) == Language::Zh).count();
     assert!(qs.len() >= 60 && zh >= 25, "{} questions, {zh} in Chinese", qs.len());
-    let report = eval::run(&ctx, &qs).expect("eval runs");
+    let report = eval::run(&ctx, &qs, None, |_, _| {}).expect("eval runs");
     eprintln!("{}", eval::markdown(&report));
     assert!(report.accuracy >= 0.9, "accuracy {:.3}\n{}", report.accuracy, eval::markdown(&report));
     assert_eq!(report.ungrounded, 0, "{}", eval::markdown(&report));

@@ -18,6 +18,7 @@ use serde_json::{json, Value as Json};
 use super::review::{Review, Reviewer};
 use super::tools::{self, ToolContext, ToolError, ToolOutput};
 use crate::config::Config;
+use crate::llm::ChatMessage;
 
 /// The language of an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -653,12 +654,29 @@ fn state_text(facts: &[ToolOutput], lang: Language) -> String {
     lines.join("\n")
 }
 
+/// A language model that phrases answers: the messages in, its text out (or why not).
+pub type ModelWriter<'m> = dyn FnMut(&[ChatMessage]) -> Result<String, String> + 'm;
+
 /// Answers an operator's question from the tools, with the template writer.
 pub fn ask(ctx: &ToolContext<'_>, question: &str, opts: &AskOptions) -> Result<Answer, ToolError> {
+    ask_with(ctx, question, opts, None)
+}
+
+/// Answers an operator's question; with a model, the model phrases the analyst's
+/// facts and the reviewer checks its text twice over: no number, time or date that
+/// is not in the tool results, and none of the facts' numbers and names left out.
+/// A text that fails is sent back once with what was wrong; if it fails again, the
+/// template's text is the answer and `written_by` says so.
+pub fn ask_with(
+    ctx: &ToolContext<'_>,
+    question: &str,
+    opts: &AskOptions,
+    mut model: Option<(&str, &mut ModelWriter<'_>)>,
+) -> Result<Answer, ToolError> {
     let lang = opts.language.unwrap_or_else(|| Language::of(question));
     let intent = route(question, ctx.config);
     let facts = scout(ctx, &intent)?;
-    let text = match &intent {
+    let draft = match &intent {
         Intent::WhyStop { asset, at } => why_stop(asset.as_deref(), at.as_deref(), &facts, ctx, lang),
         Intent::Oee { asset, .. } => oee_text(asset.as_deref(), &facts, lang),
         Intent::Downtime { .. } => downtime_text(&facts, lang),
@@ -666,17 +684,77 @@ pub fn ask(ctx: &ToolContext<'_>, question: &str, opts: &AskOptions) -> Result<A
         Intent::TagValue { .. } => tag_text(&facts, lang),
         Intent::State { .. } => state_text(&facts, lang),
     };
-    let review = Reviewer::new(&facts, question, ctx.config).review(&text);
-    let text = if review.passed() { text } else { review.kept.clone() };
-    Ok(Answer {
+    let reviewer = Reviewer::new(&facts, question, ctx.config);
+    let review = reviewer.review(&draft);
+    let draft = if review.passed() { draft } else { review.kept.clone() };
+    let mut answer = Answer {
         question: question.to_string(),
         intent,
         language: lang,
-        text,
+        text: draft.clone(),
         written_by: "template".into(),
         facts,
         review,
-    })
+    };
+    let Some((name, write)) = model.as_mut() else { return Ok(answer) };
+    let instruction = match lang {
+        Language::En => "You are the copilot of a bottling line. Rewrite the FACTS as a short, clear answer to the operator's question, in English. Keep every number, time, machine name and code exactly as written in FACTS. Add no other numbers, no advice you cannot see in FACTS.",
+        Language::Zh => "你是灌装线的助手。请用中文把“事实”改写成对操作员问题的简短回答。所有数字、时间、设备名和代码必须与“事实”完全一致，不要添加任何其他数字。",
+    };
+    let mut messages =
+        vec![ChatMessage::system(instruction), ChatMessage::user(format!("Question: {question}\n\nFACTS:\n{draft}"))];
+    let required = required_facts(&draft, &reviewer);
+    for attempt in 0..2 {
+        let text = match write(&messages) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => {
+                answer.written_by = format!("template ({name} failed: {e})");
+                return Ok(answer);
+            }
+        };
+        let review = reviewer.review(&text);
+        let missing: Vec<&String> = required.iter().filter(|r| !text.contains(r.as_str())).collect();
+        if review.passed() && missing.is_empty() && !text.is_empty() {
+            answer.text = text;
+            answer.written_by = (*name).to_string();
+            answer.review = review;
+            return Ok(answer);
+        }
+        if attempt == 0 {
+            let mut why = Vec::new();
+            if !review.passed() {
+                why.push(format!("these are not in FACTS: {}", review.ungrounded.join(", ")));
+            }
+            if !missing.is_empty() {
+                why.push(format!(
+                    "you left out: {}",
+                    missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            messages.push(ChatMessage::assistant(text));
+            messages.push(ChatMessage::user(format!(
+                "Rejected by the reviewer ({}). Rewrite the FACTS again.",
+                why.join("; ")
+            )));
+        }
+    }
+    answer.written_by = format!("template ({name}'s text rejected twice by the reviewer)");
+    Ok(answer)
+}
+
+/// What a phrasing must keep from the facts: every number, time and name of a machine
+/// or code (`fault_201`) in the first two lines of the draft.
+fn required_facts(draft: &str, reviewer: &Reviewer) -> Vec<String> {
+    let head: String = draft.lines().take(2).collect::<Vec<_>>().join("\n");
+    let mut keep = reviewer.tokens_as_written(&head);
+    for w in head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if w.starts_with("fault_") || reviewer.is_name(w) {
+            keep.push(w.to_string());
+        }
+    }
+    keep.sort();
+    keep.dedup();
+    keep
 }
 
 /// The answer as text for a terminal: the answer, then the facts it used.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::ask::{ask, AskOptions};
+use super::ask::{ask_with, AskOptions, ModelWriter};
 use super::review;
 use super::tools::{ToolContext, ToolError};
 
@@ -68,6 +68,8 @@ pub struct Outcome {
 pub struct Report {
     /// Who wrote the answers (`template` or a model).
     pub writer: String,
+    /// Answers whose text is the model's (the rest fell back to the template).
+    pub written_by_model: usize,
     /// Per question.
     pub outcomes: Vec<Outcome>,
     /// Share of questions answered correctly.
@@ -233,12 +235,24 @@ fn met(e: &Expect, answer: &str) -> bool {
     }
 }
 
-/// Asks every question and checks the answers.
-pub fn run(ctx: &ToolContext<'_>, questions: &[Question]) -> Result<Report, ToolError> {
+/// Asks every question (the model phrasing the answers when given) and checks the
+/// answers. `progress(done, total)` is called after each question.
+pub fn run(
+    ctx: &ToolContext<'_>,
+    questions: &[Question],
+    mut model: Option<(&str, &mut ModelWriter<'_>)>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Report, ToolError> {
     let mut outcomes = Vec::new();
-    for q in questions {
+    let mut by_model = 0;
+    for (i, q) in questions.iter().enumerate() {
         let t = Instant::now();
-        let a = ask(ctx, &q.text, &AskOptions::default())?;
+        let m = model.as_mut().map(|(n, w)| (*n, &mut **w));
+        let a = ask_with(ctx, &q.text, &AskOptions::default(), m)?;
+        if model.as_ref().is_some_and(|(n, _)| a.written_by == *n) {
+            by_model += 1;
+        }
+        progress(i + 1, questions.len());
         let latency_ms = t.elapsed().as_secs_f64() * 1e3;
         let missed: Vec<Expect> = q.expect.iter().filter(|e| !met(e, &a.text)).cloned().collect();
         outcomes.push(Outcome {
@@ -254,7 +268,8 @@ pub fn run(ctx: &ToolContext<'_>, questions: &[Question]) -> Result<Report, Tool
     let mut lat: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
     lat.sort_by(f64::total_cmp);
     Ok(Report {
-        writer: "template".into(),
+        writer: model.as_ref().map_or("template".to_string(), |(n, _)| format!("{n} (template when rejected)")),
+        written_by_model: by_model,
         accuracy: outcomes.iter().filter(|o| o.correct).count() as f64 / n,
         ungrounded: outcomes.iter().map(|o| o.ungrounded.len()).sum(),
         latency_ms_p50: lat.get(lat.len() / 2).copied().unwrap_or(0.0),
@@ -267,12 +282,13 @@ pub fn run(ctx: &ToolContext<'_>, questions: &[Question]) -> Result<Report, Tool
 pub fn markdown(r: &Report) -> String {
     let correct = r.outcomes.iter().filter(|o| o.correct).count();
     let mut s = format!(
-        "| writer | questions | correct | accuracy | ungrounded numbers | latency p50 / max |\n|---|---:|---:|---:|---:|---:|\n| {} | {} | {} | {:.1} % | {} | {:.0} / {:.0} ms |\n",
+        "| writer | questions | correct | accuracy | ungrounded numbers | model's text kept | latency p50 / max |\n|---|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {:.1} % | {} | {} | {:.0} / {:.0} ms |\n",
         r.writer,
         r.outcomes.len(),
         correct,
         100.0 * r.accuracy,
         r.ungrounded,
+        r.written_by_model,
         r.latency_ms_p50,
         r.latency_ms_max
     );

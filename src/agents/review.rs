@@ -39,6 +39,7 @@ pub struct Reviewer {
     times: BTreeSet<u32>,
     dates: BTreeSet<String>,
     names: Vec<String>,
+    all_names: Vec<String>,
 }
 
 /// A token of a text the reviewer checks.
@@ -67,11 +68,12 @@ impl Reviewer {
             names.push(l.id.clone());
             names.push(l.name.clone());
         }
+        let all_names = names.clone();
         names.retain(|n| n.chars().any(|c| c.is_ascii_digit()));
         // Longest first, so "conveyor12" is masked before "conveyor1".
         names.sort_by_key(|n| std::cmp::Reverse(n.len()));
         names.dedup();
-        let mut r = Reviewer { names, ..Reviewer::default() };
+        let mut r = Reviewer { names, all_names, ..Reviewer::default() };
         for o in outputs {
             r.add_json(&o.result);
         }
@@ -131,6 +133,21 @@ impl Reviewer {
             }
             Token::Date(d) => self.dates.contains(d),
         }
+    }
+
+    /// The numbers, times and dates of `text` as written (names masked first).
+    pub fn tokens_as_written(&self, text: &str) -> Vec<String> {
+        tokens(&self.mask(text))
+            .into_iter()
+            .map(|t| match t {
+                Token::Number(_, _, s) | Token::Time(_, s) | Token::Date(s) => s,
+            })
+            .collect()
+    }
+
+    /// True for a configured asset, tag or line name (case as configured).
+    pub fn is_name(&self, word: &str) -> bool {
+        !word.is_empty() && (self.all_names.iter().any(|n| n == word))
     }
 
     /// Checks `text`.
