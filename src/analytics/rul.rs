@@ -154,7 +154,7 @@ impl Default for RulParams {
             learning_rate: 0.05,
             subsample: 0.5,
             colsample: 0.5,
-            min_leaf: 20,
+            min_leaf: 50,
             lambda: 1.0,
             bins: 64,
             band_folds: 5,
@@ -630,7 +630,15 @@ fn kmeans(pts: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
     for _ in 0..50 {
         let mut changed = false;
         for (i, p) in pts.iter().enumerate() {
-            let g = (0..k).min_by(|&a, &b| dist2(p, &centres[a]).total_cmp(&dist2(p, &centres[b]))).unwrap_or(0);
+            let mut g = 0;
+            let mut best = f64::INFINITY;
+            for (c, centre) in centres.iter().enumerate() {
+                let d = dist2(p, centre);
+                if d < best {
+                    best = d;
+                    g = c;
+                }
+            }
             changed |= label[i] != g;
             label[i] = g;
         }
@@ -690,7 +698,11 @@ impl SplitMix64 {
 /// Features quantised to bins: `bins[row * width + f]`, with the upper edges per feature.
 struct Binned {
     width: usize,
+    rows: usize,
+    /// Row-major bins (prediction walks a row).
     bins: Vec<u8>,
+    /// Column-major bins: `cols[f * rows + row]` (histograms walk a column).
+    cols: Vec<u8>,
     /// `edges[f][b]`: a value `x` is in bin `b` or lower iff `x <= edges[f][b]`.
     edges: Vec<Vec<f64>>,
     /// Bins in use per feature (`edges[f].len() + 1`).
@@ -714,12 +726,15 @@ impl Binned {
         }
         let nbins = edges.iter().map(|e| e.len() + 1).max().unwrap_or(1);
         let mut b = vec![0u8; rows * width];
+        let mut cols = vec![0u8; rows * width];
         for i in 0..rows {
             for f in 0..width {
-                b[i * width + f] = edges[f].partition_point(|&e| e < x[i * width + f]) as u8;
+                let bin = edges[f].partition_point(|&e| e < x[i * width + f]) as u8;
+                b[i * width + f] = bin;
+                cols[f * rows + i] = bin;
             }
         }
-        Binned { width, bins: b, edges, nbins }
+        Binned { width, rows, bins: b, cols, edges, nbins }
     }
 }
 
@@ -848,15 +863,17 @@ impl Grower<'_> {
     fn hist(&self, rows: &[u32]) -> Hist {
         let nb = self.b.nbins;
         let mut h = Hist { sum: vec![0.0; self.feats.len() * nb], count: vec![0; self.feats.len() * nb] };
-        let w = self.b.width;
-        for &r in rows {
-            let r = r as usize;
-            let t = self.target[r];
-            let bins = &self.b.bins[r * w..(r + 1) * w];
-            for (k, &f) in self.feats.iter().enumerate() {
-                let at = k * nb + bins[f] as usize;
-                h.sum[at] += t;
-                h.count[at] += 1;
+        // Column-major bins and the node's targets gathered once: tight loops even unoptimised.
+        let n = self.b.rows;
+        let targets: Vec<f64> = rows.iter().map(|&r| self.target[r as usize]).collect();
+        for (k, &f) in self.feats.iter().enumerate() {
+            let col = &self.b.cols[f * n..(f + 1) * n];
+            let sum = &mut h.sum[k * nb..(k + 1) * nb];
+            let count = &mut h.count[k * nb..(k + 1) * nb];
+            for (&r, &t) in rows.iter().zip(&targets) {
+                let b = col[r as usize] as usize;
+                sum[b] += t;
+                count[b] += 1;
             }
         }
         h
@@ -901,11 +918,11 @@ impl Grower<'_> {
             return id;
         };
         let f = self.feats[k];
-        let w = self.b.width;
+        let col = &self.b.cols[f * self.b.rows..(f + 1) * self.b.rows];
         // Partition rows: bin <= `bin` to the left.
         let mut m = 0;
         for i in 0..n {
-            if self.b.bins[rows[i] as usize * w + f] as usize <= bin {
+            if col[rows[i] as usize] as usize <= bin {
                 rows.swap(i, m);
                 m += 1;
             }
