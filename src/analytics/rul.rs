@@ -465,16 +465,17 @@ fn band_bin(rul: f64, cap: f64) -> usize {
 
 fn check_params(p: &RulParams) -> Result<(), RulError> {
     let bad = |m: &str| Err(RulError::Params(m.to_string()));
-    if !(p.cap > 0.0) {
+    let unit = |x: f64| x > 0.0 && x <= 1.0;
+    if p.cap.is_nan() || p.cap <= 0.0 {
         return bad("cap must be positive");
     }
     if p.trees == 0 || p.depth == 0 {
         return bad("trees and depth must be at least 1");
     }
-    if !(p.subsample > 0.0 && p.subsample <= 1.0) || !(p.colsample > 0.0 && p.colsample <= 1.0) {
+    if !unit(p.subsample) || !unit(p.colsample) {
         return bad("subsample and colsample must be in (0, 1]");
     }
-    if !(p.learning_rate > 0.0) || !(p.lambda >= 0.0) {
+    if p.learning_rate.is_nan() || p.learning_rate <= 0.0 || p.lambda.is_nan() || p.lambda < 0.0 {
         return bad("learning_rate must be positive and lambda non-negative");
     }
     if !(2..=256).contains(&p.bins) {
@@ -1092,6 +1093,13 @@ mod tests {
         assert!(matches!(RulModel::fit(&cols, &[], &flat, &small()), Err(RulError::NoUsableFeatures)));
         let model = RulModel::fit(&cols, &[], &runs, &RulParams { band_folds: 0, ..small() }).expect("fit");
         assert!(matches!(model.predict(&[]), Err(RulError::EmptyTrajectory)));
+        for p in [
+            RulParams { subsample: 0.0, ..small() },
+            RulParams { cap: f64::NAN, ..small() },
+            RulParams { bins: 300, ..small() },
+        ] {
+            assert!(matches!(RulModel::fit(&cols, &[], &runs, &p), Err(RulError::Params(_))), "{p:?}");
+        }
         assert!(matches!(model.predict(&[vec![1.0]]), Err(RulError::TrajectoryWidth { row: 0, expected: 3, got: 1 })));
     }
 
