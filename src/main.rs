@@ -189,6 +189,25 @@ enum EvalWhat {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// NASA C-MAPSS turbofan data: the remaining-useful-life estimator fitted on the
+    /// run-to-failure units, RMSE / PHM08 score / MAE / band coverage on the test units.
+    Cmapss {
+        /// Run-to-failure trajectories (C-MAPSS format: unit, cycle, 3 settings, 21 sensors).
+        #[arg(long, default_value = "../shared/data/cmapss/train_FD001.txt")]
+        train: PathBuf,
+        /// Test trajectories, cut before failure.
+        #[arg(long, default_value = "../shared/data/cmapss/test_FD001.txt")]
+        test: PathBuf,
+        /// True RUL of each test unit after its last cycle, one per line.
+        #[arg(long, default_value = "../shared/data/cmapss/RUL_FD001.txt")]
+        rul: PathBuf,
+        /// Print the prediction and band of every test unit too.
+        #[arg(long)]
+        verbose: bool,
+        /// Instead: cross-validate the hyperparameter grid on the training file only.
+        #[arg(long)]
+        tune: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1125,7 +1144,47 @@ fn eval(what: EvalWhat) -> Result<()> {
         EvalWhat::Ask { config, scenario, hours, verbose, model, threads } => {
             eval_ask(&config, &scenario, hours, verbose, model.as_deref(), threads)
         }
+        EvalWhat::Cmapss { train, test, rul, verbose, tune } => eval_cmapss(&train, &test, &rul, verbose, tune),
     }
+}
+
+/// `linepilot eval cmapss`: the RUL estimator on C-MAPSS (or, with `--tune`, its cross-validation grid).
+fn eval_cmapss(train: &Path, test: &Path, rul: &Path, verbose: bool, tune: bool) -> Result<()> {
+    use linepilot::analytics::eval::cmapss;
+    use linepilot::analytics::rul::RulParams;
+    if tune {
+        let grid = cmapss::tuning_grid();
+        let results = cmapss::tune(train, &grid).with_context(|| format!("cannot tune on {}", train.display()))?;
+        println!("| ensemble | trees | depth | learning rate | subsample | colsample | min leaf | cap | CV RMSE (capped) | CV RMSE (true <= cap) | CV band coverage | time |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (p, cv, t) in results {
+            println!(
+                "| {:?} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.3} | {:.1} s |",
+                p.ensemble,
+                p.trees,
+                p.depth,
+                p.learning_rate,
+                p.subsample,
+                p.colsample,
+                p.min_leaf,
+                p.cap,
+                cv.rmse_capped,
+                cv.rmse_late,
+                cv.coverage,
+                t.as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
+    let report = cmapss::evaluate(train, test, rul, &RulParams::default()).with_context(|| {
+        format!("C-MAPSS evaluation on {} / {} / {}", train.display(), test.display(), rul.display())
+    })?;
+    print!("{}", report.to_markdown());
+    if verbose {
+        print!("\n{}", report.units_markdown());
+    }
+    eprintln!("fitted in {:?} (+ {:?} for the band's fold models)", report.fit_time, report.band_time);
+    Ok(())
 }
 
 /// `linepilot eval tep`: the PCA detector on the Tennessee Eastman benchmark.

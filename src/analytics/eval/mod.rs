@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+pub mod cmapss;
 pub mod nab;
 pub mod tep;
 
@@ -19,6 +20,19 @@ pub enum EvalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A line of a file is malformed.
+    #[error("{file}:{line}: {message}")]
+    Line {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model could not be fitted or used.
+    #[error(transparent)]
+    Rul(#[from] crate::analytics::rul::RulError),
     /// A file is not in the expected format.
     #[error("{file}: {message}")]
     Data {
