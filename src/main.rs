@@ -401,6 +401,13 @@ enum Cmd {
         /// Print the answer with its facts and review as JSON.
         #[arg(long)]
         json: bool,
+        /// Let this local model phrase the answer under the reviewer (smollm2-135m,
+        /// qwen2.5-0.5b); the template's answer when its text is rejected.
+        #[arg(long)]
+        model: Option<String>,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// The question.
         question: String,
     },
@@ -652,9 +659,10 @@ fn main() -> ExitCode {
             let p = linepilot::api::OeeParams { shift, from, to, asset: None };
             oee(config, data_dir, p, json, false)
         }
-        Cmd::Ask { config, data_dir, json, question } => {
+        Cmd::Ask { config, data_dir, json, model, threads, question } => {
             init_logging("warn");
-            ask(config, data_dir, &question, json)
+            inference_threads(threads);
+            ask(config, data_dir, &question, json, model.as_deref(), threads)
         }
         Cmd::Downtime { config, data_dir, from, to, asset, json } => {
             init_logging("warn");
@@ -923,14 +931,35 @@ fn oee(
 
 /// `linepilot ask`: from the store, or from the daemon's API when it holds the data
 /// directory.
-fn ask(config: PathBuf, data_dir: Option<PathBuf>, question: &str, json: bool) -> Result<()> {
+fn ask(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    question: &str,
+    json: bool,
+    model: Option<&str>,
+    threads: usize,
+) -> Result<()> {
     use linepilot::agents::ask as a;
     let cfg = load_config(&config)?;
     let cal = linepilot::config::Calendar::new(&cfg)?;
+    let mut local = match model {
+        Some(name) => {
+            let dir =
+                cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
+            Some(linepilot::llm::local::LocalModel::load_named(&dir, name, threads)?)
+        }
+        None => None,
+    };
+    let mut write = |msgs: &[linepilot::llm::ChatMessage]| -> std::result::Result<String, String> {
+        let m = local.as_mut().ok_or("no model")?;
+        let opts = linepilot::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() };
+        m.generate(msgs, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+    };
     let answer: a::Answer = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
         Ok(store) => {
             let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
-            let res = a::ask(&ctx, question, &a::AskOptions::default());
+            let writer = model.map(|n| (n, &mut write as &mut a::ModelWriter<'_>));
+            let res = a::ask_with(&ctx, question, &a::AskOptions::default(), writer);
             store.close();
             res?
         }
@@ -951,6 +980,9 @@ fn ask(config: PathBuf, data_dir: Option<PathBuf>, question: &str, json: bool) -
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         print!("{}", a::render(&answer));
+        if model.is_some() {
+            println!("(written by {})", answer.written_by);
+        }
     }
     Ok(())
 }
