@@ -3,6 +3,8 @@
 //! from linesim's ground truth, and every answer is checked against it: entities
 //! exactly, numbers within tolerance, and no number the tools did not give.
 
+mod common;
+
 use std::path::Path;
 
 use linepilot::agents::ask::{self, AskOptions, Intent, Language};
@@ -61,5 +63,44 @@ fn demo_shift_questions_are_answered_from_the_data() {
     assert!(a.text.contains("状态") && a.text.contains("filler"), "{}", a.text);
     let a = ask::ask(&ctx, "灌装机现在是什么状态？", &AskOptions { language: Some(Language::En) }).expect("answer");
     assert!(a.text.starts_with("State at"), "{}", a.text);
+
+    // The reviewer loop around a model: a writer that invents a number is sent back
+    // with what was wrong, then replaced by the template; one that keeps the facts
+    // is accepted as written.
+    let q = "What was OEE last shift and what cost us most?";
+    let template = ask::ask(&ctx, q, &AskOptions::default()).expect("answer");
+    let mut seen = Vec::new();
+    let mut inventive = |m: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
+        seen.push(m.last().map(|x| x.content.clone()).unwrap_or_default());
+        Ok(format!("{} OEE will reach 91.5 % tomorrow.", template.text))
+    };
+    let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("inventive", &mut inventive))).expect("answer");
+    assert_eq!(a.text, template.text);
+    assert!(a.written_by.contains("rejected twice"), "{}", a.written_by);
+    assert!(seen.len() == 2 && seen[1].contains("91.5"), "{seen:?}");
+    let mut faithful = |_: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
+        Ok(format!("In short: {}", template.text.replace("What cost most", "Biggest losses")))
+    };
+    let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("faithful", &mut faithful))).expect("answer");
+    assert_eq!(a.written_by, "faithful");
+    assert!(a.text.starts_with("In short:") && a.review.passed(), "{}", a.text);
+    let mut forgetful = |_: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
+        Ok("OEE was fine last shift.".to_string())
+    };
+    let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("forgetful", &mut forgetful))).expect("answer");
+    assert_eq!(a.text, template.text, "an answer that drops the facts is not kept");
+
+    // The real SmolLM2 phrasing one answer: whatever it writes, what comes out has
+    // no ungrounded number and keeps the facts.
+    let mut model = linepilot::llm::local::LocalModel::load(&common::models::model_path("smollm2-135m"), "smollm2-135m", 1, Default::default())
+        .expect("SmolLM2 loads");
+    let mut real = |m: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
+        let opts = linepilot::llm::local::GenerateOptions { max_tokens: 120, ..Default::default() };
+        model.generate(m, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+    };
+    let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("smollm2-135m", &mut real))).expect("answer");
+    assert!(a.review.passed(), "{a:?}");
+    assert!(a.text.contains("capper") && a.text.contains("fault_"), "{}", a.text);
+    eprintln!("SmolLM2 ({}): {}", a.written_by, a.text);
     store.close();
 }
