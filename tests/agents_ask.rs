@@ -84,16 +84,20 @@ fn demo_shift_questions_are_answered_from_the_data() {
     let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("faithful", &mut faithful))).expect("answer");
     assert_eq!(a.written_by, "faithful");
     assert!(a.text.starts_with("In short:") && a.review.passed(), "{}", a.text);
-    let mut forgetful = |_: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
-        Ok("OEE was fine last shift.".to_string())
-    };
+    let mut forgetful =
+        |_: &[linepilot::llm::ChatMessage]| -> Result<String, String> { Ok("OEE was fine last shift.".to_string()) };
     let a = ask::ask_with(&ctx, q, &AskOptions::default(), Some(("forgetful", &mut forgetful))).expect("answer");
     assert_eq!(a.text, template.text, "an answer that drops the facts is not kept");
 
     // The real SmolLM2 phrasing one answer: whatever it writes, what comes out has
     // no ungrounded number and keeps the facts.
-    let mut model = linepilot::llm::local::LocalModel::load(&common::models::model_path("smollm2-135m"), "smollm2-135m", 1, Default::default())
-        .expect("SmolLM2 loads");
+    let mut model = linepilot::llm::local::LocalModel::load(
+        &common::models::model_path("smollm2-135m"),
+        "smollm2-135m",
+        1,
+        Default::default(),
+    )
+    .expect("SmolLM2 loads");
     let mut real = |m: &[linepilot::llm::ChatMessage]| -> Result<String, String> {
         let opts = linepilot::llm::local::GenerateOptions { max_tokens: 120, ..Default::default() };
         model.generate(m, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())

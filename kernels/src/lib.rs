@@ -79,7 +79,7 @@ impl Int8Matrix {
     /// An empty matrix of `rows` × `cols` to be filled with [`Int8Matrix::set_rows`];
     /// `None` unless `rows` is a multiple of 4 and `cols` a non-zero multiple of 32.
     pub fn new(rows: usize, cols: usize) -> Option<Int8Matrix> {
-        if rows % TILE != 0 || cols % BLOCK != 0 || cols == 0 {
+        if !rows.is_multiple_of(TILE) || !cols.is_multiple_of(BLOCK) || cols == 0 {
             return None;
         }
         Some(Int8Matrix {
@@ -97,7 +97,7 @@ impl Int8Matrix {
     /// When `values` is not whole rows or runs past the last row.
     pub fn set_rows(&mut self, r0: usize, values: &[f32]) {
         let (cols, nb) = (self.cols, self.cols / BLOCK);
-        assert!(values.len() % cols == 0 && r0 + values.len() / cols <= self.rows, "rows out of range");
+        assert!(values.len().is_multiple_of(cols) && r0 + values.len() / cols <= self.rows, "rows out of range");
         let Quantized { qs: flat, scales: flat_scales } = quantize(values, cols);
         for i in 0..values.len() / cols {
             let r = r0 + i;

@@ -295,8 +295,7 @@ mod tests {
 
     fn reviewer(results: Json, question: &str) -> Reviewer {
         let out = ToolOutput { tool: "t".into(), args: Json::Null, result: results };
-        let mut r = Reviewer::default();
-        r.names = vec!["conveyor2".into()];
+        let mut r = Reviewer { names: vec!["conveyor2".into()], ..Reviewer::default() };
         r.add_json(&out.result);
         r.add_text(question);
         r
