@@ -1354,6 +1354,13 @@ fn demo(
     sc.mqtt.listen = "127.0.0.1:0".into();
     sc.mqtt.broker = None;
     sc.opcua.pki_dir = data.join("linesim-pki").display().to_string();
+    // Reports and questions need history at once: on a new data directory, the
+    // simulated line starts at the beginning of the last complete shift, that
+    // history goes into the store, and the live line carries on from now.
+    let (start_ns, skip_ns) = match demo_backfill(&cfg, &mut sc, &path, data_dir.clone())? {
+        Some(t0) => (Some(t0), linepilot::domain::now_ns() - t0),
+        None => (None, 0),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("linepilot")
@@ -1362,8 +1369,8 @@ fn demo(
     rt.block_on(async move {
         let opts = linesim::line::live::LiveOptions {
             speed,
-            skip_ns: 0,
-            start_ns: None,
+            skip_ns,
+            start_ns,
             truth: Some(data.join("linesim-truth.jsonl")),
         };
         let line = linesim::server::Running::start(&sc, &path, opts).await.context("starting the line simulator")?;
@@ -1373,6 +1380,53 @@ fn demo(
         line.line.stop();
         res.map_err(anyhow::Error::from)
     })
+}
+
+/// The demo's backfill: when the store is new, simulates the line from the start of
+/// the last complete shift to now into it and returns that start; otherwise None.
+fn demo_backfill(
+    cfg: &Config,
+    sc: &mut linesim::line::scenario::Scenario,
+    path: &str,
+    data_dir: Option<PathBuf>,
+) -> Result<Option<i64>> {
+    let store = linepilot::service::open_store(cfg, data_dir, false)?;
+    let ids: Vec<_> = store.series().iter().map(|m| m.id).collect();
+    if store.latest(&ids).iter().any(Option::is_some) {
+        store.close();
+        return Ok(None);
+    }
+    let cal = linepilot::config::Calendar::new(cfg)?;
+    let now = linepilot::domain::now_ns();
+    let last = cal.shifts_between(now - 48 * 3_600_000_000_000, now)?.into_iter().rev().find(|w| w.end <= now);
+    let Some(shift) = last else {
+        store.close();
+        return Ok(None);
+    };
+    let t0 = shift.start;
+    sc.start = linepilot::api::query::format_time(t0);
+    let hours = (now - t0) as f64 / 3.6e12;
+    eprintln!("linepilot demo: backfilling {hours:.1} h of history from the start of shift {} ...", shift.label);
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("backfill {wide_bar} {percent}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let res = linepilot::service::demo::backfill_scenario(&store, sc, path, hours, |done, total| {
+        bar.set_position((100.0 * done / total.max(1e-9)) as u64);
+        bar.set_message(format!("{done:.0}/{total:.0} h"));
+    });
+    bar.finish_and_clear();
+    let flushed = store.flush();
+    store.close();
+    let truth = res?;
+    flushed?;
+    eprintln!(
+        "linepilot demo: {} ground-truth records backfilled; shift {} is ready for `linepilot oee`, `ask` and reports",
+        truth.len(),
+        shift.label
+    );
+    Ok(Some(t0))
 }
 
 fn model_dir(dir: Option<PathBuf>) -> PathBuf {

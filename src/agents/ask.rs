@@ -209,8 +209,24 @@ pub fn route(question: &str, config: &Config) -> Intent {
     {
         return Intent::WhyStop { asset, at: find_time(question) };
     }
-    if has(&q, &["oee", "efficiency", "效率", "稼动", "good", "output", "produced", "reject", "合格", "产量", "废品"])
-    {
+    if has(
+        &q,
+        &[
+            "oee",
+            "efficiency",
+            "效率",
+            "稼动",
+            "good",
+            "output",
+            "produced",
+            "reject",
+            "quality",
+            "合格",
+            "产量",
+            "废品",
+            "质量",
+        ],
+    ) {
         return Intent::Oee { shift: find_shift(question), asset };
     }
     if has(&q, &["downtime", "stoppage", "停机", "停线", "停了多久"])
@@ -714,7 +730,8 @@ pub fn ask_with(
         };
         let review = reviewer.review(&text);
         let missing: Vec<&String> = required.iter().filter(|r| !text.contains(r.as_str())).collect();
-        if review.passed() && missing.is_empty() && !text.is_empty() {
+        let broken = unreadable(&text, &draft);
+        if review.passed() && missing.is_empty() && broken.is_none() {
             answer.text = text;
             answer.written_by = (*name).to_string();
             answer.review = review;
@@ -740,6 +757,32 @@ pub fn ask_with(
     }
     answer.written_by = format!("template ({name}'s text rejected twice by the reviewer)");
     Ok(answer)
+}
+
+/// Why a model's text is not fit to show a person, if it is not: empty, the
+/// prompt's scaffolding echoed, a line or sentence repeated, a character run, or far
+/// longer than the facts.
+fn unreadable(text: &str, draft: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        return Some("the answer is empty");
+    }
+    if text.contains("FACTS") || text.contains("Question:") || text.contains("事实") {
+        return Some("the prompt was echoed");
+    }
+    if text.chars().count() > 2 * draft.chars().count() + 80 {
+        return Some("the answer is much longer than the facts");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for piece in text.split(['\n', '。', '.']).map(str::trim).filter(|p| p.chars().count() >= 6) {
+        if !seen.insert(piece) {
+            return Some("a sentence is repeated");
+        }
+    }
+    let chars: Vec<char> = text.chars().collect();
+    if chars.windows(6).any(|w| !w[0].is_ascii_digit() && !w[0].is_whitespace() && w.iter().all(|c| *c == w[0])) {
+        return Some("a character is repeated");
+    }
+    None
 }
 
 /// What a phrasing must keep from the facts: every number, time and name of a machine
@@ -805,10 +848,24 @@ mod tests {
         );
         assert_eq!(why("有哪些报警？"), Intent::Alarms { asset: None });
         assert_eq!(why("What is the capper's vibration?"), Intent::TagValue { tag: "capper.vib_de_rms".into() });
+        assert_eq!(
+            why("What was the washer's quality rate last shift?"),
+            Intent::Oee { shift: "last".into(), asset: Some("washer".into()) }
+        );
         assert_eq!(why("what's happening on line 1"), Intent::State { asset: None });
         assert_eq!(Language::of("为什么"), Language::Zh);
         assert_eq!(Language::of("why 10:40"), Language::En);
         // Times need two minute digits and a real clock.
         assert_eq!(find_time("at 25:10 or 7:5"), None);
+    }
+
+    #[test]
+    fn unreadable_model_text_is_caught() {
+        let draft = "filler stopped at 13:00 for 25.0 min.";
+        assert_eq!(unreadable("The filler stopped at 13:00, for 25.0 min.", draft), None);
+        assert!(unreadable("FACTS:\nfiller stopped", draft).is_some());
+        assert!(unreadable("Filler stopped at 13:00.\nFiller stopped at 13:00.", draft).is_some());
+        assert!(unreadable("状态：runningＨＨＨＨＨＨＨ", draft).is_some());
+        assert!(unreadable(&"filler ".repeat(40), draft).is_some());
     }
 }

@@ -29,10 +29,21 @@ pub fn backfill(
     let path = scenario_path.display().to_string();
     let scenario = linesim::line::scenario::Scenario::load(scenario_path)
         .map_err(|e| BackfillError::Scenario(format!("{path}: {e}")))?;
+    backfill_scenario(store, &scenario, &path, hours, progress)
+}
+
+/// [`backfill`] of a loaded scenario (whose `start` the caller may have moved).
+pub fn backfill_scenario(
+    store: &crate::store::Store,
+    scenario: &linesim::line::scenario::Scenario,
+    path: &str,
+    hours: f64,
+    progress: impl FnMut(f64, f64),
+) -> Result<Vec<serde_json::Value>, BackfillError> {
     let mut lp = LpImporter { store, buf: Vec::new(), failure: None };
     let mut truth = Vec::new();
     let duration_ns = (hours * 3.6e12) as i64;
-    let run = linesim::line::history::run(&scenario, &path, duration_ns, &mut lp, &mut truth, progress);
+    let run = linesim::line::history::run(scenario, path, duration_ns, &mut lp, &mut truth, progress);
     if let Some(e) = lp.failure.take() {
         return Err(e);
     }
