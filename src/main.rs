@@ -942,19 +942,9 @@ fn ask(
     use linepilot::agents::ask as a;
     let cfg = load_config(&config)?;
     let cal = linepilot::config::Calendar::new(&cfg)?;
-    let mut local = match model {
-        Some(name) => {
-            let dir =
-                cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
-            Some(linepilot::llm::local::LocalModel::load_named(&dir, name, threads)?)
-        }
-        None => None,
-    };
-    let mut write = |msgs: &[linepilot::llm::ChatMessage]| -> std::result::Result<String, String> {
-        let m = local.as_mut().ok_or("no model")?;
-        let opts = linepilot::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() };
-        m.generate(msgs, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
-    };
+    let dir = cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
+    let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
+    let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
     let answer: a::Answer = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
         Ok(store) => {
             let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
@@ -1061,6 +1051,16 @@ fn age(now: i64, ts: i64) -> String {
     }
 }
 
+/// The agents' model writer: `model` phrases `messages` (up to 160 tokens, greedy).
+fn phrase(
+    model: Option<&mut linepilot::llm::local::LocalModel>,
+    messages: &[linepilot::llm::ChatMessage],
+) -> std::result::Result<String, String> {
+    let m = model.ok_or("no model loaded")?;
+    let opts = linepilot::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() };
+    m.generate(messages, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+}
+
 /// `linepilot eval ask`: backfills the scenario's history into a scratch store, asks
 /// the generated questions, prints the scores.
 fn eval_ask(
@@ -1073,18 +1073,9 @@ fn eval_ask(
 ) -> Result<()> {
     use linepilot::agents::eval;
     inference_threads(threads);
-    let mut local = match model {
-        Some(name) => {
-            let dir = linepilot::llm::local::registry::default_model_dir();
-            Some(linepilot::llm::local::LocalModel::load_named(&dir, name, threads)?)
-        }
-        None => None,
-    };
-    let mut write = |msgs: &[linepilot::llm::ChatMessage]| -> std::result::Result<String, String> {
-        let m = local.as_mut().ok_or("no model")?;
-        let opts = linepilot::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() };
-        m.generate(msgs, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
-    };
+    let dir = linepilot::llm::local::registry::default_model_dir();
+    let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
+    let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
     let cfg = load_config(config)?;
     let cal = linepilot::config::Calendar::new(&cfg)?;
     let dir = std::env::temp_dir().join(format!("linepilot-eval-ask-{}", std::process::id()));

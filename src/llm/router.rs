@@ -150,6 +150,16 @@ pub struct RouterStatus {
     pub escalations_skipped_by_policy_total: u64,
 }
 
+/// What came of trying to escalate.
+enum Tried {
+    /// The cloud answered.
+    Answered(RoutedAnswer),
+    /// The cloud failed; the note for the local answer.
+    Failed(String),
+    /// The policy does not allow this reason.
+    NotAllowed,
+}
+
 /// Chooses the model for every question.
 #[derive(Clone)]
 pub struct Router {
@@ -199,20 +209,16 @@ impl Router {
         let mut note = None;
         let mut escalation = None;
         if let Some(reason) = self.upfront_reason(&ask) {
-            if self.allowed(&reason) {
-                escalation = Some(reason);
-                match self.escalate(&ask, reason).await {
-                    Ok(ans) => return Ok(ans),
-                    Err(n) => note = Some(n),
-                }
-            } else {
-                self.counters.escalations_skipped_by_policy.fetch_add(1, Ordering::Relaxed);
-                if reason == EscalationReason::UserRequest {
+            match self.try_escalate(&ask, reason).await {
+                Tried::Answered(ans) => return Ok(ans),
+                Tried::Failed(n) => (escalation, note) = (Some(reason), Some(n)),
+                Tried::NotAllowed if reason == EscalationReason::UserRequest => {
                     note = Some(format!(
                         "answered locally: escalation to the cloud model is `{}` here",
                         self.policy_name()
                     ));
                 }
+                Tried::NotAllowed => {}
             }
         }
         let local = match &self.local {
@@ -232,14 +238,10 @@ impl Router {
             if let Some(conf) = completion.confidence {
                 if conf.mean_logprob < self.min_confidence {
                     let reason = EscalationReason::LowConfidence { mean_logprob: conf.mean_logprob };
-                    if self.allowed(&reason) {
-                        escalation = Some(reason);
-                        match self.escalate(&ask, reason).await {
-                            Ok(ans) => return Ok(ans),
-                            Err(n) => note = Some(n),
-                        }
-                    } else {
-                        self.counters.escalations_skipped_by_policy.fetch_add(1, Ordering::Relaxed);
+                    match self.try_escalate(&ask, reason).await {
+                        Tried::Answered(ans) => return Ok(ans),
+                        Tried::Failed(n) => (escalation, note) = (Some(reason), Some(n)),
+                        Tried::NotAllowed => {}
                     }
                 }
             }
@@ -253,6 +255,18 @@ impl Router {
             EscalationPolicy::Never => "never",
             EscalationPolicy::OnRequest => "on_request",
             EscalationPolicy::Auto => "auto",
+        }
+    }
+
+    /// Escalates when the policy allows `reason` (else counts the skip).
+    async fn try_escalate(&self, ask: &Ask, reason: EscalationReason) -> Tried {
+        if !self.allowed(&reason) {
+            self.counters.escalations_skipped_by_policy.fetch_add(1, Ordering::Relaxed);
+            return Tried::NotAllowed;
+        }
+        match self.escalate(ask, reason).await {
+            Ok(ans) => Tried::Answered(ans),
+            Err(note) => Tried::Failed(note),
         }
     }
 
