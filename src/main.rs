@@ -1089,7 +1089,7 @@ fn eval_ask(
         let truth = truth?;
         eprintln!("backfilled {hours} h in {:.1} s", t.elapsed().as_secs_f64());
         let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
-        let qs = eval::questions(&truth, &cfg);
+        let qs = eval::questions(&truth, &cfg, &cal);
         let writer = model.map(|n| (n, &mut write as &mut linepilot::agents::ask::ModelWriter<'_>));
         let report = eval::run(&ctx, &qs, writer, |done, total| eprint!("\r{done}/{total} questions"))?;
         eprintln!();

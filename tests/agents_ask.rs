@@ -24,7 +24,7 @@ fn demo_shift_questions_are_answered_from_the_data() {
         .expect("backfill");
     let ctx = ToolContext::at_newest_data(&store, &cfg, &cal);
 
-    let qs = eval::questions(&truth, &cfg);
+    let qs = eval::questions(&truth, &cfg, &cal);
     let zh = qs.iter().filter(|q| Language::of(&q.text) == Language::Zh).count();
     assert!(qs.len() >= 60 && zh >= 25, "{} questions, {zh} in Chinese", qs.len());
     let report = eval::run(&ctx, &qs, None, |_, _| {}).expect("eval runs");

@@ -348,13 +348,7 @@ fn cause_text(cause: &str, lang: Language) -> String {
 /// The analyst and the writer for "why did X stop": the stop nearest the time asked
 /// (or the latest), and for a starved or blocked stop, the machines up- or
 /// downstream that were in fault while it lasted.
-fn why_stop(
-    asset: Option<&str>,
-    at: Option<&str>,
-    facts: &[ToolOutput],
-    ctx: &ToolContext<'_>,
-    lang: Language,
-) -> String {
+fn why_stop(asset: Option<&str>, at: Option<&str>, facts: &[ToolOutput], lang: Language) -> String {
     let Some(asset) = asset else {
         return match lang {
             Language::En => "Which machine do you mean? Name it, e.g. \"why did the filler stop at 10:40?\"".into(),
@@ -475,7 +469,6 @@ fn why_stop(
             ),
         });
     }
-    let _ = ctx;
     text
 }
 
@@ -693,7 +686,7 @@ pub fn ask_with(
     let intent = route(question, ctx.config);
     let facts = scout(ctx, &intent)?;
     let draft = match &intent {
-        Intent::WhyStop { asset, at } => why_stop(asset.as_deref(), at.as_deref(), &facts, ctx, lang),
+        Intent::WhyStop { asset, at } => why_stop(asset.as_deref(), at.as_deref(), &facts, lang),
         Intent::Oee { asset, .. } => oee_text(asset.as_deref(), &facts, lang),
         Intent::Downtime { .. } => downtime_text(&facts, lang),
         Intent::Alarms { .. } => alarms_text(&facts, lang),

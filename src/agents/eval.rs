@@ -95,13 +95,15 @@ fn zh_name(kind: &str) -> Option<&'static str> {
     })
 }
 
-fn hhmm(utc: &str) -> Option<String> {
-    // The ground truth's times are RFC 3339 UTC; the demo plant's zone is UTC.
-    utc.get(11..16).map(str::to_string)
+/// `HH:MM` of a ground-truth time (`ts_ns`, UTC) in the plant's time zone.
+fn hhmm(ts_ns: Option<i64>, calendar: &crate::config::Calendar) -> Option<String> {
+    let dt = calendar.ts_to_local(ts_ns?);
+    Some(format!("{:02}:{:02}", dt.hour(), dt.minute()))
 }
 
-/// Questions from a run's ground truth records (`truth.jsonl`) and the plant config.
-pub fn questions(truth: &[Json], config: &crate::config::Config) -> Vec<Question> {
+/// Questions from a run's ground truth records (`truth.jsonl`), the plant config and
+/// its calendar (times are asked in the plant's zone).
+pub fn questions(truth: &[Json], config: &crate::config::Config, calendar: &crate::config::Calendar) -> Vec<Question> {
     let mut qs = Vec::new();
     let text = |t: &str| Expect::Text { text: t.to_string() };
     let num = |value: f64, tolerance: f64| Expect::Number { value, tolerance };
@@ -110,7 +112,7 @@ pub fn questions(truth: &[Json], config: &crate::config::Config) -> Vec<Question
     // Why did X stop at the start of each coded fault?
     for r in truth.iter().filter(|r| r["kind"] == "fault_start") {
         let (Some(asset), Some(code), Some(at)) =
-            (r["asset"].as_str(), r["details"]["fault_code"].as_i64(), r["ts"].as_str().and_then(hhmm))
+            (r["asset"].as_str(), r["details"]["fault_code"].as_i64(), hhmm(r["ts_ns"].as_i64(), calendar))
         else {
             continue;
         };

@@ -117,8 +117,6 @@ impl Reviewer {
                 out = out.replace(n.as_str(), &" ".repeat(n.len()));
             }
         }
-        // Shift labels (2026-11-28/A) name a shift, the date in them is grounded
-        // by the shift itself.
         out
     }
 
