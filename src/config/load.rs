@@ -15,6 +15,7 @@ use super::address::{ModbusAddressFields, ModbusDataType, MqttAddressFields, Opc
 use super::alarms::{check_pattern, AlarmTemplateConfig, AlarmsConfig, TagAlarmSettings};
 use super::calendar::{PlannedStopConfig, ShiftConfig};
 use super::diagnostic::{ConfigErrors, Sink};
+use super::knowledge::{tag_matches, AssetKindConfig};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
 use super::Config;
@@ -24,7 +25,7 @@ use crate::llm::config::LlmConfig;
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "site",
     "store",
     "api",
@@ -38,6 +39,7 @@ const SECTIONS: [&str; 13] = [
     "shift",
     "planned_stop",
     "llm",
+    "asset_kind",
 ];
 
 /// One step of a key path.
@@ -630,6 +632,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
 
     let alarm_templates = check_alarms(&mut l, &assets, &tags, &tag_bases);
     let (shifts, planned_stops) = check_production(&mut l, &assets, &tags, site.as_ref());
+    let asset_kinds = check_knowledge(&mut l, &assets, &tags);
 
     let Loader { sink, .. } = l;
     match (site, store, api, alarms, llm) {
@@ -647,9 +650,89 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
             shifts,
             planned_stops,
             llm,
+            asset_kinds,
         }),
         _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }
+}
+
+/// `[[asset_kind]]`: each kind used by an `[[asset]]` and described once; failure mode
+/// ids unique; every tag suffix names a tag of at least one asset of the kind; every
+/// service task has a positive interval and prevents a failure mode of its kind.
+fn check_knowledge(l: &mut Loader<'_, '_>, assets: &[AssetConfig], tags: &[TagConfig]) -> Vec<AssetKindConfig> {
+    let entries = l.entries("asset_kind");
+    // Duplicate kinds are reported here.
+    l.names("asset_kind", &entries, "kind", "asset kind", |_| Ok(()));
+    let mut kinds = Vec::new();
+    for (i, v) in &entries {
+        let base = [key("asset_kind"), Seg::Index(*i)];
+        let Some(p) = l.de::<AssetKindConfig>(v, &base) else { continue };
+        let k = &p.value;
+        let of_kind: Vec<&str> = assets.iter().filter(|a| a.kind == k.kind).map(|a| a.id.as_str()).collect();
+        if of_kind.is_empty() && p.ok("kind") {
+            let all: Vec<String> = assets.iter().map(|a| a.kind.clone()).collect();
+            let mut msg = format!("no [[asset]] has kind `{}`", k.kind);
+            if let Some(c) = closest(&k.kind, all.iter()) {
+                let _ = write!(msg, "; did you mean `{c}`?");
+            }
+            l.report_at(&join(&base, &[key("kind")]), msg);
+        }
+        // A suffix must name a tag of some asset of this kind.
+        let names_a_tag =
+            |suffix: &str| tags.iter().any(|t| of_kind.contains(&t.asset.as_str()) && tag_matches(&t.asset, suffix, &t.name));
+        let check_suffix = |l: &mut Loader<'_, '_>, path: Vec<Seg>, suffix: &str| {
+            if !of_kind.is_empty() && !names_a_tag(suffix) {
+                l.report_at(&path, format!("no tag `<asset>.{suffix}` on any asset of kind `{}`", k.kind));
+            }
+        };
+        if let Some(h) = k.hours_tag.as_deref().filter(|_| p.ok("hours_tag")) {
+            check_suffix(l, join(&base, &[key("hours_tag")]), h);
+        }
+        let mut ids: Vec<&str> = Vec::new();
+        if p.ok("failure_mode") {
+            for (j, m) in k.failure_modes.iter().enumerate() {
+                let mb = join(&base, &[key("failure_mode"), Seg::Index(j)]);
+                if ids.contains(&m.id.as_str()) {
+                    l.report_at(&join(&mb, &[key("id")]), format!("duplicate failure mode id `{}`", m.id));
+                }
+                ids.push(&m.id);
+                for (n, s) in m.tags.iter().enumerate() {
+                    check_suffix(l, join(&mb, &[key("tags"), Seg::Index(n)]), s);
+                }
+                if let Some(f) = m.failure_limit {
+                    if !f.is_finite() {
+                        l.report_at(&join(&mb, &[key("failure_limit")]), "failure_limit must be a finite number");
+                    } else if m.tags.is_empty() {
+                        l.report_at(
+                            &join(&mb, &[key("failure_limit")]),
+                            "failure_limit needs `tags`: it is a limit of the first one",
+                        );
+                    }
+                }
+            }
+        }
+        if p.ok("service") {
+            for (j, s) in k.services.iter().enumerate() {
+                let sb = join(&base, &[key("service"), Seg::Index(j)]);
+                if s.every_hours.is_none() && s.every_cycles.is_none() {
+                    l.report_at(&sb, "a service task needs `every_hours` or `every_cycles`");
+                }
+                for (name, v) in [("every_hours", s.every_hours), ("every_cycles", s.every_cycles)] {
+                    if let Some(x) = v.filter(|x| !(x.is_finite() && *x > 0.0)) {
+                        l.report_at(&join(&sb, &[key(name)]), format!("{name} ({x}) must be a positive number"));
+                    }
+                }
+                if s.every_hours.is_some() && k.hours_tag.is_none() && p.ok("hours_tag") {
+                    l.report_at(&join(&sb, &[key("every_hours")]), "every_hours needs the kind's `hours_tag`");
+                }
+                if let Some(m) = s.prevents.as_deref().filter(|m| p.ok("failure_mode") && !ids.contains(m)) {
+                    l.report_at(&join(&sb, &[key("prevents")]), format!("no failure mode `{m}` on this kind"));
+                }
+            }
+        }
+        kinds.push(p.value);
+    }
+    kinds
 }
 
 /// Reads a tag address for a source of `kind`.

@@ -15,6 +15,7 @@ mod address;
 pub mod alarms;
 pub mod calendar;
 mod diagnostic;
+pub mod knowledge;
 mod load;
 mod plant;
 mod source;
@@ -77,6 +78,8 @@ pub struct Config {
     /// `[llm]`: the local model, the cloud model and when to escalate; without the
     /// section the daemon runs no language model.
     pub llm: Option<crate::llm::config::LlmConfig>,
+    /// `[[asset_kind]]` entries: failure modes and service intervals per kind of machine.
+    pub asset_kinds: Vec<knowledge::AssetKindConfig>,
 }
 
 impl Config {
@@ -101,6 +104,12 @@ impl Config {
     /// The `[[asset]]` with this id.
     pub fn asset(&self, id: &str) -> Option<&AssetConfig> {
         self.assets.iter().find(|a| a.id == id)
+    }
+
+    /// What `[[asset_kind]]` says about the asset `id`'s kind.
+    pub fn asset_kind_of(&self, id: &str) -> Option<&knowledge::AssetKindConfig> {
+        let kind = &self.asset(id)?.kind;
+        self.asset_kinds.iter().find(|k| &k.kind == kind)
     }
 
     /// The `[[tag]]` with this name.

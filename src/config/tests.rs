@@ -718,3 +718,34 @@ fn llm_section_defaults_and_errors() {
     let d = errors("[llm.cloud]\nbase_url = \"http://example.com/v1\"\n");
     one(&d, B + 2, 12, "llm.cloud.base_url", "use https://");
 }
+
+#[test]
+fn asset_kinds_are_checked_against_the_plant() {
+    let tag = "[[tag]]\nname = \"filler.vib\"\nasset = \"filler\"\nsource = \"plc\"\naddress = \"ns=2;s=V\"\ndescription = \"Vibration\"\n";
+    let good = format!(
+        "{BASE}{tag}[[asset_kind]]\nkind = \"filler\"\nhours_tag = \"vib\"\n\
+         [[asset_kind.failure_mode]]\nid = \"wear\"\nname = \"Wear\"\ntags = [\"vib\"]\nfailure_limit = 7.1\n\
+         [[asset_kind.service]]\naction = \"Grease\"\nevery_hours = 500\nprevents = \"wear\"\n"
+    );
+    let c = load(&good).expect("valid asset kind");
+    let k = c.asset_kind_of("filler").expect("the filler's kind");
+    assert_eq!(k.modes_for_tag("filler", "filler.vib").count(), 1);
+    assert_eq!(k.services[0].every_hours, Some(500.0));
+
+    // A kind no asset has, with a suggestion.
+    let d = errors(&format!("{tag}[[asset_kind]]\nkind = \"filer\"\n"));
+    one(&d, B + 8, 8, "asset_kind[0].kind", "no [[asset]] has kind `filer`; did you mean `filler`?");
+    // A tag suffix no asset of the kind has.
+    let d = errors(&format!(
+        "{tag}[[asset_kind]]\nkind = \"filler\"\n[[asset_kind.failure_mode]]\nid = \"w\"\nname = \"W\"\ntags = [\"vibe\"]\n"
+    ));
+    one(&d, B + 12, 9, "asset_kind[0].failure_mode[0].tags[0]", "no tag `<asset>.vibe` on any asset of kind `filler`");
+    // A service with no interval, and one that prevents an unknown failure mode.
+    let d = errors(&format!(
+        "{tag}[[asset_kind]]\nkind = \"filler\"\n[[asset_kind.service]]\naction = \"Grease\"\n\
+         [[asset_kind.service]]\naction = \"Oil\"\nevery_cycles = 1000\nprevents = \"leak\"\n"
+    ));
+    assert_eq!(d.len(), 2, "{d:?}");
+    is(&d[0], B + 9, 1, "asset_kind[0].service[0]", "needs `every_hours` or `every_cycles`");
+    is(&d[1], B + 14, 12, "asset_kind[0].service[1].prevents", "no failure mode `leak` on this kind");
+}

@@ -152,6 +152,7 @@ pub fn gateway_config(catalog: &Catalog, scenario: &Scenario) -> String {
     let body = map.find("\n[[tag]]").map(|i| &map[i..]).unwrap_or("");
     out.push_str(body);
     out.push_str(DEMO_ALARMS);
+    out.push_str(DEMO_MANUAL);
     out
 }
 
@@ -247,4 +248,303 @@ limits = { l = 6.0, ll = 5.5, deadband = 0.05, on_delay = "30s" }
 local_model = "smollm2-135m"
 threads = 1
 escalation = "auto"
+"##;
+
+/// What the maintenance manual says about the simulated machines (linepilot's
+/// `[[asset_kind]]`): the failure modes the simulator can inject, with the tags and
+/// fault codes that show them, and the service intervals.
+pub const DEMO_MANUAL: &str = r##"
+# ---------------------------------------------------------------------------
+# The maintenance manual: how each kind of machine fails and how often it is
+# serviced. The anomaly explainer and the maintenance planner read it. Tags are
+# named by their suffix on the asset (`vib_de_rms` is `capper.vib_de_rms`).
+
+[[asset_kind]]
+kind = "filler"
+description = "Rotary volumetric filler, 12 valves, PET 0.5 l"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "fill_valve_drift"
+name = "Fill valve drift"
+symptoms = ["one valve's fill level moves away from 500 ml while the others hold", "fill-level rejects rise"]
+tags = ["fill_level_01", "fill_level_02", "fill_level_03", "fill_level_04", "fill_level_05", "fill_level_06",
+        "fill_level_07", "fill_level_08", "fill_level_09", "fill_level_10", "fill_level_11", "fill_level_12",
+        "reject_count"]
+causes = ["worn valve seal or diaphragm", "fouled vent tube", "flow meter calibration drift"]
+checks = ["compare the valve's fill level with its neighbours at the fill-level inspection",
+          "inspect the valve's seal and vent tube; clean or replace",
+          "recalibrate the valve's flow meter"]
+parts = ["fill valve seal kit", "vent tube"]
+
+[[asset_kind.failure_mode]]
+id = "product_temp_sensor"
+name = "Product temperature sensor failure"
+symptoms = ["the reading stops changing while the line runs"]
+tags = ["product_temp"]
+causes = ["broken sensor cable or connector", "failed transmitter"]
+checks = ["compare the reading with a handheld thermometer at the product tank",
+          "check the sensor cable, connector and transmitter supply"]
+parts = ["PT100 sensor with head transmitter"]
+
+[[asset_kind.failure_mode]]
+id = "jam"
+name = "Infeed jam"
+symptoms = ["the filler stops on fault 101", "upstream machines block, downstream machines starve"]
+tags = ["speed"]
+fault_codes = [101]
+causes = ["fallen or deformed bottle at the infeed star wheel", "guide rails not set for the format"]
+checks = ["clear the infeed star wheel and the guide rails", "check the format parts and guide rail settings",
+          "check the preforms or bottles from the supplier for deformation"]
+parts = ["infeed star wheel (format part)"]
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises", "acceleration peaks grow"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+causes = ["lubrication loss", "misalignment", "contamination of the bearing"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease",
+          "check shaft alignment"]
+parts = ["main drive bearing 6310-2RS", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.failure_mode]]
+id = "drive_overload"
+name = "Main drive overload"
+symptoms = ["motor current above normal at the same speed", "motor winding temperature rising"]
+tags = ["motor_current", "motor_temp"]
+causes = ["mechanical binding", "worn gearbox", "blocked motor cooling fan"]
+checks = ["check the drive train turns freely by hand", "clean the motor fan cover", "check the gearbox oil"]
+parts = ["gearbox oil"]
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind.service]]
+action = "Replace the fill valve seals"
+every_cycles = 5000000
+prevents = "fill_valve_drift"
+parts = ["fill valve seal kit (12)"]
+
+[[asset_kind]]
+kind = "capper"
+description = "Rotary screw capper, magnetic torque heads"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises", "acceleration peaks grow",
+            "the capper stops on fault 201 when the bearing fails"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+fault_codes = [201]
+causes = ["lubrication loss", "misalignment", "contamination of the bearing"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease",
+          "plan the bearing change before vibration reaches the failure limit"]
+parts = ["main drive bearing 6208-2RS", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.failure_mode]]
+id = "torque_drift"
+name = "Capping torque drift"
+symptoms = ["cap torque moves away from its set value", "loose or overtight caps at the inspection"]
+tags = ["cap_torque"]
+causes = ["worn chuck inserts", "weak magnetic clutch"]
+checks = ["check the torque of 10 capped bottles with a torque tester", "inspect the chuck inserts"]
+parts = ["capping chuck inserts"]
+
+[[asset_kind.failure_mode]]
+id = "jam"
+name = "Cap chute or star wheel jam"
+symptoms = ["the capper stops on fault 101"]
+tags = ["speed"]
+fault_codes = [101]
+causes = ["deformed caps in the chute", "star wheel out of position"]
+checks = ["clear the cap chute and star wheel", "check the cap sorter"]
+parts = []
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind.service]]
+action = "Replace the capping chuck inserts"
+every_cycles = 2000000
+prevents = "torque_drift"
+parts = ["capping chuck inserts"]
+
+[[asset_kind]]
+kind = "washer"
+description = "Bottle rinser/washer with a heated caustic tank"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "heater_degradation"
+name = "Caustic tank heater degradation"
+symptoms = ["tank temperature falls below its 65 °C set point while the heater output is at its maximum",
+            "the washer trips on fault 310 (caustic tank temperature low)"]
+tags = ["tank_temp", "heater_output"]
+fault_codes = [310]
+causes = ["failed heating element", "scale on the heat exchanger", "failed heater contactor or fuse"]
+checks = ["measure the current of each heating element", "inspect the heat exchanger for scale",
+          "check the heater contactor and fuses", "check the tank temperature sensor against a reference"]
+parts = ["heating element", "heater contactor"]
+
+[[asset_kind.failure_mode]]
+id = "caustic_concentration"
+name = "Caustic concentration low"
+symptoms = ["conductivity falls"]
+tags = ["conductivity"]
+causes = ["dosing pump failure", "empty caustic container"]
+checks = ["titrate a caustic sample", "check the dosing pump and the caustic container"]
+parts = ["dosing pump diaphragm"]
+
+[[asset_kind.failure_mode]]
+id = "spray_pump"
+name = "Spray pump wear"
+symptoms = ["spray pressure falls"]
+tags = ["pump_pressure"]
+causes = ["worn impeller", "clogged suction strainer"]
+checks = ["clean the suction strainer", "check the pump impeller"]
+parts = ["pump impeller", "mechanical seal"]
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+causes = ["lubrication loss", "misalignment"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease"]
+parts = ["main drive bearing", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.service]]
+action = "Descale the caustic heat exchanger"
+every_hours = 2000
+prevents = "heater_degradation"
+parts = ["descaling agent"]
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind]]
+kind = "labeler"
+description = "Roll-fed wrap-around labeler with hot-melt glue"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "jam"
+name = "Label or bottle jam"
+symptoms = ["the labeler stops on fault 101", "upstream machines block, the case packer starves"]
+tags = ["speed"]
+fault_codes = [101]
+causes = ["label web break", "bottle fallen in the infeed", "glue build-up on the cutter drum"]
+checks = ["clear the infeed and the label path", "clean the cutter drum and vacuum drum",
+          "check the label splice"]
+parts = ["cutter blade"]
+
+[[asset_kind.failure_mode]]
+id = "glue_temperature"
+name = "Hot-melt glue temperature out of range"
+symptoms = ["glue temperature away from its set value", "labels not sticking"]
+tags = ["glue_temp"]
+causes = ["failed glue tank heater", "glue temperature sensor fault"]
+checks = ["check the glue tank heater", "check the glue temperature sensor"]
+parts = ["glue tank heater cartridge"]
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+causes = ["lubrication loss", "misalignment"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease"]
+parts = ["main drive bearing", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.service]]
+action = "Clean the glue system and cutter drum"
+every_hours = 160
+prevents = "jam"
+parts = ["glue system cleaner"]
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind]]
+kind = "depalletizer"
+description = "Layer depalletizer for empty PET bottles"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+causes = ["lubrication loss", "misalignment"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease"]
+parts = ["main drive bearing", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind]]
+kind = "case_packer"
+description = "Wrap-around case packer"
+hours_tag = "run_hours"
+
+[[asset_kind.failure_mode]]
+id = "bearing_wear"
+name = "Main drive bearing wear"
+symptoms = ["vibration velocity rises over hours", "bearing temperature rises"]
+tags = ["vib_de_rms", "vib_de_peak", "bearing_de_temp", "vib_nde_rms", "vib_nde_peak", "bearing_nde_temp"]
+causes = ["lubrication loss", "misalignment"]
+checks = ["measure the bearing with a handheld vibration analyser", "check the grease and regrease"]
+parts = ["main drive bearing", "bearing grease NLGI 2"]
+failure_limit = 11.2
+
+[[asset_kind.failure_mode]]
+id = "jam"
+name = "Case or bottle jam"
+symptoms = ["the case packer stops on fault 101"]
+tags = ["speed"]
+fault_codes = [101]
+causes = ["cardboard blank out of position", "bottle fallen in the grouping station"]
+checks = ["clear the grouping station and the blank magazine", "check the blank quality"]
+parts = []
+
+[[asset_kind.service]]
+action = "Regrease the main drive bearings"
+every_hours = 500
+prevents = "bearing_wear"
+parts = ["bearing grease NLGI 2"]
+
+[[asset_kind]]
+kind = "utilities"
+description = "Compressed air, water and the hall's power meter"
+
+[[asset_kind.failure_mode]]
+id = "air_supply"
+name = "Compressed air supply low"
+symptoms = ["air pressure falls below 6 bar", "pneumatic actuators slow down"]
+tags = ["air_pressure"]
+causes = ["leak in the air network", "compressor fault", "air dryer blocked"]
+checks = ["check the compressor status", "listen for leaks at the machines' air inlets", "check the air dryer"]
+parts = []
 "##;
