@@ -9,6 +9,7 @@ pub mod detect;
 pub mod eval;
 pub mod oee;
 pub mod pca;
+pub mod replay;
 pub mod rul;
 pub mod stage;
 pub mod state;

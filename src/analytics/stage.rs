@@ -305,6 +305,16 @@ impl Analytics {
         Analytics { watched, groups, group_of, alarms, episodes: HashMap::new(), line_state: None }
     }
 
+    /// The stage as the daemon runs it for `config`: detectors on `tags` with the default
+    /// parameters, the alarm engine (returned too, for the alarm API) and machine states.
+    pub fn for_config(config: &crate::config::Config, tags: &[BoundTag]) -> (Analytics, Arc<Mutex<AlarmEngine>>) {
+        let alarms = Arc::new(Mutex::new(AlarmEngine::for_bound_tags(config, tags)));
+        let series_of = |name: &str| tags.iter().find(|t| t.tag.name == name).map(|t| t.series);
+        let analytics = Analytics::new(tags, SignalParams::default(), Some(alarms.clone()))
+            .with_line_state(super::state::LineState::new(config, series_of));
+        (analytics, alarms)
+    }
+
     /// Also tracks the machine state of every asset that has a `state` config,
     /// storing each transition as a `state_change` event.
     pub fn with_line_state(mut self, line_state: super::state::LineState) -> Analytics {

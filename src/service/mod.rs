@@ -93,15 +93,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     // Committed batches → the analytics stage → events.
     let analytics_health = Arc::new(crate::analytics::stage::AnalyticsHealth::default());
     let (committed, committed_rx) = crate::analytics::stage::committed_queue(analytics_health.clone());
-    let alarms =
-        Arc::new(parking_lot::Mutex::new(crate::analytics::alarms::AlarmEngine::for_bound_tags(&config, &tags)));
-    let analytics = crate::analytics::stage::Analytics::new(
-        &tags,
-        crate::analytics::detect::SignalParams::default(),
-        Some(alarms.clone()),
-    );
-    let series_of = |name: &str| tags.iter().find(|t| t.tag.name == name).map(|t| t.series);
-    let analytics = analytics.with_line_state(crate::analytics::state::LineState::new(&config, series_of));
+    let (analytics, alarms) = crate::analytics::stage::Analytics::for_config(&config, &tags);
     let stage =
         tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health.clone()));
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));

@@ -39,7 +39,30 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
      CREATE INDEX IF NOT EXISTS events_asset_ts ON events (asset, ts);
      CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);",
+    // v2: explanations of events (the anomaly explainer's), one per event.
+    "CREATE TABLE IF NOT EXISTS explanations (
+        event_id   INTEGER PRIMARY KEY REFERENCES events (id),
+        written_at INTEGER NOT NULL,
+        written_by TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        details    TEXT NOT NULL
+     );",
 ];
+
+/// An agent's explanation of an event, kept with it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StoredExplanation {
+    /// The event explained.
+    pub event_id: i64,
+    /// When it was written, UTC ns.
+    pub written_at: Timestamp,
+    /// `template` or the model's name.
+    pub written_by: String,
+    /// The text a person reads.
+    pub text: String,
+    /// The structured explanation (contributing tags, likely causes, checks, facts).
+    pub details: serde_json::Value,
+}
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -211,6 +234,57 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    /// Stores (or replaces) the explanation of event `e.event_id`.
+    pub fn put_explanation(&self, e: &StoredExplanation) -> Result<(), EventLogError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR REPLACE INTO explanations (event_id, written_at, written_by, text, details) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![e.event_id, e.written_at, e.written_by, e.text, e.details.to_string()])?;
+        Ok(())
+    }
+
+    /// The explanation of event `event_id`, if one was written.
+    pub fn explanation(&self, event_id: i64) -> Result<Option<StoredExplanation>, EventLogError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT event_id, written_at, written_by, text, details FROM explanations WHERE event_id = ?1",
+        )?;
+        let mut rows = stmt.query([event_id])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let details_text: String = row.get(4)?;
+        let details =
+            serde_json::from_str(&details_text).map_err(|source| EventLogError::Json { id: event_id, source })?;
+        Ok(Some(StoredExplanation {
+            event_id,
+            written_at: row.get(1)?,
+            written_by: row.get(2)?,
+            text: row.get(3)?,
+            details,
+        }))
+    }
+
+    /// Events selected by `q` that have no explanation yet, oldest first.
+    pub fn unexplained(&self, q: &EventQuery) -> Result<Vec<Event>, EventLogError> {
+        let (where_sql, mut args) = where_clause(q);
+        let join = if where_sql.is_empty() { " WHERE" } else { " AND" };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events{where_sql}{join} NOT EXISTS \
+             (SELECT 1 FROM explanations x WHERE x.event_id = events.id) ORDER BY ts ASC, id ASC LIMIT ?"
+        );
+        args.push(rusqlite::types::Value::Integer(q.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))));
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(args.iter()))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(decode(row)?);
+        }
+        Ok(out)
+    }
+}
+
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
@@ -311,6 +385,30 @@ mod tests {
         let path = dir.path().join("events.sqlite");
         let log = EventLog::open(&path).expect("open");
         (dir, path, log)
+    }
+
+    #[test]
+    fn explanations_are_kept_with_their_events() {
+        let (_dir, path, log) = temp_log();
+        let ids = log
+            .append_many(&[ev(1, Some("capper"), EventKind::Anomaly, "a"), ev(2, Some("capper"), EventKind::Alarm, "b")])
+            .unwrap();
+        let q = EventQuery { kinds: vec![EventKind::Anomaly, EventKind::Alarm], ..Default::default() };
+        assert_eq!(log.unexplained(&q).unwrap().len(), 2);
+        let x = StoredExplanation {
+            event_id: ids[0],
+            written_at: 5,
+            written_by: "template".into(),
+            text: "bearing wear".into(),
+            details: json!({ "likely": ["bearing_wear"] }),
+        };
+        log.put_explanation(&x).unwrap();
+        let left = log.unexplained(&q).unwrap();
+        assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[1]]);
+        drop(log);
+        let log = EventLog::open(&path).unwrap();
+        assert_eq!(log.explanation(ids[0]).unwrap(), Some(x));
+        assert_eq!(log.explanation(ids[1]).unwrap(), None);
     }
 
     #[test]
