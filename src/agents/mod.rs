@@ -11,6 +11,7 @@
 
 pub mod ask;
 pub mod eval;
+pub mod explain;
 pub mod review;
 pub mod tools;
 

@@ -193,8 +193,40 @@ pub fn asset_info(ctx: &ToolContext<'_>, args: &Json) -> Result<Json, ToolError>
         .filter(|t| t.asset == a.id)
         .map(|t| json!({ "tag": t.name, "unit": t.unit, "description": t.description }))
         .collect();
-    Ok(json!({
+    let mut out = json!({
         "asset": a.id, "name": a.name, "kind": a.kind, "line": a.line,
         "description": a.description, "ideal_rate_per_min": a.ideal_rate_per_min, "tags": tags,
-    }))
+    });
+    if let Some(k) = ctx.config.asset_kind_of(&a.id) {
+        let tag_of = |suffix: &str| {
+            ctx.config
+                .tags
+                .iter()
+                .find(|t| t.asset == a.id && crate::config::knowledge::tag_matches(&a.id, suffix, &t.name))
+                .map(|t| t.name.clone())
+        };
+        out["kind_description"] = json!(k.description);
+        out["failure_modes"] = k
+            .failure_modes
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id, "name": m.name, "symptoms": m.symptoms,
+                    "tags": m.tags.iter().filter_map(|s| tag_of(s)).collect::<Vec<_>>(),
+                    "fault_codes": m.fault_codes, "causes": m.causes, "checks": m.checks, "parts": m.parts,
+                    "failure_limit": m.failure_limit,
+                })
+            })
+            .collect();
+        out["service"] = k
+            .services
+            .iter()
+            .map(|s| {
+                json!({ "action": s.action, "every_hours": s.every_hours, "every_cycles": s.every_cycles,
+                        "prevents": s.prevents, "parts": s.parts })
+            })
+            .collect();
+        out["hours_tag"] = json!(k.hours_tag.as_deref().and_then(tag_of));
+    }
+    Ok(out)
 }

@@ -222,7 +222,7 @@ pub fn definitions(config: &Config) -> Vec<ToolDefinition> {
         ),
         def(
             "asset_info",
-            "What the configuration says about a machine: name, kind, description, tags and units.",
+            "What the configuration says about a machine: name, kind, description, tags and units, and its maintenance manual: failure modes (symptoms, causes, checks, parts) and service intervals.",
             obj(asset_prop, &["asset"]),
         ),
     ]
