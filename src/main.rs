@@ -1408,10 +1408,37 @@ fn demo_backfill(
         bar.set_message(format!("{done:.0}/{total:.0} h"));
     });
     bar.finish_and_clear();
+    let truth = match res {
+        Ok(t) => t,
+        Err(e) => {
+            store.close();
+            return Err(e.into());
+        }
+    };
+    // The backfill bypassed the live analytics: find its alarms, anomalies and
+    // machine states the same way, then explain them.
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("analysing {wide_bar} {percent}%")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let analysed = linepilot::analytics::replay::replay(&store, cfg, t0, now, |f| bar.set_position((100.0 * f) as u64));
+    bar.finish_and_clear();
+    let explained = analysed.map_err(anyhow::Error::from).and_then(|stats| {
+        let ctx = linepilot::agents::ToolContext { store: &store, config: cfg, calendar: &cal, now };
+        let xs = linepilot::agents::explain::explain_pending(&ctx, t0, now + 1, usize::MAX)?;
+        Ok((stats, xs.len()))
+    });
     let flushed = store.flush();
     store.close();
-    let truth = res?;
+    let (stats, explained) = explained?;
     flushed?;
+    eprintln!(
+        "linepilot demo: analysed {} samples: {} events ({}), {explained} explained",
+        stats.samples,
+        stats.events.values().sum::<u64>(),
+        stats.events.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+    );
     eprintln!(
         "linepilot demo: {} ground-truth records backfilled; shift {} is ready for `linepilot oee`, `ask` and reports",
         truth.len(),

@@ -354,3 +354,45 @@ pub fn explain_pending(
     }
     Ok(out)
 }
+
+/// How often the daemon looks for new events to explain.
+const EXPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The daemon's explainer: every few seconds, explains the anomaly and alarm events
+/// of the last hour that have none yet, until `stop` turns true.
+pub async fn run(
+    store: std::sync::Arc<crate::store::Store>,
+    config: std::sync::Arc<crate::config::Config>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let calendar = match crate::config::Calendar::new(&config) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "No anomaly explainer: the shift calendar cannot be built");
+            return;
+        }
+    };
+    let since = crate::domain::now_ns() - 60 * MIN;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(EXPLAIN_EVERY) => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let (s, c, cal) = (store.clone(), config.clone(), calendar.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let now = crate::domain::now_ns();
+            let ctx = ToolContext { store: &s, config: &c, calendar: &cal, now };
+            explain_pending(&ctx, since, now + 1, 50).map(|xs| xs.len())
+        })
+        .await;
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(explained = n, "Events explained"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "The anomaly explainer failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "The anomaly explainer task failed"),
+        }
+    }
+}

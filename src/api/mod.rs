@@ -45,6 +45,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v2/write", post(write))
         .route("/api/v1/query", get(query_handler))
         .route("/api/v1/events", get(events_handler))
+        .route("/api/v1/events/{id}/explanation", get(explanation_handler))
         .route("/api/v1/tags", get(tags_handler))
         .route("/api/v1/oee", get(oee_handler))
         .route("/api/v1/downtime", get(downtime_handler))
@@ -160,6 +161,19 @@ struct EventParams {
 }
 
 /// `GET /api/v1/events?from&to&asset&kind&limit`: the event log, newest first.
+/// `GET /api/v1/events/{id}/explanation`: the explainer's text and structured
+/// explanation (contributing tags, likely causes, checks, facts) of an event.
+async fn explanation_handler(State(st): State<ApiState>, axum::extract::Path(id): axum::extract::Path<i64>) -> Response {
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.events().explanation(id)).await {
+        Ok(Ok(Some(x))) => Json(x).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("event {id} has no explanation (yet)") })))
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
 async fn events_handler(State(st): State<ApiState>, Query(p): Query<EventParams>) -> Response {
     let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": m }))).into_response();
     let from = match p.from.as_deref().map(query::parse_time).transpose() {

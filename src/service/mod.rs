@@ -98,14 +98,16 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
         tokio::spawn(crate::analytics::stage::run(store.clone(), committed_rx, analytics, analytics_health.clone()));
     let writer = tokio::spawn(crate::ingest::writer(store.clone(), rx, INGEST_MAX_BATCH, Some(committed)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx)?;
+    let sources = crate::ingest::supervise(&config, store.clone(), sink, health.clone(), stop_rx.clone())?;
+    let config = Arc::new(config);
+    let explainer = tokio::spawn(crate::agents::explain::run(store.clone(), config.clone(), stop_rx.clone()));
     let llm = config.llm.as_ref().map(|l| crate::llm::service::Llm::start(&config, l));
     let mut app = crate::api::router(
         crate::api::ApiState {
             store: store.clone(),
             ingest: health,
             tags,
-            config: Arc::new(config.clone()),
+            config: config.clone(),
             analytics: analytics_health,
             llm: llm.clone(),
         },
@@ -123,6 +125,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     }
     // Every sink is gone with its source: the writer drains what is queued and ends,
     // and with it the analytics stage.
+    let _ = explainer.await;
     let _ = writer.await;
     let _ = stage.await;
     audit(&store, "linepilot stopped cleanly".to_string(), serde_json::json!({}));
