@@ -121,6 +121,10 @@ pub struct ShiftConfig {
     /// Days of the week the shift starts on (`["mon", "tue"]`); every day when left out.
     #[serde(default)]
     pub days: Option<Vec<Day>>,
+    /// Good units the line's key machine should make in the shift (the shift report
+    /// compares its output with it).
+    #[serde(default)]
+    pub target: Option<f64>,
 }
 
 impl ShiftConfig {
@@ -563,6 +567,7 @@ mod tests {
                 .map(|(s, m)| BreakConfig { start: TimeOfDay::parse(s).unwrap(), minutes: *m })
                 .collect(),
             days: None,
+            target: None,
         }
     }
 

@@ -43,6 +43,9 @@ fn shift_calendar(out: &mut String, scenario: &Scenario) {
             toml_str(&s.start),
             toml_str(&s.end)
         );
+        if s.target > 0 {
+            let _ = writeln!(out, "target = {}                # good bottles per shift", s.target);
+        }
         if !s.breaks.is_empty() {
             let breaks: Vec<String> = s
                 .breaks
