@@ -12,6 +12,7 @@
 pub mod ask;
 pub mod eval;
 pub mod explain;
+pub mod report;
 pub mod review;
 pub mod tools;
 
