@@ -411,6 +411,29 @@ enum Cmd {
         /// The question.
         question: String,
     },
+    /// Write a shift's report (Markdown and self-contained HTML with charts): output
+    /// against target, OEE, downtime, alarms and anomalies with their explanations,
+    /// quality, energy, data gaps. With a running daemon, the daemon writes it.
+    Report {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The shift: `last` (the newest that ended), `current`, or a label (2026-11-28/A).
+        #[arg(long, default_value = "last")]
+        shift: String,
+        /// Where to write it (default: <data_dir>/reports).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Let this local model write the handover note under the reviewer.
+        #[arg(long)]
+        model: Option<String>,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Downtime by cause (fault codes, starved, blocked, setup ...) with every stop.
     Downtime {
         /// Config file.
@@ -663,6 +686,11 @@ fn main() -> ExitCode {
             init_logging("warn");
             inference_threads(threads);
             ask(config, data_dir, &question, json, model.as_deref(), threads)
+        }
+        Cmd::Report { config, data_dir, shift, out, model, threads } => {
+            init_logging("warn");
+            inference_threads(threads);
+            report(config, data_dir, &shift, out, model.as_deref(), threads)
         }
         Cmd::Downtime { config, data_dir, from, to, asset, json } => {
             init_logging("warn");
@@ -975,6 +1003,87 @@ fn ask(
         }
     }
     Ok(())
+}
+
+/// `linepilot report`: explains what is not explained yet, writes the shift's report
+/// and saves it; with a running daemon, asks the daemon to write it.
+fn report(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    shift: &str,
+    out: Option<PathBuf>,
+    model: Option<&str>,
+    threads: usize,
+) -> Result<()> {
+    use linepilot::agents::{explain, report as r};
+    let cfg = load_config(&config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let store = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
+        Ok(s) => s,
+        Err(StoreError::Locked(dir)) => {
+            let listen = daemon_listen(&cfg, Some(PathBuf::from(dir)));
+            let url = format!("http://{listen}/api/v1/reports");
+            eprintln!("the daemon holds the data directory: asking it to write the report ...");
+            let mut resp = ureq::post(&url)
+                .query("shift", shift)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send_empty()
+                .with_context(|| format!("the daemon's API at {url} did not answer"))?;
+            let body: serde_json::Value =
+                serde_json::from_str(&resp.body_mut().read_to_string()?).context("decoding the daemon's answer")?;
+            if let Some(e) = body.get("error").and_then(|e| e.as_str()) {
+                bail!("{e}");
+            }
+            println!("report of {} written by the daemon:", body["shift"].as_str().unwrap_or_default());
+            println!("  http://{listen}{}", body["markdown"].as_str().unwrap_or_default());
+            println!("  http://{listen}{}", body["html"].as_str().unwrap_or_default());
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let res = (|| -> Result<()> {
+        let dir = cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
+        let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
+        let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
+        let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
+        let w = ctx.shift("report", shift)?;
+        let xs = explain::explain_pending(&ctx, w.start, w.end, usize::MAX)?;
+        if !xs.is_empty() {
+            eprintln!("explained {} events of the shift", xs.len());
+        }
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("report {wide_bar} {percent}% {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let t = std::time::Instant::now();
+        let writer = model.map(|n| (n, &mut write as &mut linepilot::agents::ask::ModelWriter<'_>));
+        let rep = r::write(&ctx, &w.label, writer, |step, f| {
+            bar.set_position((100.0 * f) as u64);
+            bar.set_message(step.to_string());
+        })?;
+        bar.finish_and_clear();
+        let out = out.unwrap_or_else(|| r::reports_dir(&store));
+        let saved = r::save(&rep, &out, &cfg.site.time_zone)?;
+        println!("{}
+", rep.handover);
+        println!(
+            "report of {} written in {:.1} s (handover note by {}; {} numbers checked, {} ungrounded):",
+            rep.shift,
+            t.elapsed().as_secs_f64(),
+            rep.written_by,
+            rep.review.checked,
+            rep.review.ungrounded.len()
+        );
+        for f in ["report.md", "report.html", "report.json"] {
+            println!("  {}", saved.join(f).display());
+        }
+        Ok(())
+    })();
+    store.close();
+    res
 }
 
 /// The daemon holds the data directory: ask it over HTTP instead.

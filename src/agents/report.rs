@@ -1069,3 +1069,133 @@ pub fn save(r: &ShiftReport, dir: &std::path::Path, tz_label: &str) -> std::io::
     tmp_then_rename("report.json", &serde_json::to_string_pretty(r).unwrap_or_default())?;
     Ok(out)
 }
+
+/// Where the daemon keeps its reports: `<data_dir>/reports`.
+pub fn reports_dir(store: &crate::store::Store) -> std::path::PathBuf {
+    store.paths().root().join("reports")
+}
+
+/// A report's directory name for a shift label (`2026-11-28/A` → `2026-11-28_A`).
+pub fn dir_name(label: &str) -> String {
+    label.replace('/', "_")
+}
+
+/// How long after a shift's end the daemon writes its report (late samples first).
+const AFTER_END: i64 = 60 * SECOND;
+/// How often the daemon looks for a shift that ended.
+const REPORT_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Writes and saves the report of shift `label`, appends a `report` event, and
+/// returns its directory. Progress is logged.
+pub fn write_and_save(
+    ctx: &ToolContext<'_>,
+    label: &str,
+    model: Option<(&str, &mut ModelWriter<'_>)>,
+) -> Result<std::path::PathBuf, ReportError> {
+    let t = std::time::Instant::now();
+    let r = write(ctx, label, model, |step, f| tracing::info!(shift = %label, step, done_pct = (100.0 * f) as u32, "Writing the shift report"))?;
+    let dir = save(&r, &reports_dir(ctx.store), &ctx.config.site.time_zone)?;
+    let ev = crate::domain::Event {
+        id: 0,
+        ts: crate::domain::now_ns(),
+        asset: None,
+        kind: EventKind::Report,
+        severity: 100,
+        message: format!("shift report {} written ({} s)", r.shift, t.elapsed().as_secs()),
+        details: json!({
+            "shift": r.shift, "dir": dir_name(&r.shift), "written_by": r.written_by,
+            "ungrounded": r.review.ungrounded, "checked": r.review.checked, "handover": r.handover,
+            "seconds": round(t.elapsed().as_secs_f64(), 1),
+        }),
+    };
+    ctx.store.events().append(&ev)?;
+    tracing::info!(shift = %r.shift, dir = %dir.display(), seconds = t.elapsed().as_secs_f64(), written_by = %r.written_by, "Shift report written");
+    Ok(dir)
+}
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The files could not be written.
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+    /// The event log refused the report event.
+    #[error(transparent)]
+    Events(#[from] crate::store::events::EventLogError),
+}
+
+/// A model writer over the daemon's router (local model, escalating by its policy),
+/// for agents that run on a blocking thread.
+pub fn router_writer(
+    router: crate::llm::router::Router,
+    handle: tokio::runtime::Handle,
+) -> impl FnMut(&[ChatMessage]) -> Result<String, String> {
+    move |messages: &[ChatMessage]| {
+        let ask = crate::llm::router::Ask {
+            messages: messages.to_vec(),
+            local: crate::llm::local::GenerateOptions { max_tokens: 160, ..Default::default() },
+            task: crate::llm::router::Task::Routine,
+            user_requested: false,
+            review_rejections: 0,
+        };
+        handle.block_on(router.answer(ask)).map(|a| a.completion.text).map_err(|e| e.to_string())
+    }
+}
+
+/// The daemon's report writer: when a shift of the calendar has ended, writes its
+/// report (with the model when it is loaded) into `<data_dir>/reports/`.
+pub async fn run(
+    store: std::sync::Arc<crate::store::Store>,
+    config: std::sync::Arc<crate::config::Config>,
+    llm: Option<crate::llm::service::Llm>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let calendar = match crate::config::Calendar::new(&config) {
+        Ok(c) if !config.shifts.is_empty() => std::sync::Arc::new(c),
+        _ => return,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(REPORT_CHECK) => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let now = crate::domain::now_ns();
+        let Ok(shifts) = calendar.shifts_between(now - 24 * HOUR, now) else { continue };
+        let Some(last) = shifts.into_iter().rev().find(|w| w.end + AFTER_END <= now) else { continue };
+        if reports_dir(&store).join(dir_name(&last.label)).join("report.md").exists() {
+            continue;
+        }
+        // A shift the gateway has no data of (before it was installed) gets no report.
+        let ids: Vec<crate::domain::SeriesId> = store.series().iter().map(|m| m.id).collect();
+        if !store.latest(&ids).into_iter().flatten().any(|l| l.ts >= last.start) {
+            continue;
+        }
+        let (s, c, cal) = (store.clone(), config.clone(), calendar.clone());
+        let router = llm.as_ref().and_then(crate::llm::service::Llm::router);
+        let handle = tokio::runtime::Handle::current();
+        let label = last.label.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let ctx = ToolContext { store: &s, config: &c, calendar: &cal, now };
+            let name = c.llm.as_ref().map(|l| l.local_model.clone()).unwrap_or_default();
+            match router {
+                Some(r) => {
+                    let mut w = router_writer(r, handle);
+                    write_and_save(&ctx, &label, Some((&name, &mut w)))
+                }
+                None => write_and_save(&ctx, &label, None),
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(shift = %last.label, error = %e, "Shift report not written; retrying"),
+            Err(e) => tracing::warn!(error = %e, "The report task failed"),
+        }
+    }
+}

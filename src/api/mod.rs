@@ -46,6 +46,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/query", get(query_handler))
         .route("/api/v1/events", get(events_handler))
         .route("/api/v1/events/{id}/explanation", get(explanation_handler))
+        .route("/api/v1/reports", get(reports_handler).post(write_report_handler))
+        .route("/api/v1/reports/{name}", get(report_file_handler))
         .route("/api/v1/tags", get(tags_handler))
         .route("/api/v1/oee", get(oee_handler))
         .route("/api/v1/downtime", get(downtime_handler))
@@ -171,6 +173,108 @@ async fn explanation_handler(State(st): State<ApiState>, axum::extract::Path(id)
             .into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+fn server_error(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+/// `GET /api/v1/reports`: the shift reports written, newest first.
+async fn reports_handler(State(st): State<ApiState>) -> Response {
+    let store = st.store.clone();
+    let q = crate::store::events::EventQuery {
+        kinds: vec![crate::domain::EventKind::Report],
+        limit: Some(200),
+        newest_first: true,
+        ..Default::default()
+    };
+    match tokio::task::spawn_blocking(move || store.events().query(&q)).await {
+        Ok(Ok(events)) => {
+            let list: Vec<serde_json::Value> = events
+                .iter()
+                .map(|e| {
+                    let dir = e.details["dir"].as_str().unwrap_or_default();
+                    json!({ "shift": e.details["shift"], "written": query::format_time(e.ts),
+                            "written_by": e.details["written_by"], "handover": e.details["handover"],
+                            "markdown": format!("/api/v1/reports/{dir}?format=md"),
+                            "html": format!("/api/v1/reports/{dir}?format=html") })
+                })
+                .collect();
+            Json(json!({ "reports": list })).into_response()
+        }
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Parameters of `GET /api/v1/reports/{name}`.
+#[derive(Debug, Deserialize)]
+pub struct ReportFileParams {
+    /// `md` (default), `html` or `json`.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/reports/{name}?format=md|html|json`: one report (`name` as listed, `2026-11-28_A`).
+async fn report_file_handler(
+    State(st): State<ApiState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(p): Query<ReportFileParams>,
+) -> Response {
+    let (file, mime) = match p.format.as_deref().unwrap_or("md") {
+        "md" => ("report.md", "text/markdown; charset=utf-8"),
+        "html" => ("report.html", "text/html; charset=utf-8"),
+        "json" => ("report.json", "application/json"),
+        other => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("unknown format `{other}` (md, html, json)") })))
+                .into_response()
+        }
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "bad report name" }))).into_response();
+    }
+    let path = crate::agents::report::reports_dir(&st.store).join(&name).join(file);
+    match tokio::fs::read(&path).await {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, mime)], body).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no report `{name}`") }))).into_response(),
+    }
+}
+
+/// Parameters of `POST /api/v1/reports`.
+#[derive(Debug, Deserialize)]
+pub struct WriteReportParams {
+    /// `last`, `current` or a label (`2026-11-28/A`).
+    pub shift: String,
+}
+
+/// `POST /api/v1/reports?shift=...`: writes a shift's report now (with the model when
+/// it is loaded) and answers with where it is.
+async fn write_report_handler(State(st): State<ApiState>, Query(p): Query<WriteReportParams>) -> Response {
+    let router = st.llm.as_ref().and_then(crate::llm::service::Llm::router);
+    let handle = tokio::runtime::Handle::current();
+    let res = tokio::task::spawn_blocking(move || {
+        use crate::agents::report;
+        let cal = crate::config::Calendar::new(&st.config).map_err(|e| e.to_string())?;
+        let ctx = crate::agents::ToolContext::at_newest_data(&st.store, &st.config, &cal);
+        let label = ctx.shift("report", &p.shift).map_err(|e| e.to_string())?.label;
+        let name = st.config.llm.as_ref().map(|l| l.local_model.clone()).unwrap_or_default();
+        let dir = match router {
+            Some(r) => {
+                let mut w = report::router_writer(r, handle);
+                report::write_and_save(&ctx, &label, Some((&name, &mut w)))
+            }
+            None => report::write_and_save(&ctx, &label, None),
+        }
+        .map_err(|e| e.to_string())?;
+        let dir = dir.file_name().map(|d| d.to_string_lossy().to_string()).unwrap_or_default();
+        Ok::<_, String>(json!({ "shift": label, "markdown": format!("/api/v1/reports/{dir}?format=md"),
+                                "html": format!("/api/v1/reports/{dir}?format=html") }))
+    })
+    .await;
+    match res {
+        Ok(Ok(j)) => Json(j).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
+        Err(e) => server_error(e),
     }
 }
 

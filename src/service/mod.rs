@@ -102,6 +102,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     let config = Arc::new(config);
     let explainer = tokio::spawn(crate::agents::explain::run(store.clone(), config.clone(), stop_rx.clone()));
     let llm = config.llm.as_ref().map(|l| crate::llm::service::Llm::start(&config, l));
+    let reporter =
+        tokio::spawn(crate::agents::report::run(store.clone(), config.clone(), llm.clone(), stop_rx.clone()));
     let mut app = crate::api::router(
         crate::api::ApiState {
             store: store.clone(),
@@ -126,6 +128,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<(), ServiceError> {
     // Every sink is gone with its source: the writer drains what is queued and ends,
     // and with it the analytics stage.
     let _ = explainer.await;
+    let _ = reporter.await;
     let _ = writer.await;
     let _ = stage.await;
     audit(&store, "linepilot stopped cleanly".to_string(), serde_json::json!({}));

@@ -136,7 +136,7 @@ impl<'a> ToolContext<'a> {
     }
 
     /// The shift `which` names: "last" (the newest that has ended), "current", or a label.
-    pub(crate) fn shift(&self, tool: &'static str, which: &str) -> Result<crate::config::ShiftWindow, ToolError> {
+    pub fn shift(&self, tool: &'static str, which: &str) -> Result<crate::config::ShiftWindow, ToolError> {
         let near = self.calendar.shifts_between(self.now - 48 * 3_600_000_000_000, self.now + 1)?;
         let pick = match which {
             "last" | "previous" => near.into_iter().rev().find(|w| w.end <= self.now),
