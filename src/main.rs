@@ -189,6 +189,29 @@ enum EvalWhat {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// The shift report of a linesim run: its history backfilled into a scratch store,
+    /// the analytics replayed and explained, the report written (with a model's
+    /// handover note when given); time, numbers checked, ungrounded, faults covered.
+    Report {
+        /// Gateway config (plant model, tags, calendar).
+        #[arg(long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        /// linesim scenario whose history is backfilled.
+        #[arg(long, default_value = "configs/scenarios/demo.toml")]
+        scenario: PathBuf,
+        /// Simulated hours from the scenario's start.
+        #[arg(long, default_value_t = 8.0)]
+        hours: f64,
+        /// Let this local model write the handover note (smollm2-135m, qwen2.5-0.5b).
+        #[arg(long)]
+        model: Option<String>,
+        /// Inference threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also write the report files here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// NASA C-MAPSS turbofan data: the remaining-useful-life estimator fitted on the
     /// run-to-failure units, RMSE / PHM08 score / MAE / band coverage on the test units.
     Cmapss {
@@ -1170,6 +1193,73 @@ fn phrase(
     m.generate(messages, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
 }
 
+/// `linepilot eval report`: backfills the scenario into a scratch store, replays the
+/// analytics, explains, writes the report of the first shift and scores it.
+fn eval_report(
+    config: &Path,
+    scenario: &Path,
+    hours: f64,
+    model: Option<&str>,
+    threads: usize,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    use linepilot::agents::{explain, report as r};
+    inference_threads(threads);
+    let cfg = load_config(config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let dir = std::env::temp_dir().join(format!("linepilot-eval-report-{}", std::process::id()));
+    let store = linepilot::service::open_store(&cfg, Some(dir.clone()), false)?;
+    let res = (|| -> Result<()> {
+        let t = std::time::Instant::now();
+        let truth = linepilot::service::demo::backfill(&store, scenario, hours, |done, total| {
+            eprint!("\rbackfilling {}: {done:.0}/{total:.0} h", scenario.display());
+        })?;
+        eprintln!();
+        let sc = linesim::line::scenario::Scenario::load(scenario).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let start = sc.start_ns(&scenario.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let end = start + (hours * 3.6e12) as i64;
+        let stats = linepilot::analytics::replay::replay(&store, &cfg, start, end, |_| {})?;
+        let ctx = linepilot::agents::ToolContext { store: &store, config: &cfg, calendar: &cal, now: end + 60_000_000_000 };
+        let xs = explain::explain_pending(&ctx, start, end + 1, usize::MAX)?;
+        eprintln!(
+            "backfilled {hours} h, replayed {} samples ({:?}), {} events explained in {:.1} s",
+            stats.samples,
+            stats.events,
+            xs.len(),
+            t.elapsed().as_secs_f64()
+        );
+        let label = cal.shifts_between(start, start + 1)?.into_iter().next().context("no shift at the scenario's start")?.label;
+        let mdir = linepilot::llm::local::registry::default_model_dir();
+        let t = std::time::Instant::now();
+        let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&mdir, name, threads)).transpose()?;
+        let load_s = t.elapsed().as_secs_f64();
+        let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
+        let writer = model.map(|n| (n, &mut write as &mut linepilot::agents::ask::ModelWriter<'_>));
+        let t = std::time::Instant::now();
+        let rep = r::write(&ctx, &label, writer, |step, f| eprint!("\r{:>3}% {step:<24}", (100.0 * f) as u32))?;
+        let write_s = t.elapsed().as_secs_f64();
+        eprintln!();
+        let md = r::markdown(&rep);
+        let cov = r::fault_coverage(&md, &truth, &cal);
+        let found = cov.iter().filter(|c| c.2).count();
+        println!("{}\n", rep.handover);
+        println!("shift {label}: report written in {write_s:.1} s (model load {load_s:.1} s), handover note by {}", rep.written_by);
+        println!("numbers checked {}, ungrounded {} {:?}", rep.review.checked, rep.review.ungrounded.len(), rep.review.ungrounded);
+        println!("faults of the ground truth in the report: {found}/{}", cov.len());
+        for (f, who, ok) in &cov {
+            println!("  {} {f} ({who})", if *ok { "found  " } else { "MISSING" });
+        }
+        if let Some(out) = out {
+            let saved = r::save(&rep, &out, &cfg.site.time_zone)?;
+            println!("written to {}", saved.display());
+        }
+        Ok(())
+    })();
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
 /// `linepilot eval ask`: backfills the scenario's history into a scratch store, asks
 /// the generated questions, prints the scores.
 fn eval_ask(
@@ -1275,6 +1365,9 @@ fn eval(what: EvalWhat) -> Result<()> {
         EvalWhat::Tep { data, variance, confidence, persistence } => eval_tep(&data, variance, confidence, persistence),
         EvalWhat::Ask { config, scenario, hours, verbose, model, threads } => {
             eval_ask(&config, &scenario, hours, verbose, model.as_deref(), threads)
+        }
+        EvalWhat::Report { config, scenario, hours, model, threads, out } => {
+            eval_report(&config, &scenario, hours, model.as_deref(), threads, out)
         }
         EvalWhat::Cmapss { train, test, rul, verbose, tune } => eval_cmapss(&train, &test, &rul, verbose, tune),
     }

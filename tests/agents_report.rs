@@ -44,39 +44,9 @@ fn demo_shift_report_names_every_fault_and_every_number_traces() {
 
     // Every fault appears: its machine (or protocol source) named on a line with a
     // time from its start to its detection bound.
-    let lines: Vec<&str> = md.lines().collect();
-    let hhmm = |ts: i64| {
-        let d = cal.ts_to_local(ts);
-        d.hour() as i64 * 60 + d.minute() as i64
-    };
-    let times_in = |l: &str| -> Vec<i64> {
-        l.as_bytes()
-            .windows(5)
-            .filter(|w| w[2] == b':' && w.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()))
-            .filter_map(|w| {
-                let s = std::str::from_utf8(w).ok()?;
-                Some(s[..2].parse::<i64>().ok()? * 60 + s[3..].parse::<i64>().ok()?)
-            })
-            .collect()
-    };
-    let mut missing = Vec::new();
-    for f in truth.iter().filter(|r| r["kind"] == "fault_start") {
-        let fault = f["details"]["fault"].as_str().unwrap_or_default();
-        let ts = f["ts_ns"].as_i64().expect("ts_ns");
-        let (who, bound) = match fault {
-            "comms_loss" => (format!("linesim-{}", f["details"]["server"].as_str().unwrap_or_default()), 2),
-            "changeover" => ("setup".to_string(), 2),
-            "valve_drift" => ("fill_level_07".to_string(), 150),
-            "bearing_wear" => ("capper".to_string(), 300),
-            "heater_degradation" => ("washer".to_string(), 45),
-            _ => (f["asset"].as_str().unwrap_or_default().to_string(), 5),
-        };
-        let (lo, hi) = (hhmm(ts - MIN), hhmm(ts + bound * MIN));
-        let hit = lines.iter().any(|l| l.contains(&who) && times_in(l).iter().any(|t| *t >= lo && *t <= hi));
-        if !hit {
-            missing.push(format!("{fault} ({who}) at {}", f["ts"]));
-        }
-    }
+    let coverage = report::fault_coverage(&md, &truth, &cal);
+    assert!(coverage.len() >= 12, "{coverage:?}");
+    let missing: Vec<_> = coverage.iter().filter(|c| !c.2).collect();
     assert!(missing.is_empty(), "faults missing from the report: {missing:?}");
 
     // The HTML is one file: inline styles and SVG charts, no script, nothing fetched.

@@ -1199,3 +1199,51 @@ pub async fn run(
         }
     }
 }
+
+/// Whether each fault of a linesim ground truth appears in a report's Markdown: a
+/// line naming its machine (the protocol source for a comms loss, `setup` for a
+/// changeover, the drifting valve's tag for a valve drift) with a local time from a
+/// minute before the fault to its detection bound. Returns (fault, asset, found).
+pub fn fault_coverage(
+    markdown: &str,
+    truth: &[Json],
+    calendar: &crate::config::Calendar,
+) -> Vec<(String, String, bool)> {
+    const MIN: i64 = 60 * SECOND;
+    let minute_of_day = |ts: i64| {
+        let d = calendar.ts_to_local(ts);
+        i64::from(d.hour()) * 60 + i64::from(d.minute())
+    };
+    let times_in = |l: &str| -> Vec<i64> {
+        l.as_bytes()
+            .windows(5)
+            .filter(|w| w[2] == b':' && w.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()))
+            .filter_map(|w| {
+                let t = std::str::from_utf8(w).ok()?;
+                Some(t[..2].parse::<i64>().ok()? * 60 + t[3..].parse::<i64>().ok()?)
+            })
+            .collect()
+    };
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut out = Vec::new();
+    for f in truth.iter().filter(|r| r["kind"] == "fault_start") {
+        let fault = s(&f["details"]["fault"]);
+        let Some(ts) = f["ts_ns"].as_i64() else { continue };
+        let (who, bound) = match fault {
+            "comms_loss" => (format!("linesim-{}", s(&f["details"]["server"])), 2),
+            "changeover" => ("setup".to_string(), 2),
+            "valve_drift" => (
+                f["details"]["signals"].get(0).and_then(Json::as_str).unwrap_or("fill_level").to_string(),
+                150,
+            ),
+            "bearing_wear" => (s(&f["asset"]).to_string(), 300),
+            "heater_degradation" => (s(&f["asset"]).to_string(), 45),
+            _ => (s(&f["asset"]).to_string(), 5),
+        };
+        let (lo, hi) = (minute_of_day(ts - MIN), minute_of_day(ts + bound * MIN));
+        let inside = |t: i64| if lo <= hi { t >= lo && t <= hi } else { t >= lo || t <= hi };
+        let found = lines.iter().any(|l| l.contains(&who) && times_in(l).into_iter().any(inside));
+        out.push((fault.to_string(), who, found));
+    }
+    out
+}
