@@ -348,7 +348,7 @@ pub fn write(
     let mut by_tag: std::collections::BTreeMap<String, usize> = Default::default();
     let mut explained = 0;
     // (asset, likely failure mode name) of each alarm that has one.
-    let mut alarm_causes: Vec<(String, String)> = Vec::new();
+    let mut alarm_causes: Vec<(String, String, String)> = Vec::new();
     // Anomalies: one entry per (machine, likely failure mode), the first explanation shown.
     let mut anomaly_groups: Vec<(String, String, Vec<String>, String)> = Vec::new();
     let mut unmatched: std::collections::BTreeMap<String, usize> = Default::default();
@@ -371,7 +371,7 @@ pub fn write(
         match e.kind {
             EventKind::Alarm => {
                 if let Some(l) = &likely {
-                    alarm_causes.push((asset.clone(), l.1.clone()));
+                    alarm_causes.push((asset.clone(), l.0.clone(), l.1.clone()));
                 }
                 alarm_rows.rows.push(vec![
                     at.clone(),
@@ -424,13 +424,31 @@ pub fn write(
     alarm_sec.table = Some(alarm_rows);
     sections.push(alarm_sec);
     let mut anomaly_sec = Section { title: "Anomalies and their explanations".into(), ..Default::default() };
-    for (asset, _, times, text) in &anomaly_groups {
+    // Anomalies whose likely cause an alarm on the same machine confirms come first,
+    // then the most frequent; only the first few are given in full.
+    let confirmed = |g: &(String, String, Vec<String>, String)| alarm_causes.iter().any(|(a, m, _)| *a == g.0 && *m == g.1);
+    anomaly_groups.sort_by(|a, b| confirmed(b).cmp(&confirmed(a)).then(b.2.len().cmp(&a.2.len())));
+    let in_full = anomaly_groups.iter().filter(|g| confirmed(g)).count().max(4);
+    for g in anomaly_groups.iter().take(in_full) {
+        let (asset, _, times, text) = g;
         let when = if times.len() == 1 {
             format!("at {}", times[0])
         } else {
             format!("{} times, first at {}", times.len(), times[0])
         };
-        anomaly_sec.paragraphs.push(format!("**{asset}** ({when}) — {}", text.replace('\n', " ")));
+        let tag = if confirmed(g) { "confirmed by an alarm" } else { "anomalies only" };
+        anomaly_sec.paragraphs.push(format!("**{asset}** ({when}; {tag}) — {}", text.replace('\n', " ")));
+    }
+    let rest: Vec<String> = anomaly_groups
+        .iter()
+        .skip(in_full)
+        .map(|(a, m, times, _)| format!("{a} {} ({}×, first at {})", m.replace('_', " "), times.len(), times[0]))
+        .collect();
+    if !rest.is_empty() {
+        anomaly_sec.paragraphs.push(format!(
+            "Also matched to a failure mode by anomalies alone (no alarm; worth a look on the next round): {}.",
+            rest.join("; ")
+        ));
     }
     if !unmatched.is_empty() {
         let list: Vec<String> = unmatched.iter().map(|(a, k)| format!("{a} {k}")).collect();
@@ -589,7 +607,7 @@ pub fn write(
     }
     if activations > 0 || !anomaly_groups.is_empty() {
         let mut pointed: Vec<String> = Vec::new();
-        for (a, l) in &alarm_causes {
+        for (a, _, l) in &alarm_causes {
             let item = format!("{} on {a}", l.to_lowercase());
             if !pointed.contains(&item) {
                 pointed.push(item);
@@ -610,27 +628,49 @@ pub fn write(
     let mut handover = draft.clone();
     let mut written_by = "template".to_string();
     if let Some((name, write)) = model.as_mut() {
-        let messages = vec![
+        // The model phrases the headline (output, OEE, biggest loss); the lists stay as written.
+        let head = note.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+        let tail = note.iter().skip(2).cloned().collect::<Vec<_>>().join(" ");
+        let mut messages = vec![
             ChatMessage::system(
-                "You write the handover note a shift supervisor leaves for the next shift. Rewrite the FACTS as 2 to 4 short sentences. Keep every number, time, machine name and cause exactly as written. Add no other numbers.",
+                "You write the first lines of the handover note a shift supervisor leaves for the next shift. Rewrite the FACTS as one or two plain sentences. Keep every number, machine name and cause exactly as written. Add no other numbers.",
             ),
-            ChatMessage::user(format!("FACTS:\n{draft}")),
+            ChatMessage::user(format!("FACTS:\n{head}")),
         ];
-        let required: Vec<String> = reviewer.tokens_as_written(&note[0]);
-        written_by = match write(&messages) {
-            Ok(text) => {
-                let text = text.trim().to_string();
-                let r = reviewer.review(&text);
-                let missing = required.iter().any(|t| !text.contains(t.as_str()));
-                if r.passed() && !missing && !text.is_empty() && !text.contains("FACTS") {
-                    handover = text;
-                    (*name).to_string()
-                } else {
-                    format!("template ({name}'s note rejected by the reviewer)")
+        let required = reviewer.tokens_as_written(&head);
+        written_by = format!("template ({name}'s note rejected twice by the reviewer)");
+        for attempt in 0..2 {
+            let text = match write(&messages) {
+                // A small model may echo the prompt's label first: that is scaffolding, not text.
+                Ok(t) => t.trim().trim_start_matches("FACTS:").trim().to_string(),
+                Err(e) => {
+                    written_by = format!("template ({name} failed: {e})");
+                    break;
                 }
+            };
+            let r = reviewer.review(&text);
+            let missing: Vec<&String> = required.iter().filter(|t| !text.contains(t.as_str())).collect();
+            let echoed = text.is_empty() || text.contains("FACTS") || text.chars().count() > 2 * head.chars().count() + 80;
+            if r.passed() && missing.is_empty() && !echoed {
+                handover = if tail.is_empty() { text } else { format!("{text} {tail}") };
+                written_by = (*name).to_string();
+                break;
             }
-            Err(e) => format!("template ({name} failed: {e})"),
-        };
+            if attempt == 0 {
+                let mut why = Vec::new();
+                if !r.passed() {
+                    why.push(format!("these are not in FACTS: {}", r.ungrounded.join(", ")));
+                }
+                if !missing.is_empty() {
+                    why.push(format!("you left out: {}", missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")));
+                }
+                if echoed {
+                    why.push("write the note itself, short".into());
+                }
+                messages.push(ChatMessage::assistant(text));
+                messages.push(ChatMessage::user(format!("Rejected by the reviewer ({}). Rewrite the FACTS again.", why.join("; "))));
+            }
+        }
     }
     sections.insert(0, Section { title: "Handover".into(), paragraphs: vec![handover.clone()], ..Default::default() });
 
