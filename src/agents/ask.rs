@@ -780,7 +780,7 @@ fn unreadable(text: &str, draft: &str) -> Option<&'static str> {
 
 /// What a phrasing must keep from the facts: every number, time and name of a machine
 /// or code (`fault_201`) in the first two lines of the draft.
-fn required_facts(draft: &str, reviewer: &Reviewer) -> Vec<String> {
+pub(crate) fn required_facts(draft: &str, reviewer: &Reviewer) -> Vec<String> {
     let head: String = draft.lines().take(2).collect::<Vec<_>>().join("\n");
     let mut keep = reviewer.tokens_as_written(&head);
     for w in head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

@@ -637,7 +637,7 @@ pub fn write(
             ),
             ChatMessage::user(format!("FACTS:\n{head}")),
         ];
-        let required = reviewer.tokens_as_written(&head);
+        let required = super::ask::required_facts(&head, &reviewer);
         written_by = format!("template ({name}'s note rejected twice by the reviewer)");
         for attempt in 0..2 {
             let text = match write(&messages) {
