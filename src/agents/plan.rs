@@ -1,0 +1,1402 @@
+//! The maintenance planner: per asset health indicators, remaining useful life with
+//! an uncertainty band, and a ranked list of work orders, from the store and the
+//! maintenance manual in the configuration (`[[asset_kind]]`).
+//!
+//! # Health indicators
+//! For every failure mode of an asset's kind, its tags are read over the look-back
+//! window (default 2 h). Condition signals such as bearing vibration depend on how
+//! fast the machine runs, so only samples **at steady full speed** count: the asset's
+//! state says running and its speed is at least 90 % of the window's full speed (the
+//! 90th percentile of its running speed). An asset without a state or speed tag
+//! uses every sample.
+//! - **Level**: the median of the last 15 minutes of such samples.
+//! - **Trend**: a least-squares line through `ln(value)` against time (a log-linear,
+//!   i.e. exponential, degradation model, the usual shape of bearing wear), giving
+//!   the growth in % per hour and the slope in the tag's unit per hour at the end.
+//! - **Remaining useful life** (the first tag of a mode with a `failure_limit`): the
+//!   time the fitted line reaches `ln(limit)`. Its **10-90 % band** is Fieller's
+//!   interval for the crossing time: the times at which the 80 % confidence band of
+//!   the fitted line crosses the limit (upper band: the early end; lower band: the
+//!   late end, unbounded when the slope is not significantly positive). The
+//!   residuals of a wear trend are autocorrelated (and a curving trend makes them
+//!   more so), so the line's variance is inflated by `(1 + r) / (1 - r)`, `r` the
+//!   lag-1 autocorrelation of the residuals (an AR(1) effective sample size), and the
+//!   quantile is Student's t with the effective degrees of freedom. A trend that
+//!   accelerates faster than exponential (as the demo's bearing does) is still
+//!   projected too late by an exponential: the band says how well the line fits the
+//!   window, not how wrong its shape may be (see docs/EVALUATION.md for figures).
+//! - **Margin to the alarm limit**: for every tag of a mode with a high alarm limit
+//!   (`h`, from the tag's resolved alarm settings), the limit minus the level;
+//!   temperatures are reported as temperature margins.
+//! - **Run hours and cycles against service intervals**: the kind's `hours_tag` and
+//!   the asset's good + reject counters. Without a maintenance history every task
+//!   is assumed done on schedule, so it is next due at the next multiple of its
+//!   interval (this rule is stated in the plan). The wall time until then follows
+//!   from the asset's usage (run hours or cycles per hour) over the last 24 h.
+//!
+//! # Work orders
+//! - a failure mode whose RUL lower band ends within the horizon (default 7 days):
+//!   repair before the lower band (high priority under 24 h, else medium);
+//! - a failure mode whose tag is above its high alarm limit now (or has an active
+//!   alarm in the event log) without such a projection: inspect now;
+//! - a service task due within the horizon (low priority).
+//!
+//! They are ranked by due time, then priority. Every number of a work order's `why`
+//! text is in the plan's facts ([`Plan::facts`], the plan without the texts), so the
+//! reviewer can check it.
+
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+use tracing::debug;
+
+use super::tools::{round, ToolContext, ToolError, ToolOutput};
+use crate::config::knowledge::{tag_matches, AssetKindConfig, FailureModeConfig};
+use crate::config::{AssetConfig, TagConfig};
+use crate::domain::{EventKind, MachineState, Timestamp};
+use crate::store::events::EventQuery;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const MINUTE_NS: i64 = 60_000_000_000;
+/// Minutes of steady samples the level is the median of.
+const LEVEL_MINUTES: i64 = 15;
+/// Usage (run hours, cycles per hour) is measured over this many hours.
+const USAGE_HOURS: i64 = 24;
+/// Steady full speed: at least this share of the window's full speed.
+const FULL_SPEED_SHARE: f64 = 0.9;
+/// Fewest steady samples a trend is fitted on.
+const MIN_TREND_SAMPLES: usize = 20;
+/// The band: 10 % and 90 % quantiles.
+const BAND_PCT: [u32; 2] = [10, 90];
+/// Under this many hours of lower band a condition work order is high priority.
+const HIGH_PRIORITY_HOURS: f64 = 24.0;
+
+/// What the planner looks at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanOptions {
+    /// Hours of history the trends are fitted on.
+    pub lookback_hours: f64,
+    /// Work orders due within this many hours are listed.
+    pub horizon_hours: f64,
+    /// Only this asset (id or name).
+    pub asset: Option<String>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { lookback_hours: 2.0, horizon_hours: 168.0, asset: None }
+    }
+}
+
+/// The maintenance plan: health per asset and the ranked work orders.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// When it was made (the data's "now").
+    pub now: Json,
+    /// Hours of history the trends use.
+    pub lookback_hours: f64,
+    /// Hours ahead work orders are listed for.
+    pub horizon_hours: f64,
+    /// The band's quantiles, in percent.
+    pub band_pct: [u32; 2],
+    /// Minutes of steady samples a level is the median of.
+    pub level_window_min: i64,
+    /// The rules the planner followed, as text.
+    pub rules: Vec<String>,
+    /// Health per asset.
+    pub assets: Vec<AssetHealth>,
+    /// Ranked work orders, most urgent first.
+    pub work_orders: Vec<WorkOrder>,
+}
+
+/// The health of one asset.
+#[derive(Clone, Debug, Serialize)]
+pub struct AssetHealth {
+    /// Asset id.
+    pub asset: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Running hours (the kind's `hours_tag`), latest.
+    pub run_hours: Option<f64>,
+    /// Run hours per hour over the last 24 h (the share of time it ran).
+    pub run_hours_per_h: Option<f64>,
+    /// Cycles (good + reject counters), latest.
+    pub cycles: Option<f64>,
+    /// Cycles per hour over the last 24 h.
+    pub cycles_per_h: Option<f64>,
+    /// Condition, temperature and level indicators.
+    pub indicators: Vec<Indicator>,
+    /// Service tasks and when they are due.
+    pub services: Vec<ServiceDue>,
+    /// Alarms and anomalies on the failure modes' tags in the look-back window.
+    pub events: Vec<Fact>,
+}
+
+/// A health indicator: one tag of a failure mode.
+#[derive(Clone, Debug, Serialize)]
+pub struct Indicator {
+    /// The failure mode it shows.
+    pub failure_mode: String,
+    /// The tag.
+    pub tag: String,
+    /// Its unit.
+    pub unit: String,
+    /// `condition` (projected to a failure limit), `temperature` or `level`.
+    pub kind: &'static str,
+    /// Steady samples in the window.
+    pub samples: usize,
+    /// Median of the last minutes of steady samples.
+    pub level: Option<f64>,
+    /// Time of the newest sample in the level.
+    pub level_time: Option<Json>,
+    /// Growth of the log-linear trend, % per hour.
+    pub growth_pct_per_h: Option<f64>,
+    /// Slope at the end of the window, unit per hour.
+    pub slope_per_h: Option<f64>,
+    /// High alarm limit `h`.
+    pub alarm_h: Option<f64>,
+    /// High-high alarm limit `hh`.
+    pub alarm_hh: Option<f64>,
+    /// Low alarm limit `l`.
+    pub alarm_l: Option<f64>,
+    /// Low-low alarm limit `ll`.
+    pub alarm_ll: Option<f64>,
+    /// `h` minus the level.
+    pub margin_to_h: Option<f64>,
+    /// The failure mode's failure limit (condition indicators).
+    pub failure_limit: Option<f64>,
+    /// Remaining useful life to the failure limit.
+    pub rul: Option<Rul>,
+}
+
+/// Remaining useful life with its band.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rul {
+    /// Point estimate, hours from now.
+    pub hours: f64,
+    /// Lower band (10 %), hours.
+    pub low_hours: f64,
+    /// Upper band (90 %), hours; none when unbounded.
+    pub high_hours: Option<f64>,
+    /// When the limit is reached (point estimate).
+    pub at: Json,
+    /// When the lower band ends.
+    pub low_at: Json,
+    /// When the upper band ends.
+    pub high_at: Option<Json>,
+    /// Effective number of independent samples after the autocorrelation.
+    pub effective_samples: f64,
+    /// The degradation model projected.
+    pub model: TrendModel,
+}
+
+/// A recurring service task and when it is due.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceDue {
+    /// What is done.
+    pub action: String,
+    /// The failure mode it prevents.
+    pub prevents: Option<String>,
+    /// `run_hours` or `cycles`.
+    pub basis: &'static str,
+    /// Every this many run hours or cycles.
+    pub interval: f64,
+    /// The reading now.
+    pub reading: f64,
+    /// The reading it is next due at.
+    pub next_due: f64,
+    /// Run hours or cycles to go.
+    pub to_due: f64,
+    /// Run hours or cycles per hour (last 24 h).
+    pub usage_per_h: Option<f64>,
+    /// Hours from now until due, at that usage.
+    pub due_in_hours: Option<f64>,
+    /// When it is due.
+    pub due_at: Option<Json>,
+    /// Parts and consumables.
+    pub parts: Vec<String>,
+}
+
+/// One piece of evidence: a tag's value at a time, or an event.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fact {
+    /// What it is.
+    pub what: String,
+    /// The tag.
+    pub tag: Option<String>,
+    /// The value.
+    pub value: Option<f64>,
+    /// Its unit.
+    pub unit: String,
+    /// When.
+    pub time: Option<Json>,
+}
+
+/// How soon a work order should be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Act now.
+    High,
+    /// Act soon.
+    Medium,
+    /// Plan it in.
+    Low,
+}
+
+impl Priority {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// A work order: what to do on which asset, why, by when, with which parts.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkOrder {
+    /// 1 = most urgent.
+    pub rank: usize,
+    /// Asset id.
+    pub asset: String,
+    /// What to do.
+    pub action: String,
+    /// The failure mode it addresses.
+    pub failure_mode: Option<String>,
+    /// `condition`, `alarm` or `service`.
+    pub source: &'static str,
+    /// Why, with numbers from the evidence.
+    pub why: String,
+    /// The facts behind it.
+    pub evidence: Vec<Fact>,
+    /// Do it by then.
+    pub due_by: Json,
+    /// Hours from now until `due_by`.
+    pub due_in_hours: f64,
+    /// How soon.
+    pub priority: Priority,
+    /// Spare parts.
+    pub parts: Vec<String>,
+    /// Checks to make (from the manual).
+    pub checks: Vec<String>,
+    /// RUL point estimate, hours (condition work orders).
+    pub rul_hours: Option<f64>,
+    /// RUL lower band, hours.
+    pub rul_low_hours: Option<f64>,
+    /// RUL upper band, hours.
+    pub rul_high_hours: Option<f64>,
+}
+
+impl Plan {
+    /// The plan as a tool result, without the `why` texts: what the texts are checked against.
+    pub fn facts(&self) -> ToolOutput {
+        let mut result = serde_json::to_value(self).unwrap_or(Json::Null);
+        if let Some(orders) = result.get_mut("work_orders").and_then(Json::as_array_mut) {
+            for o in orders {
+                if let Some(o) = o.as_object_mut() {
+                    o.remove("why");
+                }
+            }
+        }
+        ToolOutput { tool: "maintenance_plan".into(), args: json!({}), result }
+    }
+
+    /// The work orders not yet done (all of them: the planner keeps no history yet),
+    /// most urgent first — the shift report's "open maintenance items".
+    pub fn open_items(&self) -> &[WorkOrder] {
+        &self.work_orders
+    }
+}
+
+/// A log-linear trend `ln(y) = a + b t` fitted by least squares, `t` in hours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLinearFit {
+    /// Samples.
+    pub n: usize,
+    /// Mean time, hours.
+    pub t_mean: f64,
+    /// Mean `ln(y)`.
+    pub y_mean: f64,
+    /// Growth rate `b`, per hour (of `ln(y)`).
+    pub slope: f64,
+    /// Sum of squares of `t` about its mean.
+    pub sxx: f64,
+    /// Residual variance (`n - 2` degrees of freedom).
+    pub s2: f64,
+    /// Lag-1 autocorrelation of the residuals in time order, clamped to `[0, 0.99]`.
+    pub r1: f64,
+}
+
+/// When a trend reaches a limit, with its band.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Crossing {
+    /// Point estimate, hours after `at`.
+    pub hours: f64,
+    /// Early end of the band, hours after `at` (0 when the band already covers `at`).
+    pub low: f64,
+    /// Late end, hours after `at`; none when unbounded.
+    pub high: Option<f64>,
+    /// Effective sample size.
+    pub n_eff: f64,
+}
+
+impl LogLinearFit {
+    /// Fits `(t hours, y)` points (in time order); none with fewer than 3 positive values
+    /// or no spread in time.
+    pub fn fit(points: &[(f64, f64)]) -> Option<LogLinearFit> {
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|(t, y)| t.is_finite() && y.is_finite() && *y > 0.0)
+            .map(|&(t, y)| (t, y.ln()))
+            .collect();
+        let n = pts.len();
+        if n < 3 {
+            return None;
+        }
+        let t_mean = pts.iter().map(|p| p.0).sum::<f64>() / n as f64;
+        let y_mean = pts.iter().map(|p| p.1).sum::<f64>() / n as f64;
+        let sxx: f64 = pts.iter().map(|p| (p.0 - t_mean).powi(2)).sum();
+        if sxx <= 0.0 {
+            return None;
+        }
+        let sxy: f64 = pts.iter().map(|p| (p.0 - t_mean) * (p.1 - y_mean)).sum();
+        let slope = sxy / sxx;
+        let res: Vec<f64> = pts.iter().map(|p| p.1 - (y_mean + slope * (p.0 - t_mean))).collect();
+        let ss: f64 = res.iter().map(|e| e * e).sum();
+        let s2 = ss / (n - 2).max(1) as f64;
+        let r1 = if ss > 0.0 { res.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / ss } else { 0.0 };
+        Some(LogLinearFit { n, t_mean, y_mean, slope, sxx, s2, r1: r1.clamp(0.0, 0.99) })
+    }
+
+    /// The fitted value at `t`.
+    pub fn value_at(&self, t: f64) -> f64 {
+        (self.y_mean + self.slope * (t - self.t_mean)).exp()
+    }
+
+    /// The variance inflation of autocorrelated residuals.
+    fn inflation(&self) -> f64 {
+        (1.0 + self.r1) / (1.0 - self.r1)
+    }
+
+    /// Effective sample size.
+    pub fn n_eff(&self) -> f64 {
+        (self.n as f64 / self.inflation()).max(2.0)
+    }
+
+    /// Standard error of the growth rate (autocorrelation-adjusted).
+    pub fn slope_se(&self) -> f64 {
+        (self.inflation() * self.s2 / self.sxx).sqrt()
+    }
+
+    /// When the trend reaches `limit` (above the data), seen from time `at`, with the
+    /// central `band` (0.8 for 10-90 %) Fieller interval. None when the trend does
+    /// not rise.
+    pub fn crossing(&self, limit: f64, at: f64, band: f64) -> Option<Crossing> {
+        if !(limit > 0.0) || !(self.slope > 0.0) {
+            return None;
+        }
+        let n_eff = self.n_eff();
+        let q = student_t_quantile(0.5 + band / 2.0, n_eff - 2.0);
+        let k = self.inflation() * self.s2;
+        let (c0, c1) = (k / self.n as f64, k / self.sxx);
+        let d = limit.ln() - self.y_mean;
+        let b = self.slope;
+        let point = self.t_mean + d / b - at;
+        // (d - b u)^2 = q^2 (c0 + c1 u^2), u = t - t_mean.
+        let qa = b * b - q * q * c1;
+        let qb = -2.0 * d * b;
+        let qc = d * d - q * q * c0;
+        let (low, high) = if qa > 0.0 {
+            let disc = qb * qb - 4.0 * qa * qc;
+            if disc < 0.0 {
+                (f64::NEG_INFINITY, None)
+            } else {
+                let s = disc.sqrt();
+                let u1 = (-qb - s) / (2.0 * qa);
+                let u2 = (-qb + s) / (2.0 * qa);
+                (self.t_mean + u1 - at, Some(self.t_mean + u2 - at))
+            }
+        } else {
+            // The slope is not significantly positive: no late end; the early end from
+            // the steepest slope in the band.
+            let steep = b + q * self.slope_se();
+            let level_hi = (self.y_mean + b * (at - self.t_mean)) + q * (c0 + c1 * (at - self.t_mean).powi(2)).sqrt();
+            ((limit.ln() - level_hi) / steep, None)
+        };
+        Some(Crossing { hours: point.max(0.0), low: low.max(0.0), high: high.map(|h| h.max(0.0)), n_eff })
+    }
+}
+
+/// An accelerating exponential trend `ln(y) = c0 + c1 u + c2 u^2`, `u = t - t_mean`
+/// (hours), fitted by least squares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogQuadraticFit {
+    /// Samples.
+    pub n: usize,
+    /// Mean time, hours.
+    pub t_mean: f64,
+    /// Coefficients `c0, c1, c2`.
+    pub coef: [f64; 3],
+    /// Their covariance, inflated for the residuals' autocorrelation.
+    pub cov: [[f64; 3]; 3],
+    /// Lag-1 autocorrelation of the residuals, clamped to `[0, 0.99]`.
+    pub r1: f64,
+}
+
+impl LogQuadraticFit {
+    /// Fits `(t hours, y)` points (in time order); none with fewer than 4 positive
+    /// values or a singular design.
+    pub fn fit(points: &[(f64, f64)]) -> Option<LogQuadraticFit> {
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|(t, y)| t.is_finite() && y.is_finite() && *y > 0.0)
+            .map(|&(t, y)| (t, y.ln()))
+            .collect();
+        let n = pts.len();
+        if n < 4 {
+            return None;
+        }
+        let t_mean = pts.iter().map(|p| p.0).sum::<f64>() / n as f64;
+        let mut xtx = [[0.0; 3]; 3];
+        let mut xty = [0.0; 3];
+        for &(t, y) in &pts {
+            let x = [1.0, t - t_mean, (t - t_mean).powi(2)];
+            for i in 0..3 {
+                xty[i] += x[i] * y;
+                for j in 0..3 {
+                    xtx[i][j] += x[i] * x[j];
+                }
+            }
+        }
+        let inv = invert3(&xtx)?;
+        let coef: [f64; 3] = std::array::from_fn(|i| (0..3).map(|j| inv[i][j] * xty[j]).sum());
+        let res: Vec<f64> = pts
+            .iter()
+            .map(|&(t, y)| {
+                let u = t - t_mean;
+                y - (coef[0] + coef[1] * u + coef[2] * u * u)
+            })
+            .collect();
+        let ss: f64 = res.iter().map(|e| e * e).sum();
+        let r1 = if ss > 0.0 { res.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / ss } else { 0.0 };
+        let r1 = r1.clamp(0.0, 0.99);
+        let k = (1.0 + r1) / (1.0 - r1) * ss / (n - 3).max(1) as f64;
+        let cov = std::array::from_fn(|i| std::array::from_fn(|j| k * inv[i][j]));
+        Some(LogQuadraticFit { n, t_mean, coef, cov, r1 })
+    }
+
+    /// Effective sample size.
+    pub fn n_eff(&self) -> f64 {
+        (self.n as f64 * (1.0 - self.r1) / (1.0 + self.r1)).max(3.0)
+    }
+
+    /// True when the curvature is positive beyond the one-sided `p` quantile of its
+    /// standard error: the data reject a plain exponential for an accelerating one.
+    pub fn accelerates(&self, p: f64) -> bool {
+        let q = student_t_quantile(p, self.n_eff() - 3.0);
+        self.coef[2] > q * self.cov[2][2].max(0.0).sqrt()
+    }
+
+    /// When the trend first reaches `limit` after `at` (hours), with the central
+    /// `band` by the delta method (the fitted log-value's standard error at the
+    /// crossing over the trend's slope there).
+    pub fn crossing(&self, limit: f64, at: f64, band: f64) -> Option<Crossing> {
+        let [c0, c1, c2] = self.coef;
+        let target = limit.ln();
+        let ua = at - self.t_mean;
+        // Roots of c2 u^2 + c1 u + (c0 - target) = 0 at or after `at`, rising there.
+        let roots: Vec<f64> = if c2.abs() < 1e-12 {
+            if c1 > 0.0 {
+                vec![(target - c0) / c1]
+            } else {
+                vec![]
+            }
+        } else {
+            let disc = c1 * c1 - 4.0 * c2 * (c0 - target);
+            if disc < 0.0 {
+                vec![]
+            } else {
+                let s = disc.sqrt();
+                vec![(-c1 - s) / (2.0 * c2), (-c1 + s) / (2.0 * c2)]
+            }
+        };
+        let u = roots
+            .into_iter()
+            .filter(|u| *u >= ua && c1 + 2.0 * c2 * u > 0.0)
+            .min_by(f64::total_cmp)
+            .or_else(|| (c0 + c1 * ua + c2 * ua * ua >= target).then_some(ua))?;
+        let x = [1.0, u, u * u];
+        let var: f64 = (0..3).map(|i| (0..3).map(|j| x[i] * self.cov[i][j] * x[j]).sum::<f64>()).sum();
+        let slope = (c1 + 2.0 * c2 * u).max(1e-9);
+        let q = student_t_quantile(0.5 + band / 2.0, self.n_eff() - 3.0);
+        let sd = var.max(0.0).sqrt() / slope;
+        let point = u - ua;
+        Some(Crossing {
+            hours: point.max(0.0),
+            low: (point - q * sd).max(0.0),
+            high: Some((point + q * sd).max(0.0)),
+            n_eff: self.n_eff(),
+        })
+    }
+}
+
+/// The inverse of a symmetric 3x3 matrix; none when (near) singular.
+fn invert3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let c = |i: usize, j: usize| {
+        let (r0, r1) = ((i + 1) % 3, (i + 2) % 3);
+        let (k0, k1) = ((j + 1) % 3, (j + 2) % 3);
+        m[r0][k0] * m[r1][k1] - m[r0][k1] * m[r1][k0]
+    };
+    let det = m[0][0] * c(0, 0) + m[0][1] * c(0, 1) + m[0][2] * c(0, 2);
+    let scale = m.iter().flatten().fold(0.0f64, |a, v| a.max(v.abs()));
+    if !det.is_finite() || det.abs() <= 1e-12 * scale.powi(3) {
+        return None;
+    }
+    Some(std::array::from_fn(|i| std::array::from_fn(|j| c(j, i) / det)))
+}
+
+/// Which degradation model a projection used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendModel {
+    /// `ln(y)` linear in time.
+    Exponential,
+    /// `ln(y)` quadratic in time, curvature significantly positive.
+    AcceleratingExponential,
+}
+
+/// Projects `(t hours, y)` points to `limit` from time `at`: the exponential's
+/// crossing, or, when the exponential rises significantly and the data reject it for
+/// an accelerating exponential (growth and curvature both beyond the band's upper
+/// quantile of their standard errors), the accelerating model's crossing
+/// with a band widened to reach the exponential's (an extrapolated curvature is
+/// uncertain in shape, the exponential is the slow end). None when nothing rises.
+pub fn project(points: &[(f64, f64)], limit: f64, at: f64, band: f64) -> Option<(Crossing, TrendModel)> {
+    let p = 0.5 + band / 2.0;
+    let lin_fit = LogLinearFit::fit(points)?;
+    let rising = lin_fit.slope > student_t_quantile(p, lin_fit.n_eff() - 2.0) * lin_fit.slope_se();
+    let lin = lin_fit.crossing(limit, at, band);
+    let quad =
+        LogQuadraticFit::fit(points).filter(|f| rising && f.accelerates(p)).and_then(|f| f.crossing(limit, at, band));
+    match (lin, quad) {
+        (Some(l), Some(q)) => Some((
+            Crossing {
+                hours: q.hours,
+                low: q.low.min(l.low),
+                high: match (q.high, l.high) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                },
+                n_eff: q.n_eff,
+            },
+            TrendModel::AcceleratingExponential,
+        )),
+        (Some(l), None) => Some((l, TrendModel::Exponential)),
+        (None, Some(q)) => Some((q, TrendModel::AcceleratingExponential)),
+        (None, None) => None,
+    }
+}
+
+/// Student's t quantile `p` (> 0.5) with `nu` degrees of freedom (at least 1), by
+/// the Cornish-Fisher expansion around the normal quantile (within 4 % at `nu` = 1,
+/// far closer above 5).
+pub fn student_t_quantile(p: f64, nu: f64) -> f64 {
+    let z = normal_quantile(p);
+    let nu = nu.max(1.0);
+    let (z3, z5, z7) = (z.powi(3), z.powi(5), z.powi(7));
+    z + (z3 + z) / (4.0 * nu)
+        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * nu * nu)
+        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * nu.powi(3))
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383577518672690e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// A numeric series read from the store, good samples only, in time order.
+fn read(ctx: &ToolContext<'_>, tag: &str, from: Timestamp, to: Timestamp) -> Result<Vec<(i64, f64)>, ToolError> {
+    let Some(id) = ctx.series_of(tag) else {
+        return Ok(Vec::new());
+    };
+    let p = ctx.store.range(id, from, to)?;
+    let mut v: Vec<(i64, f64)> = (0..p.len())
+        .filter(|&i| p.quality_at(i).is_good())
+        .filter_map(|i| p.values.num(i).filter(|x| x.is_finite()).map(|x| (p.ts[i], x)))
+        .collect();
+    if !p.sorted {
+        v.sort_by_key(|s| s.0);
+    }
+    Ok(v)
+}
+
+/// The value of a step series at `ts` (the last sample at or before it).
+fn at(series: &[(i64, f64)], ts: i64) -> Option<f64> {
+    let i = series.partition_point(|s| s.0 <= ts);
+    (i > 0).then(|| series[i - 1].1)
+}
+
+/// Which times an asset runs at steady full speed.
+struct Steady {
+    state: Vec<(i64, f64)>,
+    running: Vec<f64>,
+    speed: Vec<(i64, f64)>,
+    min_speed: Option<f64>,
+    rule_speed: Option<f64>,
+}
+
+impl Steady {
+    fn new(ctx: &ToolContext<'_>, asset: &AssetConfig, from: Timestamp, to: Timestamp) -> Result<Steady, ToolError> {
+        let st = asset.state.as_ref();
+        let state_tag = st.and_then(|s| s.tag.as_deref());
+        let speed_tag = st.and_then(|s| s.speed_tag.clone()).or_else(|| {
+            ctx.config
+                .tags
+                .iter()
+                .find(|t| t.asset == asset.id && tag_matches(&asset.id, "speed", &t.name))
+                .map(|t| t.name.clone())
+        });
+        let pre = from - HOUR_NS;
+        let state = match state_tag {
+            Some(t) => read(ctx, t, pre, to)?,
+            None => Vec::new(),
+        };
+        let running: Vec<f64> = st
+            .map(|s| {
+                s.codes
+                    .iter()
+                    .filter(|(_, m)| **m == MachineState::Running)
+                    .filter_map(|(k, _)| k.parse::<f64>().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let speed = match &speed_tag {
+            Some(t) => read(ctx, t, pre, to)?,
+            None => Vec::new(),
+        };
+        let rule_speed = st.filter(|s| s.tag.is_none() && s.speed_tag.is_some()).map(|s| s.running_speed);
+        let mut s = Steady { state, running, speed, min_speed: None, rule_speed };
+        let mut run_speeds: Vec<f64> =
+            s.speed.iter().filter(|p| p.0 >= from && s.is_running(p.0) && p.1 > 0.0).map(|p| p.1).collect();
+        if !run_speeds.is_empty() {
+            run_speeds.sort_by(f64::total_cmp);
+            s.min_speed = Some(FULL_SPEED_SHARE * crate::analytics::rul::quantile(&run_speeds, 0.9));
+        }
+        Ok(s)
+    }
+
+    fn is_running(&self, ts: i64) -> bool {
+        if !self.state.is_empty() {
+            return at(&self.state, ts).is_some_and(|v| self.running.contains(&v.round()));
+        }
+        match (self.rule_speed, at(&self.speed, ts)) {
+            (Some(r), Some(v)) => v > r,
+            (None, Some(v)) => v > 0.0,
+            (_, None) => self.speed.is_empty(),
+        }
+    }
+
+    fn keeps(&self, ts: i64) -> bool {
+        self.is_running(ts) && self.min_speed.is_none_or(|m| at(&self.speed, ts).is_some_and(|v| v >= m))
+    }
+}
+
+/// Makes the maintenance plan at `ctx.now`.
+pub fn plan(ctx: &ToolContext<'_>, opts: &PlanOptions) -> Result<Plan, ToolError> {
+    let bad = |m: String| ToolError::BadArgument { tool: "maintenance_plan", message: m };
+    if !(opts.lookback_hours > 0.0 && opts.lookback_hours <= 168.0) {
+        return Err(bad("the look-back must be between 0 and 168 hours".into()));
+    }
+    if !(opts.horizon_hours > 0.0 && opts.horizon_hours <= 24.0 * 366.0) {
+        return Err(bad("the horizon must be between 0 hours and a year".into()));
+    }
+    let only = opts.asset.as_deref().map(|a| ctx.asset("maintenance_plan", a)).transpose()?;
+    let mut assets = Vec::new();
+    let mut orders = Vec::new();
+    for a in &ctx.config.assets {
+        if only.is_some_and(|o| o.id != a.id) {
+            continue;
+        }
+        let Some(kind) = ctx.config.asset_kind_of(&a.id) else {
+            continue;
+        };
+        let health = asset_health(ctx, a, kind, opts)?;
+        orders.extend(work_orders(ctx, a, kind, &health, opts));
+        assets.push(health);
+    }
+    orders.sort_by(|x: &WorkOrder, y: &WorkOrder| {
+        x.due_in_hours.total_cmp(&y.due_in_hours).then(x.priority.cmp(&y.priority)).then(x.asset.cmp(&y.asset))
+    });
+    for (i, o) in orders.iter_mut().enumerate() {
+        o.rank = i + 1;
+    }
+    debug!(assets = assets.len(), work_orders = orders.len(), "Maintenance plan made");
+    Ok(Plan {
+        now: ctx.time(ctx.now),
+        lookback_hours: opts.lookback_hours,
+        horizon_hours: opts.horizon_hours,
+        band_pct: BAND_PCT,
+        level_window_min: LEVEL_MINUTES,
+        rules: vec![
+            "condition tags are read at steady full speed: running, and at least 90 % of the window's full speed".into(),
+            "remaining useful life: a log-linear trend of the condition tag projected to the failure mode's failure limit; the band is the Fieller interval of the crossing time with autocorrelation-adjusted variance".into(),
+            "service tasks: without a maintenance history each task is assumed done on schedule, so it is due at the next multiple of its interval".into(),
+            "cycles are the asset's good + reject counter readings; usage per hour is measured over the last 24 hours".into(),
+        ],
+        assets,
+        work_orders: orders,
+    })
+}
+
+fn asset_tag<'c>(ctx: &ToolContext<'c>, asset: &str, suffix: &str) -> Option<&'c TagConfig> {
+    ctx.config
+        .tags
+        .iter()
+        .find(|t| t.asset == asset && t.name == format!("{asset}.{suffix}"))
+        .or_else(|| ctx.config.tags.iter().find(|t| t.asset == asset && tag_matches(asset, suffix, &t.name)))
+}
+
+fn asset_health(
+    ctx: &ToolContext<'_>,
+    a: &AssetConfig,
+    kind: &AssetKindConfig,
+    opts: &PlanOptions,
+) -> Result<AssetHealth, ToolError> {
+    let to = ctx.now + 1;
+    let from = ctx.now - (opts.lookback_hours * HOUR_NS as f64) as i64;
+    let steady = Steady::new(ctx, a, from, to)?;
+    let mut indicators = Vec::new();
+    for mode in &kind.failure_modes {
+        for (i, suffix) in mode.tags.iter().enumerate() {
+            let Some(tag) = asset_tag(ctx, &a.id, suffix) else {
+                continue;
+            };
+            let limits = ctx.config.tag_alarms(tag).limits.filter(|l| l.enabled != Some(false));
+            let alarms = limits.as_ref().map_or([None; 4], |l| [l.h, l.hh, l.l, l.ll]);
+            let failure_limit = if i == 0 { mode.failure_limit } else { None };
+            if failure_limit.is_none() && alarms.iter().all(Option::is_none) {
+                continue;
+            }
+            let kind = if failure_limit.is_some() {
+                "condition"
+            } else if tag.unit.contains('C') && suffix.ends_with("temp") {
+                "temperature"
+            } else {
+                "level"
+            };
+            indicators.push(indicator(ctx, &steady, mode, tag, kind, alarms, failure_limit, from, to)?);
+        }
+    }
+    // Usage: run hours and cycles.
+    let usage_from = ctx.now - USAGE_HOURS * HOUR_NS;
+    let reading = |tag: Option<&str>| -> Result<(Option<f64>, Option<f64>), ToolError> {
+        let Some(t) = tag else { return Ok((None, None)) };
+        let s = read(ctx, t, usage_from, to)?;
+        let (Some(first), Some(last)) = (s.first(), s.last()) else { return Ok((None, None)) };
+        let span_h = (last.0 - first.0) as f64 / HOUR_NS as f64;
+        let rate = (span_h > 0.25).then(|| ((last.1 - first.1) / span_h).max(0.0));
+        Ok((Some(last.1), rate))
+    };
+    let hours_tag = kind.hours_tag.as_deref().and_then(|s| asset_tag(ctx, &a.id, s)).map(|t| t.name.clone());
+    let (run_hours, run_hours_per_h) = reading(hours_tag.as_deref())?;
+    let (mut cycles, mut cycles_per_h) = (None, None);
+    if let Some(c) = &a.counters {
+        let parts: Vec<&str> = match (&c.total, &c.good, &c.reject) {
+            (Some(t), _, _) => vec![t.as_str()],
+            (None, Some(g), Some(r)) => vec![g.as_str(), r.as_str()],
+            (None, Some(g), None) => vec![g.as_str()],
+            _ => vec![],
+        };
+        for p in parts {
+            let (v, r) = reading(Some(p))?;
+            if let Some(v) = v {
+                cycles = Some(cycles.unwrap_or(0.0) + v);
+                cycles_per_h = Some(cycles_per_h.unwrap_or(0.0) + r.unwrap_or(0.0));
+            }
+        }
+    }
+    let mut services = Vec::new();
+    for s in &kind.services {
+        let (basis, interval, reading, usage) = match (s.every_hours, s.every_cycles, run_hours, cycles) {
+            (Some(h), _, Some(rh), _) if h > 0.0 => ("run_hours", h, rh, run_hours_per_h),
+            (_, Some(c), _, Some(cy)) if c > 0.0 => ("cycles", c, cy, cycles_per_h),
+            _ => continue,
+        };
+        let next_due = ((reading / interval).floor() + 1.0) * interval;
+        let to_due = next_due - reading;
+        let due_in_hours = usage.filter(|u| *u > 0.0).map(|u| to_due / u);
+        let due_at =
+            due_in_hours.filter(|h| *h < 24.0 * 3660.0).map(|h| ctx.time(ctx.now + (h * HOUR_NS as f64) as i64));
+        let (d_reading, d_to) = if basis == "run_hours" { (2, 2) } else { (0, 0) };
+        services.push(ServiceDue {
+            action: s.action.clone(),
+            prevents: s.prevents.clone(),
+            basis,
+            interval,
+            reading: round(reading, d_reading),
+            next_due,
+            to_due: round(to_due, d_to),
+            usage_per_h: usage.map(|u| round(u, if basis == "run_hours" { 3 } else { 1 })),
+            due_in_hours: due_in_hours.map(|h| round(h, 1)),
+            due_at,
+            parts: s.parts.clone(),
+        });
+    }
+    // Alarms and anomalies on the modes' tags.
+    let q = EventQuery {
+        from: Some(from),
+        to: Some(to),
+        asset: Some(a.id.clone()),
+        kinds: vec![EventKind::Alarm, EventKind::Anomaly],
+        limit: Some(200),
+        newest_first: true,
+    };
+    let events: Vec<Fact> = ctx
+        .store
+        .events()
+        .query(&q)?
+        .into_iter()
+        .filter_map(|e| {
+            let tag = e.details.get("tag").and_then(Json::as_str).map(str::to_string)?;
+            kind.modes_for_tag(&a.id, &tag).next()?;
+            let unit = ctx.config.tag(&tag).map(|t| t.unit.clone()).unwrap_or_default();
+            Some(Fact {
+                what: e.message.clone(),
+                value: e.details.get("value").and_then(Json::as_f64).map(|v| round(v, 3)),
+                tag: Some(tag),
+                unit,
+                time: Some(ctx.time(e.ts)),
+            })
+        })
+        .collect();
+    Ok(AssetHealth {
+        asset: a.id.clone(),
+        name: a.name.clone(),
+        kind: a.kind.clone(),
+        run_hours: run_hours.map(|v| round(v, 2)),
+        run_hours_per_h: run_hours_per_h.map(|v| round(v, 3)),
+        cycles,
+        cycles_per_h: cycles_per_h.map(|v| round(v, 1)),
+        indicators,
+        services,
+        events,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn indicator(
+    ctx: &ToolContext<'_>,
+    steady: &Steady,
+    mode: &FailureModeConfig,
+    tag: &TagConfig,
+    kind: &'static str,
+    [alarm_h, alarm_hh, alarm_l, alarm_ll]: [Option<f64>; 4],
+    failure_limit: Option<f64>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Indicator, ToolError> {
+    let pts: Vec<(i64, f64)> = read(ctx, &tag.name, from, to)?.into_iter().filter(|p| steady.keeps(p.0)).collect();
+    let mut ind = Indicator {
+        failure_mode: mode.id.clone(),
+        tag: tag.name.clone(),
+        unit: tag.unit.clone(),
+        kind,
+        samples: pts.len(),
+        level: None,
+        level_time: None,
+        growth_pct_per_h: None,
+        slope_per_h: None,
+        alarm_h,
+        alarm_hh,
+        alarm_l,
+        alarm_ll,
+        margin_to_h: None,
+        failure_limit,
+        rul: None,
+    };
+    let Some(&(last_ts, _)) = pts.last() else {
+        return Ok(ind);
+    };
+    let mut recent: Vec<f64> = pts.iter().filter(|p| p.0 >= last_ts - LEVEL_MINUTES * MINUTE_NS).map(|p| p.1).collect();
+    recent.sort_by(f64::total_cmp);
+    let level = crate::analytics::rul::quantile(&recent, 0.5);
+    ind.level = Some(round(level, 3));
+    ind.level_time = Some(ctx.time(last_ts));
+    ind.margin_to_h = alarm_h.map(|h| round(h - level, 3));
+    if pts.len() < MIN_TREND_SAMPLES {
+        return Ok(ind);
+    }
+    let hours = |ts: i64| (ts - ctx.now) as f64 / HOUR_NS as f64;
+    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (hours(p.0), p.1)).collect();
+    let Some(fit) = LogLinearFit::fit(&xy) else {
+        return Ok(ind);
+    };
+    ind.growth_pct_per_h = Some(round((fit.slope.exp() - 1.0) * 100.0, 1));
+    ind.slope_per_h = Some(round(fit.slope * fit.value_at(0.0), 3));
+    if let Some(limit) = failure_limit {
+        let band = (BAND_PCT[1] - BAND_PCT[0]) as f64 / 100.0;
+        ind.rul = if level >= limit {
+            let zero = ctx.time(ctx.now);
+            Some(Rul {
+                hours: 0.0,
+                low_hours: 0.0,
+                high_hours: Some(0.0),
+                at: zero.clone(),
+                low_at: zero.clone(),
+                high_at: Some(zero),
+                effective_samples: round(fit.n_eff(), 1),
+                model: TrendModel::Exponential,
+            })
+        } else {
+            project(&xy, limit, 0.0, band).map(|(c, model)| {
+                let t = |h: f64| ctx.time(ctx.now + (h.min(24.0 * 3660.0) * HOUR_NS as f64) as i64);
+                Rul {
+                    hours: round(c.hours, 2),
+                    low_hours: round(c.low, 2),
+                    high_hours: c.high.map(|h| round(h, 2)),
+                    at: t(c.hours),
+                    low_at: t(c.low),
+                    high_at: c.high.map(t),
+                    effective_samples: round(c.n_eff, 1),
+                    model,
+                }
+            })
+        };
+    }
+    Ok(ind)
+}
+
+fn fact(i: &Indicator, what: &str, value: f64) -> Fact {
+    Fact {
+        what: what.into(),
+        tag: Some(i.tag.clone()),
+        value: Some(value),
+        unit: i.unit.clone(),
+        time: i.level_time.clone(),
+    }
+}
+
+/// The level's worst alarm limit it is outside of: (indicator, `hh`/`h`/`ll`/`l`, limit).
+fn outside_alarm_limit(i: &Indicator) -> Option<(&Indicator, &'static str, f64)> {
+    let l = i.level?;
+    [("hh", i.alarm_hh, true), ("h", i.alarm_h, true), ("ll", i.alarm_ll, false), ("l", i.alarm_l, false)]
+        .into_iter()
+        .find_map(|(w, lim, high)| lim.filter(|&m| if high { l > m } else { l < m }).map(|m| (i, w, m)))
+}
+
+/// A number as the facts hold it (they are rounded to at most 3 decimals), without
+/// trailing zeros.
+fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn when(t: &Json) -> String {
+    let at = t.get("at").and_then(Json::as_str).unwrap_or_default();
+    let date = t.get("local").and_then(Json::as_str).map(|l| &l[..l.len().min(10)]).unwrap_or_default();
+    format!("{at} on {date}")
+}
+
+fn work_orders(
+    ctx: &ToolContext<'_>,
+    a: &AssetConfig,
+    kind: &AssetKindConfig,
+    h: &AssetHealth,
+    opts: &PlanOptions,
+) -> Vec<WorkOrder> {
+    let mut out = Vec::new();
+    for mode in &kind.failure_modes {
+        let inds: Vec<&Indicator> = h.indicators.iter().filter(|i| i.failure_mode == mode.id).collect();
+        let over: Vec<(&Indicator, &str, f64)> = inds.iter().copied().filter_map(outside_alarm_limit).collect();
+        let events: Vec<Fact> = h
+            .events
+            .iter()
+            .filter(|e| e.tag.as_deref().is_some_and(|t| mode.tags.iter().any(|s| tag_matches(&a.id, s, t))))
+            .cloned()
+            .collect();
+        let mut alarm_text = String::new();
+        let mut evidence = Vec::new();
+        for &(i, which, lim) in &over {
+            let Some(l) = i.level else { continue };
+            let side = if which.starts_with('h') { "above" } else { "below" };
+            alarm_text.push_str(&format!(
+                " {} at {} {} is {side} its alarm limit {which} {} {}.",
+                i.tag,
+                num(l),
+                i.unit,
+                num(lim),
+                i.unit
+            ));
+            evidence.push(fact(i, &format!("level {side} the alarm limit {which}"), l));
+        }
+        if let Some(e) = events.first() {
+            alarm_text.push_str(&format!(
+                " {} alarm or anomaly events on these tags in the last {} h, the newest at {}.",
+                events.len(),
+                num(opts.lookback_hours),
+                e.time.as_ref().and_then(|t| t.get("at")).and_then(Json::as_str).unwrap_or_default()
+            ));
+            evidence.extend(events.iter().take(5).cloned());
+        }
+        let cond = inds.iter().find(|i| i.rul.as_ref().is_some_and(|r| r.low_hours <= opts.horizon_hours));
+        if let (Some(i), Some(r), Some(level), Some(limit)) =
+            (cond, cond.and_then(|i| i.rul.as_ref()), cond.and_then(|i| i.level), cond.and_then(|i| i.failure_limit))
+        {
+            let band = match r.high_hours {
+                Some(hi) => format!("{} to {} h", num(r.low_hours), num(hi)),
+                None => format!("at least {} h", num(r.low_hours)),
+            };
+            let trend = match (i.growth_pct_per_h, i.slope_per_h) {
+                (Some(g), Some(s)) => format!(
+                    "; over the last {} h it grew {} % per hour ({} {} per hour now)",
+                    num(opts.lookback_hours),
+                    num(g),
+                    num(s),
+                    i.unit
+                ),
+                _ => String::new(),
+            };
+            let why = if r.hours <= 0.0 {
+                format!(
+                    "{} is {} {} at steady full speed (median of the last {} min), at or over the failure limit {} {}.{}",
+                    i.tag, num(level), i.unit, LEVEL_MINUTES, num(limit), i.unit, alarm_text
+                )
+            } else {
+                format!(
+                    "{} is {} {} at steady full speed (median of the last {} min){}; the {} trend reaches the failure limit {} {} in {} h ({}-{} %: {}), at {}.{}",
+                    i.tag,
+                    num(level),
+                    i.unit,
+                    LEVEL_MINUTES,
+                    trend,
+                    match r.model {
+                        TrendModel::Exponential => "exponential",
+                        TrendModel::AcceleratingExponential => "accelerating",
+                    },
+                    num(limit),
+                    i.unit,
+                    num(r.hours),
+                    BAND_PCT[0],
+                    BAND_PCT[1],
+                    band,
+                    when(&r.at),
+                    alarm_text
+                )
+            };
+            let mut ev = vec![fact(i, "level at steady full speed", level)];
+            if let Some(s) = i.slope_per_h {
+                ev.push(Fact { what: "slope per hour".into(), ..fact(i, "", s) });
+            }
+            ev.push(Fact { what: "failure limit".into(), time: None, ..fact(i, "", limit) });
+            ev.extend(evidence.clone());
+            out.push(WorkOrder {
+                rank: 0,
+                asset: a.id.clone(),
+                action: format!("Repair before failure: {} (change the worn parts)", mode.name),
+                failure_mode: Some(mode.id.clone()),
+                source: "condition",
+                why,
+                evidence: ev,
+                due_by: r.low_at.clone(),
+                due_in_hours: r.low_hours,
+                priority: if r.low_hours < HIGH_PRIORITY_HOURS { Priority::High } else { Priority::Medium },
+                parts: mode.parts.clone(),
+                checks: mode.checks.clone(),
+                rul_hours: Some(r.hours),
+                rul_low_hours: Some(r.low_hours),
+                rul_high_hours: r.high_hours,
+            });
+        } else if !over.is_empty() || !events.is_empty() {
+            let trip = over.iter().any(|(_, which, _)| *which == "hh" || *which == "ll");
+            let priority = match (trip, over.is_empty()) {
+                (true, _) => Priority::High,
+                (false, false) => Priority::Medium,
+                (false, true) => Priority::Low,
+            };
+            out.push(WorkOrder {
+                rank: 0,
+                asset: a.id.clone(),
+                action: format!("Inspect now: {}", mode.name),
+                failure_mode: Some(mode.id.clone()),
+                source: "alarm",
+                why: alarm_text.trim().to_string(),
+                evidence,
+                due_by: ctx.time(ctx.now),
+                due_in_hours: 0.0,
+                priority,
+                parts: mode.parts.clone(),
+                checks: mode.checks.clone(),
+                rul_hours: None,
+                rul_low_hours: None,
+                rul_high_hours: None,
+            });
+        }
+    }
+    for s in &h.services {
+        let (Some(due_h), Some(due_at), Some(usage)) = (s.due_in_hours, s.due_at.as_ref(), s.usage_per_h) else {
+            continue;
+        };
+        if due_h > opts.horizon_hours {
+            continue;
+        }
+        let (what, unit) = if s.basis == "run_hours" { ("Run hours", "h") } else { ("Cycles", "cycles") };
+        let why = format!(
+            "{what} {} {unit}; every {} {unit}, so next due at {} {unit} (assumed done on schedule): {} {unit} to go; at {} {unit} per hour that is {} h, by {}.",
+            num(s.reading),
+            num(s.interval),
+            num(s.next_due),
+            num(s.to_due),
+            num(usage),
+            num(due_h),
+            when(due_at)
+        );
+        let tag = if s.basis == "run_hours" {
+            kind.hours_tag
+                .as_deref()
+                .and_then(|t| ctx.config.tags.iter().find(|c| c.asset == a.id && tag_matches(&a.id, t, &c.name)))
+                .map(|t| t.name.clone())
+        } else {
+            None
+        };
+        out.push(WorkOrder {
+            rank: 0,
+            asset: a.id.clone(),
+            action: s.action.clone(),
+            failure_mode: s.prevents.clone(),
+            source: "service",
+            why,
+            evidence: vec![Fact {
+                what: format!("{} reading", s.basis),
+                tag,
+                value: Some(s.reading),
+                unit: unit.into(),
+                time: Some(ctx.time(ctx.now)),
+            }],
+            due_by: due_at.clone(),
+            due_in_hours: due_h,
+            priority: Priority::Low,
+            parts: s.parts.clone(),
+            checks: Vec::new(),
+            rul_hours: None,
+            rul_low_hours: None,
+            rul_high_hours: None,
+        });
+    }
+    out
+}
+
+/// The work orders as CSV (RFC 4180 quoting): rank, asset, action, failure_mode,
+/// due_by (UTC), priority, rul_hours, rul_low_hours, rul_high_hours, parts (`; `
+/// separated), why.
+pub fn to_csv(plan: &Plan) -> String {
+    let mut out = String::from(
+        "rank,asset,action,failure_mode,due_by,priority,rul_hours,rul_low_hours,rul_high_hours,parts,why\r\n",
+    );
+    let opt = |v: Option<f64>| v.map(num).unwrap_or_default();
+    for o in &plan.work_orders {
+        let row = [
+            o.rank.to_string(),
+            o.asset.clone(),
+            o.action.clone(),
+            o.failure_mode.clone().unwrap_or_default(),
+            o.due_by.get("utc").and_then(Json::as_str).unwrap_or_default().to_string(),
+            o.priority.as_str().to_string(),
+            opt(o.rul_hours),
+            opt(o.rul_low_hours),
+            opt(o.rul_high_hours),
+            o.parts.join("; "),
+            o.why.clone(),
+        ];
+        let cells: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The work orders as a text table for a terminal.
+pub fn table(plan: &Plan) -> String {
+    let mut out = format!(
+        "Maintenance plan at {} ({} work orders within {} h)\n",
+        plan.now.get("local").and_then(Json::as_str).unwrap_or_default(),
+        plan.work_orders.len(),
+        num(plan.horizon_hours)
+    );
+    out.push_str(&format!(
+        "{:>4}  {:<12} {:<8} {:<17} {:<10} {}\n",
+        "rank", "asset", "priority", "due by", "RUL h", "action"
+    ));
+    for o in &plan.work_orders {
+        let rul = match (o.rul_low_hours, o.rul_hours, o.rul_high_hours) {
+            (Some(l), Some(p), Some(h)) => format!("{}<{}<{}", num(round(l, 1)), num(round(p, 1)), num(round(h, 1))),
+            (Some(l), Some(p), None) => format!("{}<{}", num(round(l, 1)), num(round(p, 1))),
+            _ => "-".into(),
+        };
+        let due = o.due_by.get("local").and_then(Json::as_str).map(|l| &l[..l.len().min(16)]).unwrap_or_default();
+        out.push_str(&format!(
+            "{:>4}  {:<12} {:<8} {:<17} {:<10} {}\n      why: {}\n",
+            o.rank,
+            o.asset,
+            o.priority.as_str(),
+            due,
+            rul,
+            o.action,
+            o.why
+        ));
+        if !o.parts.is_empty() {
+            out.push_str(&format!("      parts: {}\n", o.parts.join("; ")));
+        }
+    }
+    out
+}
+
+/// `maintenance_plan {asset?, hours?, horizon_hours?}`: the tool's result.
+pub fn tool(ctx: &ToolContext<'_>, args: &Json) -> Result<Json, ToolError> {
+    let mut opts =
+        PlanOptions { asset: args.get("asset").and_then(Json::as_str).map(str::to_string), ..PlanOptions::default() };
+    if let Some(h) = args.get("hours").and_then(Json::as_f64) {
+        opts.lookback_hours = h;
+    }
+    if let Some(h) = args.get("horizon_hours").and_then(Json::as_f64) {
+        opts.horizon_hours = h;
+    }
+    Ok(serde_json::to_value(plan(ctx, &opts)?).unwrap_or(Json::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic normal noise source (SplitMix64 + Box-Muller).
+    struct Noise(u64);
+    impl Noise {
+        fn unit(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn gauss(&mut self) -> f64 {
+            let (u, v) = (self.unit().max(1e-300), self.unit());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+    }
+
+    /// y = 2 exp(0.5 t) with 3 % multiplicative noise over the two hours before t = 0:
+    /// the limit 11.2 is reached at t = 2 ln(5.6) = 3.4455 h.
+    fn exponential(seed: u64, noise: f64) -> Vec<(f64, f64)> {
+        let mut n = Noise(seed);
+        (0..240)
+            .map(|i| -2.0 + i as f64 / 120.0)
+            .map(|t| (t, 2.0 * (0.5 * t).exp() * (1.0 + noise * n.gauss())))
+            .collect()
+    }
+
+    #[test]
+    fn an_exponential_trend_and_its_crossing_are_recovered() {
+        let truth = 2.0 * 5.6f64.ln();
+        let fit = LogLinearFit::fit(&exponential(7, 0.03)).expect("fit");
+        assert!((fit.slope - 0.5).abs() < 0.02, "{fit:?}");
+        assert!((fit.value_at(0.0) - 2.0).abs() < 0.05, "{fit:?}");
+        let c = fit.crossing(11.2, 0.0, 0.8).expect("rises");
+        assert!((c.hours - truth).abs() < 0.15, "{c:?}");
+        assert!(c.low < truth && c.high.is_some_and(|h| h > truth), "{c:?}");
+        // Noise-free data: the band closes on the truth.
+        let exact = LogLinearFit::fit(&exponential(7, 0.0)).expect("fit").crossing(11.2, 0.0, 0.8).expect("rises");
+        assert!((exact.hours - truth).abs() < 1e-9 && (exact.high.unwrap_or(f64::NAN) - exact.low).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_band_covers_about_its_nominal_share() {
+        let truth = 2.0 * 5.6f64.ln();
+        let runs = 400;
+        let covered = (0..runs)
+            .filter(|&s| {
+                let c = LogLinearFit::fit(&exponential(1000 + s, 0.05)).and_then(|f| f.crossing(11.2, 0.0, 0.8));
+                c.is_some_and(|c| c.low <= truth && c.high.is_some_and(|h| truth <= h))
+            })
+            .count();
+        let share = covered as f64 / runs as f64;
+        assert!((0.72..=0.88).contains(&share), "10-90 % band covered the truth in {share:.3} of the runs");
+    }
+
+    #[test]
+    fn a_flat_or_falling_trend_has_no_crossing_and_a_weak_one_no_late_end() {
+        let flat: Vec<(f64, f64)> = (0..100).map(|i| (i as f64 / 50.0, 2.0)).collect();
+        assert!(LogLinearFit::fit(&flat).and_then(|f| f.crossing(11.2, 2.0, 0.8)).is_none());
+        let mut n = Noise(3);
+        let weak: Vec<(f64, f64)> = (0..100)
+            .map(|i| (i as f64 / 50.0, 2.0 * (0.002 * i as f64 / 50.0).exp() * (1.0 + 0.05 * n.gauss())))
+            .collect();
+        if let Some(c) = LogLinearFit::fit(&weak).and_then(|f| f.crossing(11.2, 2.0, 0.8)) {
+            assert!(c.high.is_none() && c.low > 10.0, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn t_quantiles_match_the_tables() {
+        assert!((normal_quantile(0.9) - 1.281_551_6).abs() < 1e-6);
+        for (nu, t) in [(1.0, 3.078), (5.0, 1.476), (30.0, 1.310), (1e6, 1.2816)] {
+            let q = student_t_quantile(0.9, nu);
+            assert!((q - t).abs() / t < 0.04, "nu {nu}: {q} vs {t}");
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_when_they_must_be() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a, b"), "\"a, b\"");
+        assert_eq!(csv_cell("say \"hi\"\nthere"), "\"say \"\"hi\"\"\nthere\"");
+    }
+}
