@@ -9,12 +9,14 @@
 //!   writer turns the results into text (the model when one is loaded, else a
 //!   template), and the reviewer checks it;
 //! - `plan`: the maintenance planner: health indicators per asset, remaining useful
-//!   life with a band, and ranked work orders (JSON and CSV).
+//!   life with a band, and ranked work orders (JSON and CSV); `plan_eval` checks it
+//!   against a linesim run's ground truth.
 
 pub mod ask;
 pub mod eval;
 pub mod explain;
 pub mod plan;
+pub mod plan_eval;
 pub mod report;
 pub mod review;
 pub mod tools;

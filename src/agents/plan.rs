@@ -312,21 +312,31 @@ impl Plan {
     }
 }
 
-/// A log-linear trend `ln(y) = a + b t` fitted by least squares, `t` in hours.
+/// Which degradation model a trend is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendModel {
+    /// `ln(y)` linear in time: exponential growth.
+    Exponential,
+    /// `ln(y)` quadratic in time: accelerating exponential growth.
+    AcceleratingExponential,
+}
+
+/// A degradation trend fitted by least squares: `ln(y) = c0 + c1 u [+ c2 u^2] [+ g z]`,
+/// `u = t - t_mean` in hours, `z` an operating-condition covariate (`ln` of speed over
+/// full speed) that is 0 at the conditions the trend is projected at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LogLinearFit {
+pub struct TrendFit {
+    /// The model.
+    pub model: TrendModel,
     /// Samples.
     pub n: usize,
     /// Mean time, hours.
     pub t_mean: f64,
-    /// Mean `ln(y)`.
-    pub y_mean: f64,
-    /// Growth rate `b`, per hour (of `ln(y)`).
-    pub slope: f64,
-    /// Sum of squares of `t` about its mean.
-    pub sxx: f64,
-    /// Residual variance (`n - 2` degrees of freedom).
-    pub s2: f64,
+    /// Coefficients: `c0, c1`, then `c2` (accelerating), then `g` (with a covariate).
+    pub coef: Vec<f64>,
+    /// Their covariance, inflated for the residuals' autocorrelation.
+    pub cov: Vec<Vec<f64>>,
     /// Lag-1 autocorrelation of the residuals in time order, clamped to `[0, 0.99]`.
     pub r1: f64,
 }
@@ -344,171 +354,145 @@ pub struct Crossing {
     pub n_eff: f64,
 }
 
-impl LogLinearFit {
-    /// Fits `(t hours, y)` points (in time order); none with fewer than 3 positive values
-    /// or no spread in time.
-    pub fn fit(points: &[(f64, f64)]) -> Option<LogLinearFit> {
-        let pts: Vec<(f64, f64)> = points
+impl TrendFit {
+    /// Fits `(t hours, y)` points in time order, with a covariate per point when
+    /// `z` is given; none with too few positive values or a singular design.
+    pub fn fit(points: &[(f64, f64)], z: Option<&[f64]>, model: TrendModel) -> Option<TrendFit> {
+        let quad = model == TrendModel::AcceleratingExponential;
+        let rows: Vec<(f64, f64, f64)> = points
             .iter()
-            .filter(|(t, y)| t.is_finite() && y.is_finite() && *y > 0.0)
-            .map(|&(t, y)| (t, y.ln()))
+            .enumerate()
+            .map(|(i, &(t, y))| (t, y, z.and_then(|z| z.get(i).copied()).unwrap_or(0.0)))
+            .filter(|(t, y, z)| t.is_finite() && y.is_finite() && *y > 0.0 && z.is_finite())
             .collect();
-        let n = pts.len();
-        if n < 3 {
+        let k = 2 + quad as usize + z.is_some() as usize;
+        let n = rows.len();
+        if n < k + 2 {
             return None;
         }
-        let t_mean = pts.iter().map(|p| p.0).sum::<f64>() / n as f64;
-        let y_mean = pts.iter().map(|p| p.1).sum::<f64>() / n as f64;
-        let sxx: f64 = pts.iter().map(|p| (p.0 - t_mean).powi(2)).sum();
-        if sxx <= 0.0 {
-            return None;
-        }
-        let sxy: f64 = pts.iter().map(|p| (p.0 - t_mean) * (p.1 - y_mean)).sum();
-        let slope = sxy / sxx;
-        let res: Vec<f64> = pts.iter().map(|p| p.1 - (y_mean + slope * (p.0 - t_mean))).collect();
-        let ss: f64 = res.iter().map(|e| e * e).sum();
-        let s2 = ss / (n - 2).max(1) as f64;
-        let r1 = if ss > 0.0 { res.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / ss } else { 0.0 };
-        Some(LogLinearFit { n, t_mean, y_mean, slope, sxx, s2, r1: r1.clamp(0.0, 0.99) })
-    }
-
-    /// The fitted value at `t`.
-    pub fn value_at(&self, t: f64) -> f64 {
-        (self.y_mean + self.slope * (t - self.t_mean)).exp()
-    }
-
-    /// The variance inflation of autocorrelated residuals.
-    fn inflation(&self) -> f64 {
-        (1.0 + self.r1) / (1.0 - self.r1)
-    }
-
-    /// Effective sample size.
-    pub fn n_eff(&self) -> f64 {
-        (self.n as f64 / self.inflation()).max(2.0)
-    }
-
-    /// Standard error of the growth rate (autocorrelation-adjusted).
-    pub fn slope_se(&self) -> f64 {
-        (self.inflation() * self.s2 / self.sxx).sqrt()
-    }
-
-    /// When the trend reaches `limit` (above the data), seen from time `at`, with the
-    /// central `band` (0.8 for 10-90 %) Fieller interval. None when the trend does
-    /// not rise.
-    pub fn crossing(&self, limit: f64, at: f64, band: f64) -> Option<Crossing> {
-        if !(limit > 0.0) || !(self.slope > 0.0) {
-            return None;
-        }
-        let n_eff = self.n_eff();
-        let q = student_t_quantile(0.5 + band / 2.0, n_eff - 2.0);
-        let k = self.inflation() * self.s2;
-        let (c0, c1) = (k / self.n as f64, k / self.sxx);
-        let d = limit.ln() - self.y_mean;
-        let b = self.slope;
-        let point = self.t_mean + d / b - at;
-        // (d - b u)^2 = q^2 (c0 + c1 u^2), u = t - t_mean.
-        let qa = b * b - q * q * c1;
-        let qb = -2.0 * d * b;
-        let qc = d * d - q * q * c0;
-        let (low, high) = if qa > 0.0 {
-            let disc = qb * qb - 4.0 * qa * qc;
-            if disc < 0.0 {
-                (f64::NEG_INFINITY, None)
-            } else {
-                let s = disc.sqrt();
-                let u1 = (-qb - s) / (2.0 * qa);
-                let u2 = (-qb + s) / (2.0 * qa);
-                (self.t_mean + u1 - at, Some(self.t_mean + u2 - at))
+        let t_mean = rows.iter().map(|r| r.0).sum::<f64>() / n as f64;
+        let design = |t: f64, z: f64| {
+            let u = t - t_mean;
+            let mut x = vec![1.0, u];
+            if quad {
+                x.push(u * u);
             }
-        } else {
-            // The slope is not significantly positive: no late end; the early end from
-            // the steepest slope in the band.
-            let steep = b + q * self.slope_se();
-            let level_hi = (self.y_mean + b * (at - self.t_mean)) + q * (c0 + c1 * (at - self.t_mean).powi(2)).sqrt();
-            ((limit.ln() - level_hi) / steep, None)
+            if k > x.len() {
+                x.push(z);
+            }
+            x
         };
-        Some(Crossing { hours: point.max(0.0), low: low.max(0.0), high: high.map(|h| h.max(0.0)), n_eff })
-    }
-}
-
-/// An accelerating exponential trend `ln(y) = c0 + c1 u + c2 u^2`, `u = t - t_mean`
-/// (hours), fitted by least squares.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LogQuadraticFit {
-    /// Samples.
-    pub n: usize,
-    /// Mean time, hours.
-    pub t_mean: f64,
-    /// Coefficients `c0, c1, c2`.
-    pub coef: [f64; 3],
-    /// Their covariance, inflated for the residuals' autocorrelation.
-    pub cov: [[f64; 3]; 3],
-    /// Lag-1 autocorrelation of the residuals, clamped to `[0, 0.99]`.
-    pub r1: f64,
-}
-
-impl LogQuadraticFit {
-    /// Fits `(t hours, y)` points (in time order); none with fewer than 4 positive
-    /// values or a singular design.
-    pub fn fit(points: &[(f64, f64)]) -> Option<LogQuadraticFit> {
-        let pts: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|(t, y)| t.is_finite() && y.is_finite() && *y > 0.0)
-            .map(|&(t, y)| (t, y.ln()))
-            .collect();
-        let n = pts.len();
-        if n < 4 {
-            return None;
-        }
-        let t_mean = pts.iter().map(|p| p.0).sum::<f64>() / n as f64;
-        let mut xtx = [[0.0; 3]; 3];
-        let mut xty = [0.0; 3];
-        for &(t, y) in &pts {
-            let x = [1.0, t - t_mean, (t - t_mean).powi(2)];
-            for i in 0..3 {
-                xty[i] += x[i] * y;
-                for j in 0..3 {
+        let mut xtx = vec![vec![0.0; k]; k];
+        let mut xty = vec![0.0; k];
+        for &(t, y, z) in &rows {
+            let x = design(t, z);
+            for i in 0..k {
+                xty[i] += x[i] * y.ln();
+                for j in 0..k {
                     xtx[i][j] += x[i] * x[j];
                 }
             }
         }
-        let inv = invert3(&xtx)?;
-        let coef: [f64; 3] = std::array::from_fn(|i| (0..3).map(|j| inv[i][j] * xty[j]).sum());
-        let res: Vec<f64> = pts
+        let inv = invert(&xtx)?;
+        let coef: Vec<f64> = (0..k).map(|i| (0..k).map(|j| inv[i][j] * xty[j]).sum()).collect();
+        let res: Vec<f64> = rows
             .iter()
-            .map(|&(t, y)| {
-                let u = t - t_mean;
-                y - (coef[0] + coef[1] * u + coef[2] * u * u)
-            })
+            .map(|&(t, y, z)| y.ln() - design(t, z).iter().zip(&coef).map(|(x, c)| x * c).sum::<f64>())
             .collect();
         let ss: f64 = res.iter().map(|e| e * e).sum();
         let r1 = if ss > 0.0 { res.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / ss } else { 0.0 };
         let r1 = r1.clamp(0.0, 0.99);
-        let k = (1.0 + r1) / (1.0 - r1) * ss / (n - 3).max(1) as f64;
-        let cov = std::array::from_fn(|i| std::array::from_fn(|j| k * inv[i][j]));
-        Some(LogQuadraticFit { n, t_mean, coef, cov, r1 })
+        let scale = (1.0 + r1) / (1.0 - r1) * ss / (n - k) as f64;
+        let cov = inv.iter().map(|row| row.iter().map(|v| v * scale).collect()).collect();
+        Some(TrendFit { model, n, t_mean, coef, cov, r1 })
     }
 
-    /// Effective sample size.
+    /// Parameters of the time trend (`c0, c1[, c2]`).
+    fn trend_len(&self) -> usize {
+        2 + (self.model == TrendModel::AcceleratingExponential) as usize
+    }
+
+    /// Effective sample size (AR(1): `n (1 - r) / (1 + r)`).
     pub fn n_eff(&self) -> f64 {
-        (self.n as f64 * (1.0 - self.r1) / (1.0 + self.r1)).max(3.0)
+        (self.n as f64 * (1.0 - self.r1) / (1.0 + self.r1)).max(self.coef.len() as f64 + 1.0)
     }
 
-    /// True when the curvature is positive beyond the one-sided `p` quantile of its
-    /// standard error: the data reject a plain exponential for an accelerating one.
+    /// Degrees of freedom of the t quantiles.
+    fn dof(&self) -> f64 {
+        self.n_eff() - self.coef.len() as f64
+    }
+
+    /// The growth rate of `ln(y)` per hour at time `t` (at `z` = 0).
+    pub fn growth_at(&self, t: f64) -> f64 {
+        let u = t - self.t_mean;
+        self.coef[1] + if self.trend_len() == 3 { 2.0 * self.coef[2] * u } else { 0.0 }
+    }
+
+    /// The fitted value at time `t` (at `z` = 0).
+    pub fn value_at(&self, t: f64) -> f64 {
+        let u = t - self.t_mean;
+        let x = [1.0, u, u * u];
+        (0..self.trend_len()).map(|i| x[i] * self.coef[i]).sum::<f64>().exp()
+    }
+
+    /// True when coefficient `i` is above `q` (the `p` quantile of t) standard errors.
+    fn significant(&self, i: usize, p: f64) -> bool {
+        let q = student_t_quantile(p, self.dof());
+        self.coef.get(i).is_some_and(|c| *c > q * self.cov[i][i].max(0.0).sqrt())
+    }
+
+    /// The exponential rises significantly (one-sided, quantile `p`).
+    pub fn rises(&self, p: f64) -> bool {
+        self.model == TrendModel::Exponential && self.significant(1, p)
+    }
+
+    /// The accelerating model's curvature is significantly positive (one-sided, quantile `p`).
     pub fn accelerates(&self, p: f64) -> bool {
-        let q = student_t_quantile(p, self.n_eff() - 3.0);
-        self.coef[2] > q * self.cov[2][2].max(0.0).sqrt()
+        self.model == TrendModel::AcceleratingExponential && self.significant(2, p)
     }
 
-    /// When the trend first reaches `limit` after `at` (hours), with the central
-    /// `band` by the delta method (the fitted log-value's standard error at the
-    /// crossing over the trend's slope there).
+    /// When the trend (at `z` = 0) first reaches `limit` after time `at`, with the
+    /// central `band` (0.8 for 10-90 %): for the exponential, Fieller's interval (where
+    /// the fitted line's confidence band crosses the limit; no late end when the
+    /// slope is not significantly positive); for the accelerating model, the delta
+    /// method (the fitted value's standard error at the crossing over the slope there).
+    /// None when the trend does not rise to the limit.
     pub fn crossing(&self, limit: f64, at: f64, band: f64) -> Option<Crossing> {
-        let [c0, c1, c2] = self.coef;
+        if limit.is_nan() || limit <= 0.0 {
+            return None;
+        }
         let target = limit.ln();
         let ua = at - self.t_mean;
-        // Roots of c2 u^2 + c1 u + (c0 - target) = 0 at or after `at`, rising there.
+        let q = student_t_quantile(0.5 + band / 2.0, self.dof());
+        let v = &self.cov;
+        let n_eff = self.n_eff();
+        let (c0, c1) = (self.coef[0], self.coef[1]);
+        if self.trend_len() == 2 {
+            if c1 <= 1e-12 {
+                return None;
+            }
+            let d = target - c0;
+            let point = d / c1 - ua;
+            // (d - c1 u)^2 = q^2 (v00 + 2 u v01 + u^2 v11)
+            let (q2, a) = (q * q, c1 * c1 - q * q * v[1][1]);
+            let b = -2.0 * (d * c1 + q2 * v[0][1]);
+            let c = d * d - q2 * v[0][0];
+            // With a > 0 (the slope is significant) Fieller's interval is finite: the
+            // discriminant is negative only by rounding.
+            let disc = (b * b - 4.0 * a * c).max(0.0);
+            let (low, high) = if a > 0.0 {
+                let s = disc.sqrt();
+                ((-b - s) / (2.0 * a) - ua, Some((-b + s) / (2.0 * a) - ua))
+            } else {
+                // Not significantly rising: no late end; the early end from the steepest
+                // slope in the band, from the top of the band now.
+                let steep = c1 + q * v[1][1].max(0.0).sqrt();
+                let top = c0 + c1 * ua + q * (v[0][0] + 2.0 * ua * v[0][1] + ua * ua * v[1][1]).max(0.0).sqrt();
+                ((target - top) / steep, None)
+            };
+            return Some(Crossing { hours: point.max(0.0), low: low.max(0.0), high: high.map(|h| h.max(0.0)), n_eff });
+        }
+        let c2 = self.coef[2];
         let roots: Vec<f64> = if c2.abs() < 1e-12 {
             if c1 > 0.0 {
                 vec![(target - c0) / c1]
@@ -530,58 +514,76 @@ impl LogQuadraticFit {
             .min_by(f64::total_cmp)
             .or_else(|| (c0 + c1 * ua + c2 * ua * ua >= target).then_some(ua))?;
         let x = [1.0, u, u * u];
-        let var: f64 = (0..3).map(|i| (0..3).map(|j| x[i] * self.cov[i][j] * x[j]).sum::<f64>()).sum();
-        let slope = (c1 + 2.0 * c2 * u).max(1e-9);
-        let q = student_t_quantile(0.5 + band / 2.0, self.n_eff() - 3.0);
-        let sd = var.max(0.0).sqrt() / slope;
+        let var: f64 = (0..3).map(|i| (0..3).map(|j| x[i] * v[i][j] * x[j]).sum::<f64>()).sum();
+        let sd = var.max(0.0).sqrt() / (c1 + 2.0 * c2 * u).max(1e-9);
         let point = u - ua;
         Some(Crossing {
             hours: point.max(0.0),
             low: (point - q * sd).max(0.0),
             high: Some((point + q * sd).max(0.0)),
-            n_eff: self.n_eff(),
+            n_eff,
         })
     }
 }
 
-/// The inverse of a symmetric 3x3 matrix; none when (near) singular.
-fn invert3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
-    let c = |i: usize, j: usize| {
-        let (r0, r1) = ((i + 1) % 3, (i + 2) % 3);
-        let (k0, k1) = ((j + 1) % 3, (j + 2) % 3);
-        m[r0][k0] * m[r1][k1] - m[r0][k1] * m[r1][k0]
-    };
-    let det = m[0][0] * c(0, 0) + m[0][1] * c(0, 1) + m[0][2] * c(0, 2);
-    let scale = m.iter().flatten().fold(0.0f64, |a, v| a.max(v.abs()));
-    if !det.is_finite() || det.abs() <= 1e-12 * scale.powi(3) {
-        return None;
+/// The inverse of a symmetric positive matrix (Gauss-Jordan with partial pivoting);
+/// none when (near) singular.
+fn invert(m: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+    let k = m.len();
+    let mut a: Vec<Vec<f64>> = m
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let mut r = row.clone();
+            r.extend((0..k).map(|j| if i == j { 1.0 } else { 0.0 }));
+            r
+        })
+        .collect();
+    let scale = m.iter().flatten().fold(0.0f64, |acc, v| acc.max(v.abs()));
+    for col in 0..k {
+        let piv = (col..k).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
+        if !(a[piv][col].abs() > 1e-12 * scale) {
+            return None;
+        }
+        a.swap(col, piv);
+        let p = a[col][col];
+        a[col].iter_mut().for_each(|v| *v /= p);
+        for r in 0..k {
+            if r != col {
+                let f = a[r][col];
+                if f != 0.0 {
+                    let pivot_row = a[col].clone();
+                    a[r].iter_mut().zip(&pivot_row).for_each(|(v, pv)| *v -= f * pv);
+                }
+            }
+        }
     }
-    Some(std::array::from_fn(|i| std::array::from_fn(|j| c(j, i) / det)))
+    Some(a.into_iter().map(|r| r[k..].to_vec()).collect())
 }
 
-/// Which degradation model a projection used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrendModel {
-    /// `ln(y)` linear in time.
-    Exponential,
-    /// `ln(y)` quadratic in time, curvature significantly positive.
-    AcceleratingExponential,
-}
-
-/// Projects `(t hours, y)` points to `limit` from time `at`: the exponential's
-/// crossing, or, when the exponential rises significantly and the data reject it for
-/// an accelerating exponential (growth and curvature both beyond the band's upper
-/// quantile of their standard errors), the accelerating model's crossing
-/// with a band widened to reach the exponential's (an extrapolated curvature is
-/// uncertain in shape, the exponential is the slow end). None when nothing rises.
-pub fn project(points: &[(f64, f64)], limit: f64, at: f64, band: f64) -> Option<(Crossing, TrendModel)> {
+/// Projects `(t hours, y)` points (with an optional operating-condition covariate)
+/// to `limit` from time `at`: the exponential's crossing; or, when the exponential
+/// rises significantly and the data reject it for an accelerating exponential
+/// (growth and curvature both beyond the band's upper quantile of their standard
+/// errors), the accelerating model's crossing — if it lies within `reach` hours (an
+/// extrapolated curvature is trusted no further than the window it was seen in) —
+/// with the band widened to reach the exponential's (the exponential is the slow
+/// end). None when nothing rises.
+pub fn project(
+    points: &[(f64, f64)],
+    z: Option<&[f64]>,
+    limit: f64,
+    at: f64,
+    band: f64,
+    reach: f64,
+) -> Option<(Crossing, TrendModel)> {
     let p = 0.5 + band / 2.0;
-    let lin_fit = LogLinearFit::fit(points)?;
-    let rising = lin_fit.slope > student_t_quantile(p, lin_fit.n_eff() - 2.0) * lin_fit.slope_se();
+    let lin_fit = TrendFit::fit(points, z, TrendModel::Exponential)?;
     let lin = lin_fit.crossing(limit, at, band);
-    let quad =
-        LogQuadraticFit::fit(points).filter(|f| rising && f.accelerates(p)).and_then(|f| f.crossing(limit, at, band));
+    let quad = TrendFit::fit(points, z, TrendModel::AcceleratingExponential)
+        .filter(|f| lin_fit.rises(p) && f.accelerates(p))
+        .and_then(|f| f.crossing(limit, at, band))
+        .filter(|c| c.hours <= reach);
     match (lin, quad) {
         (Some(l), Some(q)) => Some((
             Crossing {
@@ -679,6 +681,7 @@ struct Steady {
     running: Vec<f64>,
     speed: Vec<(i64, f64)>,
     min_speed: Option<f64>,
+    full_speed: Option<f64>,
     rule_speed: Option<f64>,
 }
 
@@ -712,12 +715,14 @@ impl Steady {
             None => Vec::new(),
         };
         let rule_speed = st.filter(|s| s.tag.is_none() && s.speed_tag.is_some()).map(|s| s.running_speed);
-        let mut s = Steady { state, running, speed, min_speed: None, rule_speed };
+        let mut s = Steady { state, running, speed, min_speed: None, full_speed: None, rule_speed };
         let mut run_speeds: Vec<f64> =
             s.speed.iter().filter(|p| p.0 >= from && s.is_running(p.0) && p.1 > 0.0).map(|p| p.1).collect();
         if !run_speeds.is_empty() {
             run_speeds.sort_by(f64::total_cmp);
-            s.min_speed = Some(FULL_SPEED_SHARE * crate::analytics::rul::quantile(&run_speeds, 0.9));
+            let full = crate::analytics::rul::quantile(&run_speeds, 0.9);
+            s.full_speed = Some(full);
+            s.min_speed = Some(FULL_SPEED_SHARE * full);
         }
         Ok(s)
     }
@@ -735,6 +740,12 @@ impl Steady {
 
     fn keeps(&self, ts: i64) -> bool {
         self.is_running(ts) && self.min_speed.is_none_or(|m| at(&self.speed, ts).is_some_and(|v| v >= m))
+    }
+
+    /// The operating-condition covariate at `ts`: `ln(speed / full speed)`.
+    fn covariate(&self, ts: i64) -> Option<f64> {
+        let full = self.full_speed.filter(|f| *f > 0.0)?;
+        at(&self.speed, ts).filter(|v| *v > 0.0).map(|v| (v / full).ln())
     }
 }
 
@@ -965,11 +976,12 @@ fn indicator(
     }
     let hours = |ts: i64| (ts - ctx.now) as f64 / HOUR_NS as f64;
     let xy: Vec<(f64, f64)> = pts.iter().map(|p| (hours(p.0), p.1)).collect();
-    let Some(fit) = LogLinearFit::fit(&xy) else {
+    let z: Option<Vec<f64>> = pts.iter().map(|p| steady.covariate(p.0)).collect();
+    let Some(fit) = TrendFit::fit(&xy, z.as_deref(), TrendModel::Exponential) else {
         return Ok(ind);
     };
-    ind.growth_pct_per_h = Some(round((fit.slope.exp() - 1.0) * 100.0, 1));
-    ind.slope_per_h = Some(round(fit.slope * fit.value_at(0.0), 3));
+    ind.growth_pct_per_h = Some(round((fit.growth_at(0.0).exp() - 1.0) * 100.0, 1));
+    ind.slope_per_h = Some(round(fit.growth_at(0.0) * fit.value_at(0.0), 3));
     if let Some(limit) = failure_limit {
         let band = (BAND_PCT[1] - BAND_PCT[0]) as f64 / 100.0;
         ind.rul = if level >= limit {
@@ -985,7 +997,8 @@ fn indicator(
                 model: TrendModel::Exponential,
             })
         } else {
-            project(&xy, limit, 0.0, band).map(|(c, model)| {
+            let reach = (to - from) as f64 / HOUR_NS as f64;
+            project(&xy, z.as_deref(), limit, 0.0, band, reach).map(|(c, model)| {
                 let t = |h: f64| ctx.time(ctx.now + (h.min(24.0 * 3660.0) * HOUR_NS as f64) as i64);
                 Rul {
                     hours: round(c.hours, 2),
@@ -1343,18 +1356,25 @@ mod tests {
             .collect()
     }
 
+    fn exp_fit(pts: &[(f64, f64)]) -> Option<TrendFit> {
+        TrendFit::fit(pts, None, TrendModel::Exponential)
+    }
+
     #[test]
     fn an_exponential_trend_and_its_crossing_are_recovered() {
         let truth = 2.0 * 5.6f64.ln();
-        let fit = LogLinearFit::fit(&exponential(7, 0.03)).expect("fit");
-        assert!((fit.slope - 0.5).abs() < 0.02, "{fit:?}");
+        let fit = exp_fit(&exponential(7, 0.03)).expect("fit");
+        assert!((fit.growth_at(0.0) - 0.5).abs() < 0.02, "{fit:?}");
         assert!((fit.value_at(0.0) - 2.0).abs() < 0.05, "{fit:?}");
         let c = fit.crossing(11.2, 0.0, 0.8).expect("rises");
         assert!((c.hours - truth).abs() < 0.15, "{c:?}");
         assert!(c.low < truth && c.high.is_some_and(|h| h > truth), "{c:?}");
         // Noise-free data: the band closes on the truth.
-        let exact = LogLinearFit::fit(&exponential(7, 0.0)).expect("fit").crossing(11.2, 0.0, 0.8).expect("rises");
-        assert!((exact.hours - truth).abs() < 1e-9 && (exact.high.unwrap_or(f64::NAN) - exact.low).abs() < 1e-6);
+        let exact = exp_fit(&exponential(7, 0.0)).expect("fit").crossing(11.2, 0.0, 0.8).expect("rises");
+        assert!(
+            (exact.hours - truth).abs() < 1e-9 && (exact.high.unwrap_or(f64::NAN) - exact.low).abs() < 1e-6,
+            "{exact:?} vs {truth}"
+        );
     }
 
     #[test]
@@ -1363,7 +1383,7 @@ mod tests {
         let runs = 400;
         let covered = (0..runs)
             .filter(|&s| {
-                let c = LogLinearFit::fit(&exponential(1000 + s, 0.05)).and_then(|f| f.crossing(11.2, 0.0, 0.8));
+                let c = exp_fit(&exponential(1000 + s, 0.05)).and_then(|f| f.crossing(11.2, 0.0, 0.8));
                 c.is_some_and(|c| c.low <= truth && c.high.is_some_and(|h| truth <= h))
             })
             .count();
@@ -1374,14 +1394,65 @@ mod tests {
     #[test]
     fn a_flat_or_falling_trend_has_no_crossing_and_a_weak_one_no_late_end() {
         let flat: Vec<(f64, f64)> = (0..100).map(|i| (i as f64 / 50.0, 2.0)).collect();
-        assert!(LogLinearFit::fit(&flat).and_then(|f| f.crossing(11.2, 2.0, 0.8)).is_none());
+        assert!(exp_fit(&flat).and_then(|f| f.crossing(11.2, 2.0, 0.8)).is_none());
+        let falling: Vec<(f64, f64)> = (0..100).map(|i| (i as f64 / 50.0, 2.0 - i as f64 / 100.0)).collect();
+        assert!(project(&falling, None, 11.2, 2.0, 0.8, 2.0).is_none());
         let mut n = Noise(3);
         let weak: Vec<(f64, f64)> = (0..100)
             .map(|i| (i as f64 / 50.0, 2.0 * (0.002 * i as f64 / 50.0).exp() * (1.0 + 0.05 * n.gauss())))
             .collect();
-        if let Some(c) = LogLinearFit::fit(&weak).and_then(|f| f.crossing(11.2, 2.0, 0.8)) {
+        if let Some(c) = exp_fit(&weak).and_then(|f| f.crossing(11.2, 2.0, 0.8)) {
             assert!(c.high.is_none() && c.low > 10.0, "{c:?}");
         }
+    }
+
+    #[test]
+    fn an_operating_condition_covariate_removes_a_speed_confound() {
+        // A healthy bearing: vibration follows speed (y ∝ speed^0.9) and the machine
+        // slows down over the window; without the covariate that reads as wear.
+        let mut n = Noise(21);
+        let (mut pts, mut z) = (Vec::new(), Vec::new());
+        for i in 0..240 {
+            let t = -2.0 + i as f64 / 120.0;
+            let speed = 1.0 - 0.05 * (t + 2.0) + 0.02 * n.gauss();
+            pts.push((t, 2.0 * speed.powf(0.9) * (1.0 + 0.01 * n.gauss())));
+            z.push(speed.ln());
+        }
+        let rising: Vec<(f64, f64)> = pts.iter().map(|&(t, y)| (-2.0 - t, y)).rev().collect();
+        let z_rev: Vec<f64> = z.iter().rev().copied().collect();
+        // Time reversed: the speed rises, so does the vibration.
+        let naive = exp_fit(&rising).expect("fit");
+        assert!(naive.rises(0.9), "{naive:?}");
+        let fair = TrendFit::fit(&rising, Some(&z_rev), TrendModel::Exponential).expect("fit");
+        assert!(!fair.rises(0.9) && (fair.coef[2] - 0.9).abs() < 0.1, "{fair:?}");
+        assert!(project(&rising, Some(&z_rev), 11.2, 0.0, 0.8, 2.0).is_none_or(|(c, _)| c.low > 168.0));
+    }
+
+    #[test]
+    fn an_accelerating_trend_is_projected_with_the_accelerating_model() {
+        // ln y = ln 2 + 0.8 t + 0.15 t^2 over the two hours before t = 0, 2 % noise:
+        // 11.2 is reached where 0.15 t^2 + 0.8 t = ln 5.6.
+        let truth = (-0.8 + (0.64f64 + 0.6 * 5.6f64.ln()).sqrt()) / 0.3;
+        let mut n = Noise(11);
+        let pts: Vec<(f64, f64)> = (0..240)
+            .map(|i| -2.0 + i as f64 / 120.0)
+            .map(|t| (t, 2.0 * (0.8 * t + 0.15 * t * t).exp() * (1.0 + 0.02 * n.gauss())))
+            .collect();
+        let quad = TrendFit::fit(&pts, None, TrendModel::AcceleratingExponential).expect("fit");
+        assert!((quad.coef[2] - 0.15).abs() < 0.03 && quad.accelerates(0.9), "{quad:?}");
+        let (c, model) = project(&pts, None, 11.2, 0.0, 0.8, 2.0).expect("rises");
+        assert_eq!(model, TrendModel::AcceleratingExponential);
+        assert!((c.hours - truth).abs() < 0.1, "{c:?} vs {truth}");
+        assert!(c.low <= truth && c.high.is_some_and(|h| h >= truth), "{c:?} vs {truth}");
+        // The plain exponential projects it late; the band reaches out to it.
+        let late = exp_fit(&pts).and_then(|f| f.crossing(11.2, 0.0, 0.8)).expect("rises");
+        assert!(late.hours > truth + 0.3 && c.high.is_some_and(|h| h >= late.high.unwrap_or(f64::INFINITY) - 1e-9));
+        // Beyond its reach the curvature is not extrapolated.
+        let (_, model) = project(&pts, None, 11.2, 0.0, 0.8, 1.0).expect("rises");
+        assert_eq!(model, TrendModel::Exponential);
+        // A pure exponential is not taken for an accelerating one.
+        let (_, model) = project(&exponential(5, 0.03), None, 11.2, 0.0, 0.8, 2.0).expect("rises");
+        assert_eq!(model, TrendModel::Exponential);
     }
 
     #[test]
