@@ -356,9 +356,14 @@ pub struct Crossing {
 
 impl TrendFit {
     /// Fits `(t hours, y)` points in time order, with a covariate per point when
-    /// `z` is given; none with too few positive values or a singular design.
+    /// `z` is given and varies (a constant covariate is left out); none with too few
+    /// positive values or a singular design.
     pub fn fit(points: &[(f64, f64)], z: Option<&[f64]>, model: TrendModel) -> Option<TrendFit> {
         let quad = model == TrendModel::AcceleratingExponential;
+        let z = z.filter(|z| {
+            let (lo, hi) = z.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+            hi - lo > 1e-9
+        });
         let rows: Vec<(f64, f64, f64)> = points
             .iter()
             .enumerate()
@@ -542,7 +547,8 @@ fn invert(m: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
     let scale = m.iter().flatten().fold(0.0f64, |acc, v| acc.max(v.abs()));
     for col in 0..k {
         let piv = (col..k).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
-        if !(a[piv][col].abs() > 1e-12 * scale) {
+        let pivot = a[piv][col].abs();
+        if pivot.is_nan() || pivot <= 1e-12 * scale {
             return None;
         }
         a.swap(col, piv);
@@ -621,7 +627,7 @@ fn normal_quantile(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.383_577_518_672_69e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
