@@ -10,40 +10,60 @@
 //! 90th percentile of its running speed). An asset without a state or speed tag
 //! uses every sample.
 //! - **Level**: the median of the last 15 minutes of such samples.
-//! - **Trend**: a least-squares line through `ln(value)` against time (a log-linear,
-//!   i.e. exponential, degradation model, the usual shape of bearing wear), giving
-//!   the growth in % per hour and the slope in the tag's unit per hour at the end.
+//! - **Trend**: least squares of `ln(value)` on time and, when the asset has a
+//!   speed tag, on `z = ln(speed / full speed)`: an exponential degradation model
+//!   (the usual shape of bearing wear) with speed as an operating-condition
+//!   covariate, so a healthy bearing whose machine slows down within the window is
+//!   not read as wear; the trend is projected at full speed (`z = 0`). It gives the
+//!   growth in % per hour and the slope in the tag's unit per hour now.
 //! - **Remaining useful life** (the first tag of a mode with a `failure_limit`): the
-//!   time the fitted line reaches `ln(limit)`. Its **10-90 % band** is Fieller's
-//!   interval for the crossing time: the times at which the 80 % confidence band of
-//!   the fitted line crosses the limit (upper band: the early end; lower band: the
-//!   late end, unbounded when the slope is not significantly positive). The
-//!   residuals of a wear trend are autocorrelated (and a curving trend makes them
-//!   more so), so the line's variance is inflated by `(1 + r) / (1 - r)`, `r` the
-//!   lag-1 autocorrelation of the residuals (an AR(1) effective sample size), and the
-//!   quantile is Student's t with the effective degrees of freedom. A trend that
-//!   accelerates faster than exponential (as the demo's bearing does) is still
-//!   projected too late by an exponential: the band says how well the line fits the
-//!   window, not how wrong its shape may be (see docs/EVALUATION.md for figures).
-//! - **Margin to the alarm limit**: for every tag of a mode with a high alarm limit
-//!   (`h`, from the tag's resolved alarm settings), the limit minus the level;
-//!   temperatures are reported as temperature margins.
+//!   time the trend reaches the limit, with a **10-90 % band**:
+//!   - *exponential* (`ln y` linear in time): Fieller's interval for the crossing
+//!     time, i.e. where the fitted line's 80 % confidence band crosses the limit
+//!     (the early end from the upper band; the late end from the lower band,
+//!     unbounded when the growth is not significantly positive);
+//!   - *accelerating exponential* (`ln y` quadratic in time), used instead when the
+//!     exponential's growth and the quadratic's curvature are both significantly
+//!     positive (one-sided, at the band's 90 % quantile) and its crossing lies
+//!     within one look-back window (a curvature is not extrapolated further than it
+//!     was observed): its crossing, with a delta-method band (the fitted value's
+//!     standard error at the crossing over the slope there), widened to reach the
+//!     exponential's late end, since the true shape lies between an exponential
+//!     (too slow for wear that accelerates) and an extrapolated quadratic.
+//!
+//!   Wear residuals are autocorrelated (a curving trend makes them more so), so the
+//!   coefficients' covariance is inflated by `(1 + r) / (1 - r)`, `r` the lag-1
+//!   autocorrelation of the residuals (an AR(1) effective sample size), and the
+//!   quantiles are Student's t with the effective degrees of freedom. The band
+//!   measures how well the data pin the model down, not every way its shape can be
+//!   wrong: on the demo's bearing it holds the true failure time from 1.5 h before
+//!   it, not earlier (figures in docs/EVALUATION.md, `linepilot eval plan`).
+//! - **Margin to the alarm limits**: for every tag of a mode with alarm limits
+//!   (from the tag's resolved alarm settings), `h` minus the level; temperatures are
+//!   reported as temperature margins.
 //! - **Run hours and cycles against service intervals**: the kind's `hours_tag` and
-//!   the asset's good + reject counters. Without a maintenance history every task
-//!   is assumed done on schedule, so it is next due at the next multiple of its
-//!   interval (this rule is stated in the plan). The wall time until then follows
-//!   from the asset's usage (run hours or cycles per hour) over the last 24 h.
+//!   the asset's good + reject counters (their readings, so a counter reset restarts
+//!   the count). Without a maintenance history every task is assumed done on
+//!   schedule, so it is next due at the next multiple of its interval (this rule is
+//!   stated in the plan). The wall time until then follows from the asset's usage
+//!   (run hours or cycles per hour) over the last 24 h.
 //!
 //! # Work orders
-//! - a failure mode whose RUL lower band ends within the horizon (default 7 days):
-//!   repair before the lower band (high priority under 24 h, else medium);
-//! - a failure mode whose tag is above its high alarm limit now (or has an active
-//!   alarm in the event log) without such a projection: inspect now;
+//! - a failure mode whose RUL lower band ends within the horizon (default 7 days)
+//!   and whose trend rose significantly over the look-back window — by at least a
+//!   quarter of the tag's alert limit `h` (ISO 10816-3 counts a change of 25 % of the
+//!   zone B/C boundary as significant), or of the failure limit without `h`: repair
+//!   before the lower band (high priority under 24 h, else medium). Without the
+//!   material-rise rule a growth of 1 % per hour, extrapolated a hundred windows
+//!   ahead, flags healthy bearings;
+//! - otherwise, a failure mode with a tag outside an alarm limit now (or alarms and
+//!   anomalies on its tags in the event log over the window): inspect now (high
+//!   priority beyond `hh`/`ll`, medium beyond `h`/`l`, low for logged events only);
 //! - a service task due within the horizon (low priority).
 //!
 //! They are ranked by due time, then priority. Every number of a work order's `why`
 //! text is in the plan's facts ([`Plan::facts`], the plan without the texts), so the
-//! reviewer can check it.
+//! reviewer can check it. [`Plan::open_items`] lists them for the shift report.
 
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -69,6 +89,10 @@ const MIN_TREND_SAMPLES: usize = 20;
 const BAND_PCT: [u32; 2] = [10, 90];
 /// Under this many hours of lower band a condition work order is high priority.
 const HIGH_PRIORITY_HOURS: f64 = 24.0;
+/// A rise over the look-back window is significant from this share of the condition
+/// tag's alert limit `h` (ISO 10816-3: a change of 25 % of the zone B/C boundary is
+/// significant), or of the failure limit when the tag has no `h`.
+const SIGNIFICANT_CHANGE_SHARE: f64 = 0.25;
 
 /// What the planner looks at.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +190,10 @@ pub struct Indicator {
     pub margin_to_h: Option<f64>,
     /// The failure mode's failure limit (condition indicators).
     pub failure_limit: Option<f64>,
+    /// The trend's rise over the look-back window (at full speed), in the tag's unit.
+    pub rise: Option<f64>,
+    /// The rise that counts as significant (a share of `h`, else of the failure limit).
+    pub significant_rise: Option<f64>,
     /// Remaining useful life to the failure limit.
     pub rul: Option<Rul>,
 }
@@ -793,7 +821,7 @@ pub fn plan(ctx: &ToolContext<'_>, opts: &PlanOptions) -> Result<Plan, ToolError
         level_window_min: LEVEL_MINUTES,
         rules: vec![
             "condition tags are read at steady full speed: running, and at least 90 % of the window's full speed".into(),
-            "remaining useful life: a log-linear trend of the condition tag projected to the failure mode's failure limit; the band is the Fieller interval of the crossing time with autocorrelation-adjusted variance".into(),
+            "remaining useful life: the trend of ln(condition tag) at full speed (exponential, or accelerating when the data demand it within one look-back window) projected to the failure mode's failure limit; the band is the 10-90 % interval of the crossing time with autocorrelation-adjusted variance".into(),
             "service tasks: without a maintenance history each task is assumed done on schedule, so it is due at the next multiple of its interval".into(),
             "cycles are the asset's good + reject counter readings; usage per hour is measured over the last 24 hours".into(),
         ],
@@ -966,6 +994,8 @@ fn indicator(
         alarm_ll,
         margin_to_h: None,
         failure_limit,
+        rise: None,
+        significant_rise: failure_limit.map(|f| round(SIGNIFICANT_CHANGE_SHARE * alarm_h.unwrap_or(f), 3)),
         rul: None,
     };
     let Some(&(last_ts, _)) = pts.last() else {
@@ -988,6 +1018,8 @@ fn indicator(
     };
     ind.growth_pct_per_h = Some(round((fit.growth_at(0.0).exp() - 1.0) * 100.0, 1));
     ind.slope_per_h = Some(round(fit.growth_at(0.0) * fit.value_at(0.0), 3));
+    let window_h = (to - from) as f64 / HOUR_NS as f64;
+    ind.rise = Some(round(fit.value_at(0.0) - fit.value_at(-window_h), 3));
     if let Some(limit) = failure_limit {
         let band = (BAND_PCT[1] - BAND_PCT[0]) as f64 / 100.0;
         ind.rul = if level >= limit {
@@ -1054,7 +1086,7 @@ fn num(v: f64) -> String {
 
 fn when(t: &Json) -> String {
     let at = t.get("at").and_then(Json::as_str).unwrap_or_default();
-    let date = t.get("local").and_then(Json::as_str).map(|l| &l[..l.len().min(10)]).unwrap_or_default();
+    let date = t.get("local").and_then(Json::as_str).map(|l| l.get(..10).unwrap_or(l)).unwrap_or_default();
     format!("{at} on {date}")
 }
 
@@ -1099,7 +1131,10 @@ fn work_orders(
             ));
             evidence.extend(events.iter().take(5).cloned());
         }
-        let cond = inds.iter().find(|i| i.rul.as_ref().is_some_and(|r| r.low_hours <= opts.horizon_hours));
+        let cond = inds.iter().find(|i| {
+            i.rul.as_ref().is_some_and(|r| r.low_hours <= opts.horizon_hours)
+                && matches!((i.rise, i.significant_rise), (Some(r), Some(t)) if r >= t)
+        });
         if let (Some(i), Some(r), Some(level), Some(limit)) =
             (cond, cond.and_then(|i| i.rul.as_ref()), cond.and_then(|i| i.level), cond.and_then(|i| i.failure_limit))
         {
@@ -1107,10 +1142,14 @@ fn work_orders(
                 Some(hi) => format!("{} to {} h", num(r.low_hours), num(hi)),
                 None => format!("at least {} h", num(r.low_hours)),
             };
-            let trend = match (i.growth_pct_per_h, i.slope_per_h) {
-                (Some(g), Some(s)) => format!(
-                    "; over the last {} h it grew {} % per hour ({} {} per hour now)",
+            let trend = match (i.rise, i.significant_rise, i.growth_pct_per_h, i.slope_per_h) {
+                (Some(rise), Some(sig), Some(g), Some(s)) => format!(
+                    "; over the last {} h its trend rose {} {} (significant from {} {}) and grows {} % per hour ({} {} per hour now)",
                     num(opts.lookback_hours),
+                    num(rise),
+                    i.unit,
+                    num(sig),
+                    i.unit,
                     num(g),
                     num(s),
                     i.unit
@@ -1301,7 +1340,7 @@ pub fn table(plan: &Plan) -> String {
             (Some(l), Some(p), None) => format!("{}<{}", num(round(l, 1)), num(round(p, 1))),
             _ => "-".into(),
         };
-        let due = o.due_by.get("local").and_then(Json::as_str).map(|l| &l[..l.len().min(16)]).unwrap_or_default();
+        let due = o.due_by.get("local").and_then(Json::as_str).map(|l| l.get(..16).unwrap_or(l)).unwrap_or_default();
         out.push_str(&format!(
             "{:>4}  {:<12} {:<8} {:<17} {:<10} {}\n      why: {}\n",
             o.rank,
