@@ -138,6 +138,32 @@ impl DetectorArgs {
 }
 
 #[derive(Subcommand)]
+enum MaintenanceWhat {
+    /// Record that a service task (its action) or a repair (a failure mode's id) was
+    /// done on an asset, with the asset's run hours and cycles then.
+    Done {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The asset.
+        #[arg(long)]
+        asset: String,
+        /// The service task's action ("Regrease the main drive bearings") or a failure mode id (bearing_wear).
+        #[arg(long)]
+        action: String,
+        /// When it was done (RFC 3339 or local time); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Who did it.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum EvalWhat {
     /// The Numenta Anomaly Benchmark: the univariate detector over all 58 series,
     /// scored with NAB's three profiles.
@@ -505,6 +531,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance records the planner counts service intervals from.
+    Maintenance {
+        #[command(subcommand)]
+        what: MaintenanceWhat,
+    },
     /// Downtime by cause (fault codes, starved, blocked, setup ...) with every stop.
     Downtime {
         /// Config file.
@@ -762,6 +793,10 @@ fn main() -> ExitCode {
             init_logging("warn");
             inference_threads(threads);
             report(config, data_dir, &shift, out, model.as_deref(), threads)
+        }
+        Cmd::Maintenance { what: MaintenanceWhat::Done { config, data_dir, asset, action, at, user } } => {
+            init_logging("warn");
+            maintenance_done(config, data_dir, &asset, &action, at.as_deref(), user.as_deref())
         }
         Cmd::Plan { config, data_dir, at, hours, horizon, asset, out, json } => {
             init_logging("warn");
@@ -1204,6 +1239,38 @@ fn maintenance_plan(
     } else {
         print!("{}", plan::table(&plan));
     }
+    Ok(())
+}
+
+/// `linepilot maintenance done`: an audit event the planner counts service intervals from.
+fn maintenance_done(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    asset: &str,
+    action: &str,
+    at: Option<&str>,
+    user: Option<&str>,
+) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let store = match linepilot::service::open_store(&cfg, data_dir, false) {
+        Ok(store) => store,
+        Err(StoreError::Locked(_)) => {
+            bail!("the data directory is locked by a running daemon: record it once the daemon is stopped")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let res = (|| -> Result<linepilot::domain::Event> {
+        let now = match at {
+            Some(t) => cal.parse_time(t)?,
+            None => linepilot::domain::now_ns(),
+        };
+        let ctx = linepilot::agents::ToolContext { store: &store, config: &cfg, calendar: &cal, now };
+        Ok(linepilot::agents::plan::record_done(&ctx, asset, action, user)?)
+    })();
+    store.close();
+    let ev = res?;
+    println!("{} (event {}): {}", ev.message, ev.id, ev.details);
     Ok(())
 }
 

@@ -164,4 +164,34 @@ fn the_plan_over_api_and_cli() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("plan.json")).expect("plan.json")).expect("JSON");
     assert_eq!(written, plan);
     assert_eq!(std::fs::read_to_string(out_dir.join("plan.csv")).expect("plan.csv"), csv);
+
+    // A regrease recorded at 01:00 (1451 run hours): the next is due at 1551 h, 99 h
+    // of running after the data end, and the plan says so.
+    let record = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_linepilot"))
+            .args(["maintenance", "done", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let done = record(&["--asset", "m1", "--action", "regrease the bearing", "--at", "2026-11-28T01:00:00Z"]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let after: serde_json::Value = serde_json::from_slice(&run(&["--json"]).stdout).expect("JSON");
+    let s = &after["assets"][0]["services"][0];
+    assert_eq!((s["due_rule"].as_str(), s["last_done_reading"].as_f64()), (Some("history"), Some(1451.0)), "{s}");
+    assert_eq!((s["next_due"].as_f64(), s["to_due"].as_f64()), (Some(1551.0), Some(99.0)), "{s}");
+    let why = after["work_orders"][1]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("last done at 1451 h (01:00 on 2026-11-28)") && why.contains("99 h to go"), "{why}");
+    // A bearing change at 01:30: its trend starts afresh, and half an hour of it is no
+    // significant rise.
+    let done = record(&["--asset", "m1", "--action", "bearing_wear", "--at", "2026-11-28T01:30:00Z"]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let after: serde_json::Value = serde_json::from_slice(&run(&["--json"]).stdout).expect("JSON");
+    let vib = &after["assets"][0]["indicators"][0];
+    assert!(vib["samples"].as_u64().is_some_and(|n| n <= 181), "{vib}");
+    assert!(after["work_orders"].as_array().is_some_and(|o| o.iter().all(|o| o["source"] != "condition")), "{after}");
+    let bad = record(&["--asset", "m1", "--action", "paint it"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Regrease the bearing, bearing_wear"));
 }

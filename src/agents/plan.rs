@@ -43,10 +43,13 @@
 //!   reported as temperature margins.
 //! - **Run hours and cycles against service intervals**: the kind's `hours_tag` and
 //!   the asset's good + reject counters (their readings, so a counter reset restarts
-//!   the count). Without a maintenance history every task is assumed done on
-//!   schedule, so it is next due at the next multiple of its interval (this rule is
-//!   stated in the plan). The wall time until then follows from the asset's usage
-//!   (run hours or cycles per hour) over the last 24 h.
+//!   the count). A task recorded done ([`record_done`], `linepilot maintenance
+//!   done`: an `audit` event with the readings then) is due one interval after that
+//!   reading; without a history it is assumed done on schedule, so it is next due at
+//!   the next multiple of its interval (each task says which rule it follows). The
+//!   wall time until then follows from the asset's usage (run hours or cycles per
+//!   hour) over the last 24 h. A recorded repair of a failure mode restarts its
+//!   trends at the repair.
 //!
 //! # Work orders
 //! - a failure mode whose RUL lower band ends within the horizon (default 7 days)
@@ -242,6 +245,15 @@ pub struct ServiceDue {
     pub due_in_hours: Option<f64>,
     /// When it is due.
     pub due_at: Option<Json>,
+    /// Run hours or cycles past due (with a maintenance history).
+    pub overdue_by: Option<f64>,
+    /// When it was last recorded done (`linepilot maintenance done`), if ever.
+    pub last_done: Option<Json>,
+    /// The reading it was last done at.
+    pub last_done_reading: Option<f64>,
+    /// `history` (due one interval after it was last done) or `on_schedule` (no
+    /// history: assumed done at every multiple of the interval).
+    pub due_rule: &'static str,
     /// Parts and consumables.
     pub parts: Vec<String>,
 }
@@ -822,7 +834,7 @@ pub fn plan(ctx: &ToolContext<'_>, opts: &PlanOptions) -> Result<Plan, ToolError
         rules: vec![
             "condition tags are read at steady full speed: running, and at least 90 % of the window's full speed".into(),
             "remaining useful life: the trend of ln(condition tag) at full speed (exponential, or accelerating when the data demand it within one look-back window) projected to the failure mode's failure limit; the band is the 10-90 % interval of the crossing time with autocorrelation-adjusted variance".into(),
-            "service tasks: without a maintenance history each task is assumed done on schedule, so it is due at the next multiple of its interval".into(),
+            "service tasks: due one interval after they were last recorded done; without a maintenance history a task is assumed done on schedule, so it is due at the next multiple of its interval".into(),
             "cycles are the asset's good + reject counter readings; usage per hour is measured over the last 24 hours".into(),
         ],
         assets,
@@ -847,8 +859,12 @@ fn asset_health(
     let to = ctx.now + 1;
     let from = ctx.now - (opts.lookback_hours * HOUR_NS as f64) as i64;
     let steady = Steady::new(ctx, a, from, to)?;
+    let done = history(ctx, &a.id, to)?;
     let mut indicators = Vec::new();
     for mode in &kind.failure_modes {
+        // After a repair of this mode, only what the new part shows counts.
+        let repaired = done.iter().find(|d| d.failure_mode.as_deref() == Some(mode.id.as_str())).map(|d| d.ts);
+        let mode_from = repaired.map_or(from, |r| r.max(from));
         for (i, suffix) in mode.tags.iter().enumerate() {
             let Some(tag) = asset_tag(ctx, &a.id, suffix) else {
                 continue;
@@ -866,7 +882,7 @@ fn asset_health(
             } else {
                 "level"
             };
-            indicators.push(indicator(ctx, &steady, mode, tag, kind, alarms, failure_limit, from, to)?);
+            indicators.push(indicator(ctx, &steady, mode, tag, kind, alarms, failure_limit, mode_from, to)?);
         }
     }
     // Usage: run hours and cycles.
@@ -904,9 +920,16 @@ fn asset_health(
             (_, Some(c), _, Some(cy)) if c > 0.0 => ("cycles", c, cy, cycles_per_h),
             _ => continue,
         };
-        let next_due = ((reading / interval).floor() + 1.0) * interval;
+        let last = done.iter().find(|d| d.action.eq_ignore_ascii_case(&s.action)).and_then(|d| {
+            let r = if basis == "run_hours" { d.run_hours } else { d.cycles };
+            r.filter(|r| *r <= reading).map(|r| (d, r))
+        });
+        let next_due = match last {
+            Some((_, r)) => r + interval,
+            None => ((reading / interval).floor() + 1.0) * interval,
+        };
         let to_due = next_due - reading;
-        let due_in_hours = usage.filter(|u| *u > 0.0).map(|u| to_due / u);
+        let due_in_hours = if to_due <= 0.0 { Some(0.0) } else { usage.filter(|u| *u > 0.0).map(|u| to_due / u) };
         let due_at =
             due_in_hours.filter(|h| *h < 24.0 * 3660.0).map(|h| ctx.time(ctx.now + (h * HOUR_NS as f64) as i64));
         let (d_reading, d_to) = if basis == "run_hours" { (2, 2) } else { (0, 0) };
@@ -921,6 +944,10 @@ fn asset_health(
             usage_per_h: usage.map(|u| round(u, if basis == "run_hours" { 3 } else { 1 })),
             due_in_hours: due_in_hours.map(|h| round(h, 1)),
             due_at,
+            overdue_by: (to_due < 0.0).then(|| round(-to_due, d_to)),
+            last_done: last.map(|(d, _)| ctx.time(d.ts)),
+            last_done_reading: last.map(|(_, r)| round(r, d_reading)),
+            due_rule: if last.is_some() { "history" } else { "on_schedule" },
             parts: s.parts.clone(),
         });
     }
@@ -963,6 +990,116 @@ fn asset_health(
         services,
         events,
     })
+}
+
+/// A maintenance task recorded as done: an `audit` event whose details name it.
+#[derive(Clone, Debug)]
+struct Done {
+    ts: Timestamp,
+    action: String,
+    failure_mode: Option<String>,
+    run_hours: Option<f64>,
+    cycles: Option<f64>,
+}
+
+/// The asset's recorded maintenance up to `to`, newest first.
+fn history(ctx: &ToolContext<'_>, asset: &str, to: Timestamp) -> Result<Vec<Done>, ToolError> {
+    let q = EventQuery {
+        from: None,
+        to: Some(to),
+        asset: Some(asset.to_string()),
+        kinds: vec![EventKind::Audit],
+        limit: Some(1000),
+        newest_first: true,
+    };
+    Ok(ctx
+        .store
+        .events()
+        .query(&q)?
+        .into_iter()
+        .filter_map(|e| {
+            let action = e.details.get("maintenance").and_then(Json::as_str)?.to_string();
+            Some(Done {
+                ts: e.ts,
+                action,
+                failure_mode: e.details.get("failure_mode").and_then(Json::as_str).map(str::to_string),
+                run_hours: e.details.get("run_hours").and_then(Json::as_f64),
+                cycles: e.details.get("cycles").and_then(Json::as_f64),
+            })
+        })
+        .collect())
+}
+
+/// Records that `action` was done on `asset` at `ctx.now`: an `audit` event with the
+/// asset's run hours and cycles then, which the planner's service intervals count
+/// from. `action` is a service task's action or a failure mode's id or name (a
+/// repair: the mode's trends then start afresh). Returns the event as stored.
+pub fn record_done(
+    ctx: &ToolContext<'_>,
+    asset: &str,
+    action: &str,
+    user: Option<&str>,
+) -> Result<crate::domain::Event, ToolError> {
+    const TOOL: &str = "maintenance_done";
+    let a = ctx.asset(TOOL, asset)?;
+    let bad = |m: String| ToolError::BadArgument { tool: TOOL, message: m };
+    let kind = ctx.config.asset_kind_of(&a.id).ok_or_else(|| bad(format!("no [[asset_kind]] for `{}`", a.kind)))?;
+    let (action, mode) = if let Some(s) = kind.services.iter().find(|s| s.action.eq_ignore_ascii_case(action.trim())) {
+        (s.action.clone(), None)
+    } else if let Some(m) = kind
+        .failure_modes
+        .iter()
+        .find(|m| m.id.eq_ignore_ascii_case(action.trim()) || m.name.eq_ignore_ascii_case(action.trim()))
+    {
+        (format!("Repair: {}", m.name), Some(m.id.clone()))
+    } else {
+        let known: Vec<&str> = kind
+            .services
+            .iter()
+            .map(|s| s.action.as_str())
+            .chain(kind.failure_modes.iter().map(|m| m.id.as_str()))
+            .collect();
+        return Err(bad(format!(
+            "`{action}` is no service task or failure mode of `{}`: {}",
+            a.kind,
+            known.join(", ")
+        )));
+    };
+    let latest = |tag: &str| -> Result<Option<f64>, ToolError> {
+        Ok(read(ctx, tag, ctx.now - USAGE_HOURS * HOUR_NS, ctx.now + 1)?.last().map(|p| p.1))
+    };
+    let run_hours = match kind.hours_tag.as_deref().and_then(|s| asset_tag(ctx, &a.id, s)) {
+        Some(t) => latest(&t.name)?,
+        None => None,
+    };
+    let mut cycles = None;
+    if let Some(c) = &a.counters {
+        let parts: Vec<&String> = match (&c.total, &c.good, &c.reject) {
+            (Some(t), _, _) => vec![t],
+            (None, Some(g), r) => std::iter::once(g).chain(r).collect(),
+            _ => vec![],
+        };
+        for p in parts {
+            if let Some(v) = latest(p)? {
+                cycles = Some(cycles.unwrap_or(0.0) + v);
+            }
+        }
+    }
+    let mut ev = crate::domain::Event {
+        id: 0,
+        ts: ctx.now,
+        asset: Some(a.id.clone()),
+        kind: EventKind::Audit,
+        severity: 0,
+        message: format!("maintenance done on {}: {action}", a.id),
+        details: json!({
+            "maintenance": action, "asset": a.id, "failure_mode": mode,
+            "run_hours": run_hours, "cycles": cycles, "user": user,
+        }),
+    };
+    ev.id = ctx.store.events().append(&ev)?;
+    tracing::info!(asset = %a.id, action = %action, "Maintenance recorded");
+    Ok(ev)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1240,16 +1377,29 @@ fn work_orders(
             continue;
         }
         let (what, unit) = if s.basis == "run_hours" { ("Run hours", "h") } else { ("Cycles", "cycles") };
-        let why = format!(
-            "{what} {} {unit}; every {} {unit}, so next due at {} {unit} (assumed done on schedule): {} {unit} to go; at {} {unit} per hour that is {} h, by {}.",
-            num(s.reading),
-            num(s.interval),
-            num(s.next_due),
-            num(s.to_due),
-            num(usage),
-            num(due_h),
-            when(due_at)
-        );
+        let basis = match (&s.last_done, s.last_done_reading) {
+            (Some(t), Some(r)) => format!("last done at {} {unit} ({})", num(r), when(t)),
+            _ => "assumed done on schedule".to_string(),
+        };
+        let why = match s.overdue_by {
+            Some(over) => format!(
+                "{what} {} {unit}; every {} {unit}, so due at {} {unit} ({basis}): overdue by {} {unit}.",
+                num(s.reading),
+                num(s.interval),
+                num(s.next_due),
+                num(over)
+            ),
+            None => format!(
+                "{what} {} {unit}; every {} {unit}, so next due at {} {unit} ({basis}): {} {unit} to go; at {} {unit} per hour that is {} h, by {}.",
+                num(s.reading),
+                num(s.interval),
+                num(s.next_due),
+                num(s.to_due),
+                num(usage),
+                num(due_h),
+                when(due_at)
+            ),
+        };
         let tag = if s.basis == "run_hours" {
             kind.hours_tag
                 .as_deref()
@@ -1274,7 +1424,7 @@ fn work_orders(
             }],
             due_by: due_at.clone(),
             due_in_hours: due_h,
-            priority: Priority::Low,
+            priority: if s.overdue_by.is_some() { Priority::Medium } else { Priority::Low },
             parts: s.parts.clone(),
             checks: Vec::new(),
             rul_hours: None,
