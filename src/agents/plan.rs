@@ -1269,8 +1269,13 @@ fn work_orders(
             evidence.extend(events.iter().take(5).cloned());
         }
         let cond = inds.iter().find(|i| {
-            i.rul.as_ref().is_some_and(|r| r.low_hours <= opts.horizon_hours)
-                && matches!((i.rise, i.significant_rise), (Some(r), Some(t)) if r >= t)
+            // Worn out already (at or over the failure limit), or a significant rise
+            // projected to the limit within the horizon.
+            i.rul.as_ref().is_some_and(|r| {
+                r.hours <= 0.0
+                    || (r.low_hours <= opts.horizon_hours
+                        && matches!((i.rise, i.significant_rise), (Some(x), Some(t)) if x >= t))
+            })
         });
         if let (Some(i), Some(r), Some(level), Some(limit)) =
             (cond, cond.and_then(|i| i.rul.as_ref()), cond.and_then(|i| i.level), cond.and_then(|i| i.failure_limit))
