@@ -138,6 +138,32 @@ impl DetectorArgs {
 }
 
 #[derive(Subcommand)]
+enum MaintenanceWhat {
+    /// Record that a service task (its action) or a repair (a failure mode's id) was
+    /// done on an asset, with the asset's run hours and cycles then.
+    Done {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The asset.
+        #[arg(long)]
+        asset: String,
+        /// The service task's action ("Regrease the main drive bearings") or a failure mode id (bearing_wear).
+        #[arg(long)]
+        action: String,
+        /// When it was done (RFC 3339 or local time); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Who did it.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum EvalWhat {
     /// The Numenta Anomaly Benchmark: the univariate detector over all 58 series,
     /// scored with NAB's three profiles.
@@ -211,6 +237,25 @@ enum EvalWhat {
         /// Also write the report files here.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The maintenance planner on a linesim run: at chosen times before each simulated
+    /// wear-out failure, the predicted RUL and its band against the true time to failure.
+    Plan {
+        /// Gateway config (plant model, tags, asset kinds).
+        #[arg(long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        /// linesim scenario whose history is backfilled.
+        #[arg(long, default_value = "configs/scenarios/demo.toml")]
+        scenario: PathBuf,
+        /// Simulated hours from the scenario's start.
+        #[arg(long, default_value_t = 6.5)]
+        hours: f64,
+        /// Plan at these hours after the start (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "4,5,5.5,6,6.5")]
+        at: Vec<f64>,
+        /// Hours of history the trends are fitted on.
+        #[arg(long, default_value_t = 2.0)]
+        lookback: f64,
     },
     /// NASA C-MAPSS turbofan data: the remaining-useful-life estimator fitted on the
     /// run-to-failure units, RMSE / PHM08 score / MAE / band coverage on the test units.
@@ -456,6 +501,40 @@ enum Cmd {
         /// Inference threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+    /// Maintenance plan: health per machine (vibration and temperature trends, run
+    /// hours and cycles against service intervals), remaining useful life with a
+    /// 10-90 % band, and ranked work orders; `--out DIR` writes plan.json and plan.csv.
+    Plan {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides [store] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Plan as of this time (RFC 3339 or local time); default the newest data.
+        #[arg(long)]
+        at: Option<String>,
+        /// Hours of history the trends are fitted on.
+        #[arg(long, default_value_t = 2.0)]
+        hours: f64,
+        /// List work orders due within this many hours.
+        #[arg(long, default_value_t = 168.0)]
+        horizon: f64,
+        /// Only this asset.
+        #[arg(long)]
+        asset: Option<String>,
+        /// Write plan.json and plan.csv into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the plan as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintenance records the planner counts service intervals from.
+    Maintenance {
+        #[command(subcommand)]
+        what: MaintenanceWhat,
     },
     /// Downtime by cause (fault codes, starved, blocked, setup ...) with every stop.
     Downtime {
@@ -714,6 +793,21 @@ fn main() -> ExitCode {
             init_logging("warn");
             inference_threads(threads);
             report(config, data_dir, &shift, out, model.as_deref(), threads)
+        }
+        Cmd::Maintenance { what: MaintenanceWhat::Done { config, data_dir, asset, action, at, user } } => {
+            init_logging("warn");
+            maintenance_done(config, data_dir, &asset, &action, at.as_deref(), user.as_deref())
+        }
+        Cmd::Plan { config, data_dir, at, hours, horizon, asset, out, json } => {
+            init_logging("warn");
+            let p = linepilot::api::maintenance::PlanParams {
+                at,
+                hours: Some(hours),
+                horizon: Some(horizon),
+                asset,
+                format: None,
+            };
+            maintenance_plan(config, data_dir, &p, out.as_deref(), json)
         }
         Cmd::Downtime { config, data_dir, from, to, asset, json } => {
             init_logging("warn");
@@ -1109,6 +1203,77 @@ fn report(
     res
 }
 
+/// `linepilot plan`: the maintenance plan from the store; plan.json and plan.csv with `--out`.
+fn maintenance_plan(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    p: &linepilot::api::maintenance::PlanParams,
+    out: Option<&Path>,
+    json: bool,
+) -> Result<()> {
+    use linepilot::agents::plan;
+    let cfg = load_config(&config)?;
+    let store = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
+        Ok(store) => store,
+        Err(StoreError::Locked(dir)) => {
+            let listen = daemon_listen(&cfg, Some(PathBuf::from(dir)));
+            bail!(
+                "the data directory is locked by a running daemon: get the plan from its API, \
+                 http://{listen}/api/v1/maintenance/plan (add ?format=csv for CSV)"
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let res = linepilot::api::maintenance::make_plan(&store, &cfg, p);
+    store.close();
+    let plan = res?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (j, c) = (dir.join("plan.json"), dir.join("plan.csv"));
+        std::fs::write(&j, serde_json::to_string_pretty(&plan)?).with_context(|| format!("writing {}", j.display()))?;
+        std::fs::write(&c, plan::to_csv(&plan)).with_context(|| format!("writing {}", c.display()))?;
+        eprintln!("wrote {} and {}", j.display(), c.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan::table(&plan));
+    }
+    Ok(())
+}
+
+/// `linepilot maintenance done`: an audit event the planner counts service intervals from.
+fn maintenance_done(
+    config: PathBuf,
+    data_dir: Option<PathBuf>,
+    asset: &str,
+    action: &str,
+    at: Option<&str>,
+    user: Option<&str>,
+) -> Result<()> {
+    let cfg = load_config(&config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let store = match linepilot::service::open_store(&cfg, data_dir, false) {
+        Ok(store) => store,
+        Err(StoreError::Locked(_)) => {
+            bail!("the data directory is locked by a running daemon: record it once the daemon is stopped")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let res = (|| -> Result<linepilot::domain::Event> {
+        let now = match at {
+            Some(t) => cal.parse_time(t)?,
+            None => linepilot::domain::now_ns(),
+        };
+        let ctx = linepilot::agents::ToolContext { store: &store, config: &cfg, calendar: &cal, now };
+        Ok(linepilot::agents::plan::record_done(&ctx, asset, action, user)?)
+    })();
+    store.close();
+    let ev = res?;
+    println!("{} (event {}): {}", ev.message, ev.id, ev.details);
+    Ok(())
+}
+
 /// The daemon holds the data directory: ask it over HTTP instead.
 fn query_daemon(listen: &str, p: &QueryParams) -> Result<Vec<query::SeriesResult>> {
     let series = Some(p.series.clone());
@@ -1369,8 +1534,34 @@ fn eval(what: EvalWhat) -> Result<()> {
         EvalWhat::Report { config, scenario, hours, model, threads, out } => {
             eval_report(&config, &scenario, hours, model.as_deref(), threads, out)
         }
+        EvalWhat::Plan { config, scenario, hours, at, lookback } => eval_plan(&config, &scenario, hours, &at, lookback),
         EvalWhat::Cmapss { train, test, rul, verbose, tune } => eval_cmapss(&train, &test, &rul, verbose, tune),
     }
+}
+
+/// `linepilot eval plan`: the planner's RUL against a linesim run's failures.
+fn eval_plan(config: &Path, scenario: &Path, hours: f64, at: &[f64], lookback: f64) -> Result<()> {
+    use linepilot::agents::{plan::PlanOptions, plan_eval};
+    let cfg = load_config(config)?;
+    let cal = linepilot::config::Calendar::new(&cfg)?;
+    let dir = std::env::temp_dir().join(format!("linepilot-eval-plan-{}", std::process::id()));
+    let store = linepilot::service::open_store(&cfg, Some(dir.clone()), false)?;
+    let t = std::time::Instant::now();
+    let truth = linepilot::service::demo::backfill(&store, scenario, hours, |done, total| {
+        eprint!("\rbackfilling {}: {done:.1}/{total:.1} h", scenario.display());
+    });
+    eprintln!();
+    let res = (|| -> Result<()> {
+        let truth = truth?;
+        eprintln!("backfilled {hours} h in {:.1} s", t.elapsed().as_secs_f64());
+        let opts = PlanOptions { lookback_hours: lookback, ..PlanOptions::default() };
+        let checks = plan_eval::check(&store, &cfg, &cal, &truth, at, &opts)?;
+        print!("{}", plan_eval::markdown(&checks));
+        Ok(())
+    })();
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
 
 /// `linepilot eval cmapss`: the RUL estimator on C-MAPSS (or, with `--tune`, its cross-validation grid).

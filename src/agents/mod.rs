@@ -7,11 +7,16 @@
 //!   appears in the tool results (or the question) and strikes what does not;
 //! - `ask`: operator questions: a deterministic intent router picks the tools, a
 //!   writer turns the results into text (the model when one is loaded, else a
-//!   template), and the reviewer checks it.
+//!   template), and the reviewer checks it;
+//! - `plan`: the maintenance planner: health indicators per asset, remaining useful
+//!   life with a band, and ranked work orders (JSON and CSV); `plan_eval` checks it
+//!   against a linesim run's ground truth.
 
 pub mod ask;
 pub mod eval;
 pub mod explain;
+pub mod plan;
+pub mod plan_eval;
 pub mod report;
 pub mod review;
 pub mod tools;

@@ -488,7 +488,7 @@ fn check_params(p: &RulParams) -> Result<(), RulError> {
 }
 
 /// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

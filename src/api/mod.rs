@@ -3,6 +3,7 @@
 pub mod alarms;
 pub mod config;
 pub mod llm;
+pub mod maintenance;
 pub mod query;
 
 use std::io::Read;
@@ -52,6 +53,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/oee", get(oee_handler))
         .route("/api/v1/downtime", get(downtime_handler))
         .route("/api/v1/ask", get(ask_handler))
+        .route("/api/v1/maintenance/plan", get(maintenance::plan_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -223,7 +223,19 @@ pub fn definitions(config: &Config) -> Vec<ToolDefinition> {
         def(
             "asset_info",
             "What the configuration says about a machine: name, kind, description, tags and units, and its maintenance manual: failure modes (symptoms, causes, checks, parts) and service intervals.",
-            obj(asset_prop, &["asset"]),
+            obj(asset_prop.clone(), &["asset"]),
+        ),
+        def(
+            "maintenance_plan",
+            "Health of each machine (vibration and temperature trends, margins to alarm limits, run hours and cycles against service intervals), remaining useful life with a 10-90 % band, and ranked work orders.",
+            obj(
+                with(
+                    map(&asset_prop),
+                    &json!({ "hours": { "type": "number", "minimum": 0.25, "maximum": 168, "description": "look-back of the trends" },
+                             "horizon_hours": { "type": "number", "minimum": 1, "maximum": 8784 } }),
+                ),
+                &[],
+            ),
         ),
     ]
 }
@@ -238,6 +250,7 @@ pub fn run(ctx: &ToolContext<'_>, name: &str, args: &Json) -> Result<ToolOutput,
         "oee" => oee(ctx, args)?,
         "downtime" => downtime(ctx, args)?,
         "asset_info" => asset_info(ctx, args)?,
+        "maintenance_plan" => super::plan::tool(ctx, args)?,
         other => return Err(ToolError::UnknownTool(other.to_string())),
     };
     Ok(ToolOutput { tool: name.to_string(), args: args.clone(), result })
