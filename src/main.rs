@@ -1162,7 +1162,8 @@ fn report(
     };
     let res = (|| -> Result<()> {
         let dir = cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
-        let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
+        let mut local =
+            model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
         let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
         let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
         let w = ctx.shift("report", shift)?;
@@ -1184,8 +1185,11 @@ fn report(
         bar.finish_and_clear();
         let out = out.unwrap_or_else(|| r::reports_dir(&store));
         let saved = r::save(&rep, &out, &cfg.site.time_zone)?;
-        println!("{}
-", rep.handover);
+        println!(
+            "{}
+",
+            rep.handover
+        );
         println!(
             "report of {} written in {:.1} s (handover note by {}; {} numbers checked, {} ungrounded):",
             rep.shift,
@@ -1384,7 +1388,8 @@ fn eval_report(
         let start = sc.start_ns(&scenario.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let end = start + (hours * 3.6e12) as i64;
         let stats = linepilot::analytics::replay::replay(&store, &cfg, start, end, |_| {})?;
-        let ctx = linepilot::agents::ToolContext { store: &store, config: &cfg, calendar: &cal, now: end + 60_000_000_000 };
+        let ctx =
+            linepilot::agents::ToolContext { store: &store, config: &cfg, calendar: &cal, now: end + 60_000_000_000 };
         let xs = explain::explain_pending(&ctx, start, end + 1, usize::MAX)?;
         eprintln!(
             "backfilled {hours} h, replayed {} samples ({:?}), {} events explained in {:.1} s",
@@ -1393,10 +1398,12 @@ fn eval_report(
             xs.len(),
             t.elapsed().as_secs_f64()
         );
-        let label = cal.shifts_between(start, start + 1)?.into_iter().next().context("no shift at the scenario's start")?.label;
+        let label =
+            cal.shifts_between(start, start + 1)?.into_iter().next().context("no shift at the scenario's start")?.label;
         let mdir = linepilot::llm::local::registry::default_model_dir();
         let t = std::time::Instant::now();
-        let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&mdir, name, threads)).transpose()?;
+        let mut local =
+            model.map(|name| linepilot::llm::local::LocalModel::load_named(&mdir, name, threads)).transpose()?;
         let load_s = t.elapsed().as_secs_f64();
         let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
         let writer = model.map(|n| (n, &mut write as &mut linepilot::agents::ask::ModelWriter<'_>));
@@ -1408,8 +1415,16 @@ fn eval_report(
         let cov = r::fault_coverage(&md, &truth, &cal);
         let found = cov.iter().filter(|c| c.2).count();
         println!("{}\n", rep.handover);
-        println!("shift {label}: report written in {write_s:.1} s (model load {load_s:.1} s), handover note by {}", rep.written_by);
-        println!("numbers checked {}, ungrounded {} {:?}", rep.review.checked, rep.review.ungrounded.len(), rep.review.ungrounded);
+        println!(
+            "shift {label}: report written in {write_s:.1} s (model load {load_s:.1} s), handover note by {}",
+            rep.written_by
+        );
+        println!(
+            "numbers checked {}, ungrounded {} {:?}",
+            rep.review.checked,
+            rep.review.ungrounded.len(),
+            rep.review.ungrounded
+        );
         println!("faults of the ground truth in the report: {found}/{}", cov.len());
         for (f, who, ok) in &cov {
             println!("  {} {f} ({who})", if *ok { "found  " } else { "MISSING" });

@@ -20,12 +20,8 @@ fn root() -> &'static Path {
 const HOUR: i64 = 3_600_000_000_000;
 
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut resp = ureq::get(&format!("http://{addr}{path}"))
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .expect("GET");
+    let mut resp =
+        ureq::get(&format!("http://{addr}{path}")).config().http_status_as_error(false).build().call().expect("GET");
     (resp.status().as_u16(), resp.body_mut().read_to_string().expect("body"))
 }
 
@@ -92,7 +88,11 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
     eprintln!("the daemon wrote the report of {} {:.0} s after starting", shift.label, t.elapsed().as_secs_f64());
     let (status, html) = get(&daemon.addr, &format!("/api/v1/reports/{name}?format=html"));
     assert_eq!(status, 200);
-    assert!(html.starts_with("<!DOCTYPE html>") && html.matches("<svg").count() >= 4, "{}", &html[..200.min(html.len())]);
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.matches("<svg").count() >= 4,
+        "{}",
+        &html[..200.min(html.len())]
+    );
     let (status, md) = get(&daemon.addr, &format!("/api/v1/reports/{name}?format=md"));
     assert!(status == 200 && md.contains("## Downtime") && md.contains("fault_201"), "{md}");
     assert_eq!(get(&daemon.addr, "/api/v1/reports/..%2Fsecret?format=md").0, 400);
@@ -106,7 +106,11 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
         .output()
         .expect("linepilot report");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("written by the daemon"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("written by the daemon"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A new anomaly is explained within seconds, through the API. (The daemon holds
     // the event log; the test adds the event as the analytics stage would, over the
@@ -119,7 +123,9 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
             asset: Some("capper".into()),
             kind: EventKind::Anomaly,
             severity: 500,
-            message: "capper.vib_de_rms is far from its usual level: 6.2 mm/s (baseline 2.1 mm/s, usual spread 0.2 mm/s)".into(),
+            message:
+                "capper.vib_de_rms is far from its usual level: 6.2 mm/s (baseline 2.1 mm/s, usual spread 0.2 mm/s)"
+                    .into(),
             details: serde_json::json!({ "tag": "capper.vib_de_rms", "phase": "started", "value": 6.2, "unit": "mm/s",
                                          "baseline": 2.1, "scale": 0.2,
                                          "contributions": [{ "tag": "capper.vib_de_rms", "share": 1.0 }] }),

@@ -30,14 +30,20 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
     let end = start + 8 * 60 * MIN;
     let stats = linepilot::analytics::replay::replay(&store, &cfg, start, end, |_| {}).expect("replay");
     eprintln!("replay: {stats:?}");
-    assert!(stats.events.get("alarm").copied().unwrap_or(0) > 0 && stats.events.get("anomaly").copied().unwrap_or(0) > 0);
+    assert!(
+        stats.events.get("alarm").copied().unwrap_or(0) > 0 && stats.events.get("anomaly").copied().unwrap_or(0) > 0
+    );
 
     let ctx = ToolContext::at_newest_data(&store, &cfg, &cal);
     if std::env::var("EXPLAIN_DEBUG").is_ok() {
         let all = store.events().query(&EventQuery { kinds: vec![EventKind::Anomaly], ..Default::default() }).unwrap();
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for e in &all {
-            let k = format!("{} {}", e.details["phase"].as_str().unwrap_or("-"), e.details["tag"].as_str().or(e.details["statistic"].as_str()).unwrap_or("?"));
+            let k = format!(
+                "{} {}",
+                e.details["phase"].as_str().unwrap_or("-"),
+                e.details["tag"].as_str().or(e.details["statistic"].as_str()).unwrap_or("?")
+            );
             *by.entry(k).or_default() += 1;
         }
         eprintln!("{by:#?}");
@@ -48,7 +54,8 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
     eprintln!("{} explanations in {:.2} s", xs.len(), t.elapsed().as_secs_f64());
     // All are stored, grounded and name their facts.
     let q = EventQuery { kinds: vec![EventKind::Anomaly, EventKind::Alarm], ..Default::default() };
-    let left: Vec<_> = store.events().unexplained(&q).expect("query").into_iter().filter(explain::explainable).collect();
+    let left: Vec<_> =
+        store.events().unexplained(&q).expect("query").into_iter().filter(explain::explainable).collect();
     assert!(left.is_empty(), "{} explainable events left unexplained", left.len());
     for x in &xs {
         assert!(x.review.passed(), "ungrounded {:?} in:\n{}", x.review.ungrounded, x.text);
@@ -71,8 +78,10 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
         let asset = r["asset"].as_str().unwrap_or_default();
         let ts = r["ts_ns"].as_i64().expect("ts_ns");
         let Some((_, mode, within)) = expected.iter().find(|(f, _, _)| *f == fault) else { continue };
-        let signals: Vec<&str> =
-            r["details"]["signals"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect()).unwrap_or_default();
+        let signals: Vec<&str> = r["details"]["signals"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
         let found = xs.iter().find(|x| {
             let e = store.events().get(x.event_id).ok().flatten().expect("event");
             x.asset.as_deref() == Some(asset)
@@ -82,7 +91,8 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
                     // The right mode, shown by the fault's own signals or code.
                     l.failure_mode == *mode
                         && l.matched.iter().any(|m| {
-                            signals.iter().any(|s| s == m) || r["details"]["fault_code"].as_i64().is_some_and(|c| *m == format!("fault_{c}"))
+                            signals.iter().any(|s| s == m)
+                                || r["details"]["fault_code"].as_i64().is_some_and(|c| *m == format!("fault_{c}"))
                         })
                 })
         });
@@ -90,9 +100,20 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
             let near: Vec<String> = xs
                 .iter()
                 .filter(|x| x.asset.as_deref() == Some(asset))
-                .map(|x| format!("{} {:?}: {}", x.at["at"], x.likely.first().map(|l| &l.failure_mode), x.text.lines().next().unwrap_or_default()))
+                .map(|x| {
+                    format!(
+                        "{} {:?}: {}",
+                        x.at["at"],
+                        x.likely.first().map(|l| &l.failure_mode),
+                        x.text.lines().next().unwrap_or_default()
+                    )
+                })
                 .collect();
-            panic!("{fault} on {asset} at {}: no explanation names {mode}; explanations of {asset}:\n{}", r["ts"], near.join("\n"));
+            panic!(
+                "{fault} on {asset} at {}: no explanation names {mode}; explanations of {asset}:\n{}",
+                r["ts"],
+                near.join("\n")
+            );
         };
         eprintln!("{fault} on {asset}:\n{}\n", x.text);
         assert!(!x.checks.is_empty() && x.text.contains("Checks:"), "{}", x.text);

@@ -40,7 +40,12 @@ fn demo_shift_report_names_every_fault_and_every_number_traces() {
     let md = report::markdown(&r);
     eprintln!("{md}");
     assert!(steps.len() >= 8 && steps.last().is_some_and(|s| s.1 == 1.0), "progress: {steps:?}");
-    assert!(r.review.passed() && r.review.checked > 200, "ungrounded: {:?} (checked {})", r.review.ungrounded, r.review.checked);
+    assert!(
+        r.review.passed() && r.review.checked > 200,
+        "ungrounded: {:?} (checked {})",
+        r.review.ungrounded,
+        r.review.checked
+    );
 
     // Every fault appears: its machine (or protocol source) named on a line with a
     // time from its start to its detection bound.

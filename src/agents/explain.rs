@@ -179,9 +179,8 @@ fn num(v: f64) -> String {
 /// Explains event `e` from the tools, with the template writer.
 pub fn explain(ctx: &ToolContext<'_>, e: &Event) -> Result<Explanation, ToolError> {
     let contributing = tags_of(e);
-    let asset = e.asset.clone().or_else(|| {
-        contributing.first().and_then(|c| ctx.config.tag(&c.tag)).map(|t| t.asset.clone())
-    });
+    let asset =
+        e.asset.clone().or_else(|| contributing.first().and_then(|c| ctx.config.tag(&c.tag)).map(|t| t.asset.clone()));
     let code = fault_code(e);
     let mut facts = vec![event_fact(ctx, e, &contributing)];
     if let Some(a) = &asset {
@@ -255,7 +254,9 @@ pub fn explain(ctx: &ToolContext<'_>, e: &Event) -> Result<Explanation, ToolErro
         .iter()
         .rev()
         .take(4)
-        .map(|x| format!("{} {}", x["time"]["at"].as_str().unwrap_or_default(), x["message"].as_str().unwrap_or_default()))
+        .map(|x| {
+            format!("{} {}", x["time"]["at"].as_str().unwrap_or_default(), x["message"].as_str().unwrap_or_default())
+        })
         .collect();
     near.dedup();
     if !near.is_empty() {
@@ -276,7 +277,8 @@ pub fn explain(ctx: &ToolContext<'_>, e: &Event) -> Result<Explanation, ToolErro
             }
             checks.extend(best.checks.iter().cloned());
             if !checks.is_empty() {
-                let numbered: Vec<String> = checks.iter().enumerate().map(|(i, c)| format!("({}) {c}", i + 1)).collect();
+                let numbered: Vec<String> =
+                    checks.iter().enumerate().map(|(i, c)| format!("({}) {c}", i + 1)).collect();
                 lines.push(format!("Checks: {}.", numbered.join("; ")));
             }
             if !best.parts.is_empty() {
@@ -333,12 +335,7 @@ pub fn to_stored(x: &Explanation, written_at: i64) -> StoredExplanation {
 
 /// Explains and stores every explainable event in `[from, to)` that has no
 /// explanation yet (at most `limit`, oldest first); returns the explanations.
-pub fn explain_pending(
-    ctx: &ToolContext<'_>,
-    from: i64,
-    to: i64,
-    limit: usize,
-) -> Result<Vec<Explanation>, ToolError> {
+pub fn explain_pending(ctx: &ToolContext<'_>, from: i64, to: i64, limit: usize) -> Result<Vec<Explanation>, ToolError> {
     let q = EventQuery {
         from: Some(from),
         to: Some(to),

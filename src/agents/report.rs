@@ -135,7 +135,7 @@ fn n(v: &Json) -> String {
     }
 }
 
-fn s<'j>(v: &'j Json) -> &'j str {
+fn s(v: &Json) -> &str {
     v.as_str().unwrap_or_default()
 }
 
@@ -207,7 +207,13 @@ pub fn write(
     for h in &hours {
         let l = &h.result["lines"][0];
         let span = format!("{}–{}", s(&h.result["window"]["from"]["at"]), s(&h.result["window"]["to"]["at"]));
-        out_table.rows.push(vec![span, n(&l["good"]), n(&l["reject"]), pct(&l["oee_pct"]), pct(&l["availability_pct"])]);
+        out_table.rows.push(vec![
+            span,
+            n(&l["good"]),
+            n(&l["reject"]),
+            pct(&l["oee_pct"]),
+            pct(&l["availability_pct"]),
+        ]);
         labels.push(s(&h.result["window"]["from"]["at"]).to_string());
         values.push(l["good"].as_f64().unwrap_or(0.0));
     }
@@ -245,9 +251,19 @@ pub fn write(
         pct(&line_oee["quality_pct"])
     ));
     let mut t = Table {
-        header: ["machine", "OEE %", "availability %", "performance %", "quality %", "good", "reject", "downtime min", "failures"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "machine",
+            "OEE %",
+            "availability %",
+            "performance %",
+            "quality %",
+            "good",
+            "reject",
+            "downtime min",
+            "failures",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: Vec::new(),
     };
     let mut g_labels = Vec::new();
@@ -273,7 +289,11 @@ pub fn write(
         }
     }
     oee_sec.table = Some(t);
-    oee_sec.charts.push(Chart::Grouped { title: "OEE, availability, performance and quality per machine (%)".into(), labels: g_labels, series });
+    oee_sec.charts.push(Chart::Grouped {
+        title: "OEE, availability, performance and quality per machine (%)".into(),
+        labels: g_labels,
+        series,
+    });
     sections.push(oee_sec);
 
     // Downtime.
@@ -360,9 +380,9 @@ pub fn write(
             continue;
         }
         let x = ctx.store.events().explanation(e.id)?;
-        let likely = x
-            .as_ref()
-            .and_then(|x| x.details["likely"].get(0).map(|l| (s(&l["failure_mode"]).to_string(), s(&l["name"]).to_string())));
+        let likely = x.as_ref().and_then(|x| {
+            x.details["likely"].get(0).map(|l| (s(&l["failure_mode"]).to_string(), s(&l["name"]).to_string()))
+        });
         if x.is_some() {
             explained += 1;
         }
@@ -426,7 +446,8 @@ pub fn write(
     let mut anomaly_sec = Section { title: "Anomalies and their explanations".into(), ..Default::default() };
     // Anomalies whose likely cause an alarm on the same machine confirms come first,
     // then the most frequent; only the first few are given in full.
-    let confirmed = |g: &(String, String, Vec<String>, String)| alarm_causes.iter().any(|(a, m, _)| *a == g.0 && *m == g.1);
+    let confirmed =
+        |g: &(String, String, Vec<String>, String)| alarm_causes.iter().any(|(a, m, _)| *a == g.0 && *m == g.1);
     anomaly_groups.sort_by(|a, b| confirmed(b).cmp(&confirmed(a)).then(b.2.len().cmp(&a.2.len())));
     let in_full = anomaly_groups.iter().filter(|g| confirmed(g)).count().max(4);
     for g in anomaly_groups.iter().take(in_full) {
@@ -483,7 +504,10 @@ pub fn write(
     });
     facts.push(derived(
         "reject rate per machine = reject / (good + reject) from the oee tool",
-        json!(q_rows.iter().map(|(a, r, p)| json!({ "asset": a, "reject": r, "reject_rate_pct": p })).collect::<Vec<_>>()),
+        json!(q_rows
+            .iter()
+            .map(|(a, r, p)| json!({ "asset": a, "reject": r, "reject_rate_pct": p }))
+            .collect::<Vec<_>>()),
     ));
     sections.push(q_sec);
 
@@ -523,7 +547,9 @@ pub fn write(
     let mut gap_sec = Section { title: "Data gaps".into(), ..Default::default() };
     let list = gaps.result["gaps"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        gap_sec.paragraphs.push(format!("Every source delivered data throughout (no silence over {} s).", GAP / SECOND));
+        gap_sec
+            .paragraphs
+            .push(format!("Every source delivered data throughout (no silence over {} s).", GAP / SECOND));
     } else {
         gap_sec.paragraphs.push(format!(
             "{} time(s) a source was silent for more than {} s (a comms loss or a stopped device):",
@@ -534,7 +560,14 @@ pub fn write(
             header: ["source", "from", "to", "seconds"].map(String::from).to_vec(),
             rows: list
                 .iter()
-                .map(|g| vec![s(&g["source"]).to_string(), s(&g["from"]["at"]).to_string(), s(&g["to"]["at"]).to_string(), n(&g["seconds"])])
+                .map(|g| {
+                    vec![
+                        s(&g["source"]).to_string(),
+                        s(&g["from"]["at"]).to_string(),
+                        s(&g["to"]["at"]).to_string(),
+                        n(&g["seconds"]),
+                    ]
+                })
                 .collect(),
         });
     }
@@ -544,9 +577,10 @@ pub fn write(
     // Key trends: the tags with the most alarms and anomalies.
     progress("trends", 0.8);
     let mut trend_sec = Section { title: "Key trends".into(), ..Default::default() };
-    let mut ranked: Vec<(String, usize)> = by_tag.into_iter().filter(|(t, _)| {
-        ctx.config.tag(t).is_some_and(|c| c.value_type == crate::domain::ValueKind::F64)
-    }).collect();
+    let mut ranked: Vec<(String, usize)> = by_tag
+        .into_iter()
+        .filter(|(t, _)| ctx.config.tag(t).is_some_and(|c| c.value_type == crate::domain::ValueKind::F64))
+        .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     for (tag, k) in ranked.into_iter().take(TRENDS) {
         let st = tools::run(ctx, "tag_stats", &json!({ "tag": tag, "shift": label }))?;
@@ -650,7 +684,8 @@ pub fn write(
             };
             let r = reviewer.review(&text);
             let missing: Vec<&String> = required.iter().filter(|t| !text.contains(t.as_str())).collect();
-            let echoed = text.is_empty() || text.contains("FACTS") || text.chars().count() > 2 * head.chars().count() + 80;
+            let echoed =
+                text.is_empty() || text.contains("FACTS") || text.chars().count() > 2 * head.chars().count() + 80;
             if r.passed() && missing.is_empty() && !echoed {
                 handover = if tail.is_empty() { text } else { format!("{text} {tail}") };
                 written_by = (*name).to_string();
@@ -662,13 +697,19 @@ pub fn write(
                     why.push(format!("these are not in FACTS: {}", r.ungrounded.join(", ")));
                 }
                 if !missing.is_empty() {
-                    why.push(format!("you left out: {}", missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")));
+                    why.push(format!(
+                        "you left out: {}",
+                        missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
                 }
                 if echoed {
                     why.push("write the note itself, short".into());
                 }
                 messages.push(ChatMessage::assistant(text));
-                messages.push(ChatMessage::user(format!("Rejected by the reviewer ({}). Rewrite the FACTS again.", why.join("; "))));
+                messages.push(ChatMessage::user(format!(
+                    "Rejected by the reviewer ({}). Rewrite the FACTS again.",
+                    why.join("; ")
+                )));
             }
         }
     }
@@ -747,7 +788,12 @@ fn data_gaps(ctx: &ToolContext<'_>, from: Timestamp, to: Timestamp) -> Result<To
 }
 
 /// A tag's values averaged over 5-minute intervals, for a trend chart.
-fn averaged(ctx: &ToolContext<'_>, tag: &str, from: Timestamp, to: Timestamp) -> Result<Vec<(Timestamp, f64)>, ToolError> {
+fn averaged(
+    ctx: &ToolContext<'_>,
+    tag: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<(Timestamp, f64)>, ToolError> {
     let Some(id) = ctx.series_of(tag) else { return Ok(Vec::new()) };
     let p = ctx.store.range(id, from, to)?;
     let step = 5 * 60 * SECOND;
@@ -1067,7 +1113,8 @@ pub fn svg(c: &Chart) -> String {
                     y = ys(v)
                 );
             }
-            let _ = write!(out, "<text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", PAD_L, H - PAD_B + 28.0, esc(unit));
+            let _ =
+                write!(out, "<text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", PAD_L, H - PAD_B + 28.0, esc(unit));
             for (name, v) in limits {
                 let y = ys(*v);
                 let _ = write!(
@@ -1133,7 +1180,12 @@ pub fn write_and_save(
     model: Option<(&str, &mut ModelWriter<'_>)>,
 ) -> Result<std::path::PathBuf, ReportError> {
     let t = std::time::Instant::now();
-    let r = write(ctx, label, model, |step, f| tracing::info!(shift = %label, step, done_pct = (100.0 * f) as u32, "Writing the shift report"))?;
+    let r = write(
+        ctx,
+        label,
+        model,
+        |step, f| tracing::info!(shift = %label, step, done_pct = (100.0 * f) as u32, "Writing the shift report"),
+    )?;
     let dir = save(&r, &reports_dir(ctx.store), &ctx.config.site.time_zone)?;
     let ev = crate::domain::Event {
         id: 0,
@@ -1272,10 +1324,9 @@ pub fn fault_coverage(
         let (who, bound) = match fault {
             "comms_loss" => (format!("linesim-{}", s(&f["details"]["server"])), 2),
             "changeover" => ("setup".to_string(), 2),
-            "valve_drift" => (
-                f["details"]["signals"].get(0).and_then(Json::as_str).unwrap_or("fill_level").to_string(),
-                150,
-            ),
+            "valve_drift" => {
+                (f["details"]["signals"].get(0).and_then(Json::as_str).unwrap_or("fill_level").to_string(), 150)
+            }
             "bearing_wear" => (s(&f["asset"]).to_string(), 300),
             "heater_degradation" => (s(&f["asset"]).to_string(), 45),
             _ => (s(&f["asset"]).to_string(), 5),

@@ -53,10 +53,12 @@ pub fn replay(
         let mut samples: Vec<Sample> = Vec::new();
         for t in &tags {
             let p = store.range(t.series, window_start, window_end)?;
-            samples.extend(
-                (0..p.len())
-                    .map(|i| Sample { series: t.series, ts: p.ts[i], value: p.values.get(i), quality: p.quality_at(i) }),
-            );
+            samples.extend((0..p.len()).map(|i| Sample {
+                series: t.series,
+                ts: p.ts[i],
+                value: p.values.get(i),
+                quality: p.quality_at(i),
+            }));
         }
         samples.sort_by_key(|s| s.ts);
         stats.samples += samples.len() as u64;

@@ -167,12 +167,17 @@ struct EventParams {
 /// `GET /api/v1/events?from&to&asset&kind&limit`: the event log, newest first.
 /// `GET /api/v1/events/{id}/explanation`: the explainer's text and structured
 /// explanation (contributing tags, likely causes, checks, facts) of an event.
-async fn explanation_handler(State(st): State<ApiState>, axum::extract::Path(id): axum::extract::Path<i64>) -> Response {
+async fn explanation_handler(
+    State(st): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.events().explanation(id)).await {
         Ok(Ok(Some(x))) => Json(x).into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("event {id} has no explanation (yet)") })))
-            .into_response(),
+        Ok(Ok(None)) => {
+            (StatusCode::NOT_FOUND, Json(json!({ "error": format!("event {id} has no explanation (yet)") })))
+                .into_response()
+        }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
     }
@@ -228,7 +233,10 @@ async fn report_file_handler(
         "html" => ("report.html", "text/html; charset=utf-8"),
         "json" => ("report.json", "application/json"),
         other => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("unknown format `{other}` (md, html, json)") })))
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("unknown format `{other}` (md, html, json)") })),
+            )
                 .into_response()
         }
     };

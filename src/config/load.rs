@@ -678,8 +678,9 @@ fn check_knowledge(l: &mut Loader<'_, '_>, assets: &[AssetConfig], tags: &[TagCo
             l.report_at(&join(&base, &[key("kind")]), msg);
         }
         // A suffix must name a tag of some asset of this kind.
-        let names_a_tag =
-            |suffix: &str| tags.iter().any(|t| of_kind.contains(&t.asset.as_str()) && tag_matches(&t.asset, suffix, &t.name));
+        let names_a_tag = |suffix: &str| {
+            tags.iter().any(|t| of_kind.contains(&t.asset.as_str()) && tag_matches(&t.asset, suffix, &t.name))
+        };
         let check_suffix = |l: &mut Loader<'_, '_>, path: Vec<Seg>, suffix: &str| {
             if !of_kind.is_empty() && !names_a_tag(suffix) {
                 l.report_at(&path, format!("no tag `<asset>.{suffix}` on any asset of kind `{}`", k.kind));

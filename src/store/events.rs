@@ -391,7 +391,10 @@ mod tests {
     fn explanations_are_kept_with_their_events() {
         let (_dir, path, log) = temp_log();
         let ids = log
-            .append_many(&[ev(1, Some("capper"), EventKind::Anomaly, "a"), ev(2, Some("capper"), EventKind::Alarm, "b")])
+            .append_many(&[
+                ev(1, Some("capper"), EventKind::Anomaly, "a"),
+                ev(2, Some("capper"), EventKind::Alarm, "b"),
+            ])
             .unwrap();
         let q = EventQuery { kinds: vec![EventKind::Anomaly, EventKind::Alarm], ..Default::default() };
         assert_eq!(log.unexplained(&q).unwrap().len(), 2);
