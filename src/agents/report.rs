@@ -541,6 +541,44 @@ pub fn write(
     e_sec.table = Some(Table { header: ["machine", "meter", "kWh"].map(String::from).to_vec(), rows: e_rows });
     sections.push(e_sec);
 
+    // Open maintenance items: the planner's work orders as of the report.
+    progress("maintenance plan", 0.65);
+    let plan = super::plan::plan(ctx, &super::plan::PlanOptions::default())?;
+    let items = plan.open_items();
+    let mut m_sec = Section { title: "Open maintenance items".into(), ..Default::default() };
+    if items.is_empty() {
+        m_sec.paragraphs.push("The maintenance planner has no work order due within its horizon.".into());
+    } else {
+        m_sec.paragraphs.push(format!(
+            "{} work orders from the maintenance planner, most urgent first (`linepilot plan` has the evidence):",
+            items.len()
+        ));
+        m_sec.table = Some(Table {
+            header: ["rank", "machine", "action", "due by", "priority", "why"].map(String::from).to_vec(),
+            rows: items
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.rank.to_string(),
+                        w.asset.clone(),
+                        w.action.clone(),
+                        s(&w.due_by["local"]).to_string(),
+                        w.priority.as_str().to_string(),
+                        w.why.clone(),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    let open: Vec<String> = items
+        .iter()
+        .filter(|w| w.priority.as_str() == "high")
+        .take(3)
+        .map(|w| format!("{} {} (by {})", w.asset, w.action.to_lowercase(), s(&w.due_by["local"])))
+        .collect();
+    facts.push(plan.facts());
+    sections.push(m_sec);
+
     // Data gaps per source.
     progress("data gaps", 0.7);
     let gaps = data_gaps(ctx, w.start, end)?;
@@ -656,6 +694,9 @@ pub fn write(
     if !list.is_empty() {
         let g: Vec<String> = list.iter().map(|g| format!("{} at {}", s(&g["source"]), s(&g["from"]["at"]))).collect();
         note.push(format!("Data gaps: {}.", g.join(", ")));
+    }
+    if !open.is_empty() {
+        note.push(format!("Open for the next shift: {}.", open.join("; ")));
     }
     let draft = note.join(" ");
     let reviewer = Reviewer::new(&facts, "", ctx.config);
