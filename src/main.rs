@@ -1088,13 +1088,27 @@ fn ask(
     let cfg = load_config(&config)?;
     let cal = linepilot::config::Calendar::new(&cfg)?;
     let dir = cfg.llm.as_ref().map_or_else(linepilot::llm::local::registry::default_model_dir, |l| l.model_dir());
-    let mut local = model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?;
-    let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.as_mut(), msgs);
+    let local = std::cell::RefCell::new(
+        model.map(|name| linepilot::llm::local::LocalModel::load_named(&dir, name, threads)).transpose()?,
+    );
+    let mut write = |msgs: &[linepilot::llm::ChatMessage]| phrase(local.borrow_mut().as_mut(), msgs);
+    // For a question outside the router's intents the model picks the tool, under the tool-call schema.
+    let mut choose = |msgs: &[linepilot::llm::ChatMessage], schema: &serde_json::Value| {
+        let mut guard = local.borrow_mut();
+        let m = guard.as_mut().ok_or("no model loaded")?;
+        let opts = linepilot::llm::local::GenerateOptions {
+            max_tokens: 96,
+            json_schema: Some(schema.clone()),
+            ..Default::default()
+        };
+        m.generate(msgs, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+    };
     let answer: a::Answer = match linepilot::service::open_store(&cfg, data_dir.clone(), false) {
         Ok(store) => {
             let ctx = linepilot::agents::ToolContext::at_newest_data(&store, &cfg, &cal);
             let writer = model.map(|n| (n, &mut write as &mut a::ModelWriter<'_>));
-            let res = a::ask_with(&ctx, question, &a::AskOptions::default(), writer);
+            let chooser = model.map(|_| &mut choose as &mut a::ToolChooser<'_>);
+            let res = a::ask_full(&ctx, question, &a::AskOptions::default(), writer, chooser);
             store.close();
             res?
         }

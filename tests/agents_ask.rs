@@ -106,5 +106,29 @@ fn demo_shift_questions_are_answered_from_the_data() {
     assert!(a.review.passed(), "{a:?}");
     assert!(a.text.contains("capper") && a.text.contains("fault_"), "{}", a.text);
     eprintln!("SmolLM2 ({}): {}", a.written_by, a.text);
+    drop(real);
+
+    // A question none of the router's intents covers: SmolLM2 picks the tool under the
+    // tool-call schema (constrained decoding), the tool runs, and the text is reviewed.
+    let mut choose = |m: &[linepilot::llm::ChatMessage], schema: &serde_json::Value| -> Result<String, String> {
+        let opts = linepilot::llm::local::GenerateOptions {
+            max_tokens: 96,
+            json_schema: Some(schema.clone()),
+            ..Default::default()
+        };
+        model.generate(m, &opts, &mut |_| true).map(|c| c.text).map_err(|e| e.to_string())
+    };
+    let q = "Tell me about the capper: its failure modes and what to check.";
+    assert_eq!(ask::route(q, &cfg), Intent::State { asset: Some("capper".into()) }, "the router has no intent for it");
+    let a = ask::ask_full(&ctx, q, &AskOptions::default(), None, Some(&mut choose)).expect("answer");
+    let Intent::Open { tool } = &a.intent else { panic!("the model chose no tool: {a:?}") };
+    assert!(linepilot::agents::tools::definitions(&cfg).iter().any(|d| &d.name == tool));
+    assert_eq!(a.facts.len(), 1, "{a:?}");
+    assert!(a.review.passed() && !a.text.is_empty(), "{a:?}");
+    eprintln!("SmolLM2 chose {tool} {}: {}", a.facts[0].args, a.text.lines().take(3).collect::<Vec<_>>().join(" | "));
+    // A question that asks for the state is still the router's.
+    let a = ask::ask_full(&ctx, "What is the state of the line?", &AskOptions::default(), None, Some(&mut choose))
+        .expect("answer");
+    assert_eq!(a.intent, Intent::State { asset: None });
     store.close();
 }

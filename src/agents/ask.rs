@@ -81,6 +81,16 @@ pub enum Intent {
         /// One machine, or all.
         asset: Option<String>,
     },
+    /// Maintenance: health, remaining useful life and the work orders due.
+    Maintenance {
+        /// One machine, or all.
+        asset: Option<String>,
+    },
+    /// None of the above: the model chose the tool.
+    Open {
+        /// The tool the model chose.
+        tool: String,
+    },
 }
 
 /// Options of [`ask`].
@@ -235,6 +245,25 @@ pub fn route(question: &str, config: &Config) -> Intent {
     {
         return Intent::Downtime { shift: find_shift(question), asset };
     }
+    if has(
+        &q,
+        &[
+            "maintenance",
+            "service",
+            "work order",
+            "remaining life",
+            "remaining useful life",
+            "replace",
+            "overhaul",
+            "保养",
+            "维护",
+            "维修",
+            "寿命",
+            "更换",
+        ],
+    ) {
+        return Intent::Maintenance { asset };
+    }
     if has(&q, &["alarm", "anomal", "报警", "告警", "异常"]) {
         return Intent::Alarms { asset };
     }
@@ -311,6 +340,8 @@ fn scout(ctx: &ToolContext<'_>, intent: &Intent) -> Result<Vec<ToolOutput>, Tool
             vec![("tag_latest", json!({ "tag": tag })), ("tag_stats", json!({ "tag": tag, "hours": 1 }))]
         }
         Intent::State { asset } => vec![("line_state", asset_arg(asset))],
+        Intent::Maintenance { asset } => vec![("maintenance_plan", asset_arg(asset))],
+        Intent::Open { .. } => Vec::new(),
     };
     calls.into_iter().map(|(name, args)| tools::run(ctx, name, &args)).collect()
 }
@@ -572,6 +603,77 @@ fn downtime_text(facts: &[ToolOutput], lang: Language) -> String {
     lines.join("\n")
 }
 
+fn maintenance_text(facts: &[ToolOutput], lang: Language) -> String {
+    let r = result(facts, "maintenance_plan");
+    let orders = r["work_orders"].as_array().cloned().unwrap_or_default();
+    let mut lines = vec![match (lang, orders.is_empty()) {
+        (Language::En, true) => format!("No work order is due within {} hours.", s(&r["horizon_hours"])),
+        (Language::En, false) => format!("{} work orders, most urgent first:", orders.len()),
+        (Language::Zh, true) => format!("{} 小时内没有到期的维护工单。", s(&r["horizon_hours"])),
+        (Language::Zh, false) => format!("共 {} 个维护工单，按紧急程度排列：", orders.len()),
+    }];
+    for o in orders.iter().take(5) {
+        let rul = match (o["rul_hours"].as_f64(), o["rul_low_hours"].as_f64(), o["rul_high_hours"].as_f64()) {
+            (Some(m), Some(lo), Some(hi)) => match lang {
+                Language::En => format!("; remaining life {m} h (band {lo}–{hi} h)"),
+                Language::Zh => format!("；剩余寿命 {m} 小时（区间 {lo}–{hi} 小时）"),
+            },
+            _ => String::new(),
+        };
+        lines.push(match lang {
+            Language::En => format!(
+                "{}. {}: {}, by {} ({} priority){rul}.",
+                s(&o["rank"]),
+                s(&o["asset"]),
+                s(&o["action"]),
+                s(&o["due_by"]["local"]),
+                s(&o["priority"])
+            ),
+            Language::Zh => format!(
+                "{}. {}：{}，截止 {}（优先级 {}）{rul}。",
+                s(&o["rank"]),
+                s(&o["asset"]),
+                s(&o["action"]),
+                s(&o["due_by"]["local"]),
+                s(&o["priority"])
+            ),
+        });
+    }
+    lines.join("\n")
+}
+
+/// The facts of a tool the model chose, as lines of `key: value` (numbers as the tool gave them).
+fn open_text(facts: &[ToolOutput]) -> String {
+    fn walk(prefix: &str, j: &Json, out: &mut Vec<String>) {
+        if out.len() >= 30 {
+            return;
+        }
+        match j {
+            Json::Object(o) => {
+                for (k, v) in o {
+                    if k == "utc" || k == "local" {
+                        continue;
+                    }
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix} {k}") };
+                    walk(&p, v, out);
+                }
+            }
+            Json::Array(a) => {
+                for v in a.iter().take(10) {
+                    walk(prefix, v, out);
+                }
+            }
+            Json::Null => {}
+            other => out.push(format!("{prefix}: {}", s(other))),
+        }
+    }
+    let mut out = Vec::new();
+    for f in facts {
+        walk(&f.tool, &f.result, &mut out);
+    }
+    out.join("\n")
+}
+
 fn alarms_text(facts: &[ToolOutput], lang: Language) -> String {
     let r = result(facts, "events");
     let list = r["events"].as_array().cloned().unwrap_or_default();
@@ -680,16 +782,117 @@ pub fn ask_with(
     ctx: &ToolContext<'_>,
     question: &str,
     opts: &AskOptions,
+    model: Option<(&str, &mut ModelWriter<'_>)>,
+) -> Result<Answer, ToolError> {
+    ask_full(ctx, question, opts, model, None)
+}
+
+/// A language model that answers under a JSON schema (constrained decoding): the
+/// messages and the schema in, its JSON text out (or why not).
+pub type ToolChooser<'m> = dyn FnMut(&[ChatMessage], &Json) -> Result<String, String> + 'm;
+
+/// How many tool calls the model may try for one question (a failed call counts).
+pub const TOOL_STEPS: usize = 3;
+
+/// Whether a question the router sent to the state fallback really asks for the
+/// state (else the model may choose a tool).
+fn asks_for_state(question: &str) -> bool {
+    let q = question.to_lowercase();
+    has(
+        &q,
+        &["state", "status", "running", "happening", "going on", "how is", "how are", "状态", "运行", "怎么样", "情况"],
+    )
+}
+
+/// The schema of one tool call: `{"tool": name, "args": {...}}` for any of the tools.
+pub fn tool_call_schema(config: &Config) -> Json {
+    let any: Vec<Json> = tools::definitions(config)
+        .into_iter()
+        .map(|d| {
+            json!({ "type": "object",
+                    "properties": { "tool": { "type": "string", "enum": [d.name] }, "args": d.parameters },
+                    "required": ["tool", "args"], "additionalProperties": false })
+        })
+        .collect();
+    json!({ "anyOf": any })
+}
+
+/// The model picks tools for a question the router has no intent for: one call at a
+/// time under the tool-call schema, at most [`TOOL_STEPS`] tries; a failed call goes
+/// back to it with the error. Returns the successful calls.
+fn choose_tools(ctx: &ToolContext<'_>, question: &str, choose: &mut ToolChooser<'_>) -> Vec<ToolOutput> {
+    let schema = tool_call_schema(ctx.config);
+    let list: Vec<String> =
+        tools::definitions(ctx.config).iter().map(|d| format!("- {}: {}", d.name, d.description)).collect();
+    let mut messages = vec![
+        ChatMessage::system(format!(
+            "You pick the one tool that answers an operator's question about a production line. Answer with JSON: {{\"tool\": name, \"args\": {{...}}}}. Tools:\n{}",
+            list.join("\n")
+        )),
+        ChatMessage::user(question.to_string()),
+    ];
+    let mut facts = Vec::new();
+    for _ in 0..TOOL_STEPS {
+        let text = match choose(&messages, &schema) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "The model could not choose a tool");
+                break;
+            }
+        };
+        let call: Json = match serde_json::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                messages.push(ChatMessage::assistant(text));
+                messages.push(ChatMessage::user(format!("That is not valid JSON ({e}). Try again.")));
+                continue;
+            }
+        };
+        let name = call["tool"].as_str().unwrap_or_default().to_string();
+        match tools::run(ctx, &name, &call["args"]) {
+            Ok(out) => {
+                facts.push(out);
+                break;
+            }
+            Err(e) => {
+                messages.push(ChatMessage::assistant(text));
+                messages.push(ChatMessage::user(format!("The tool failed: {e}. Choose again.")));
+            }
+        }
+    }
+    facts
+}
+
+/// [`ask_with`], and with `chooser` the model picks the tools for a question none of
+/// the router's intents covers (its text is then checked like any other).
+pub fn ask_full(
+    ctx: &ToolContext<'_>,
+    question: &str,
+    opts: &AskOptions,
     mut model: Option<(&str, &mut ModelWriter<'_>)>,
+    chooser: Option<&mut ToolChooser<'_>>,
 ) -> Result<Answer, ToolError> {
     let lang = opts.language.unwrap_or_else(|| Language::of(question));
-    let intent = route(question, ctx.config);
-    let facts = scout(ctx, &intent)?;
+    let mut intent = route(question, ctx.config);
+    let mut facts = Vec::new();
+    if let (Intent::State { .. }, Some(choose)) = (&intent, chooser) {
+        if !asks_for_state(question) {
+            facts = choose_tools(ctx, question, choose);
+            if let Some(f) = facts.first() {
+                intent = Intent::Open { tool: f.tool.clone() };
+            }
+        }
+    }
+    if facts.is_empty() {
+        facts = scout(ctx, &intent)?;
+    }
     let draft = match &intent {
         Intent::WhyStop { asset, at } => why_stop(asset.as_deref(), at.as_deref(), &facts, lang),
         Intent::Oee { asset, .. } => oee_text(asset.as_deref(), &facts, lang),
         Intent::Downtime { .. } => downtime_text(&facts, lang),
         Intent::Alarms { .. } => alarms_text(&facts, lang),
+        Intent::Maintenance { .. } => maintenance_text(&facts, lang),
+        Intent::Open { .. } => open_text(&facts),
         Intent::TagValue { .. } => tag_text(&facts, lang),
         Intent::State { .. } => state_text(&facts, lang),
     };
@@ -846,6 +1049,9 @@ mod tests {
             Intent::Oee { shift: "last".into(), asset: Some("washer".into()) }
         );
         assert_eq!(why("what's happening on line 1"), Intent::State { asset: None });
+        assert_eq!(why("when is the capper due for service?"), Intent::Maintenance { asset: Some("capper".into()) });
+        assert_eq!(why("灌装机什么时候需要保养？"), Intent::Maintenance { asset: Some("filler".into()) });
+        assert!(asks_for_state("what's happening on line 1") && !asks_for_state("tell me about the capper"));
         assert_eq!(Language::of("为什么"), Language::Zh);
         assert_eq!(Language::of("why 10:40"), Language::En);
         // Times need two minute digits and a real clock.
