@@ -144,5 +144,13 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
     let text = x["text"].as_str().unwrap_or_default();
     assert!(text.contains("Main drive bearing wear") && text.contains("Checks:"), "{x}");
     assert_eq!(x["details"]["likely"][0]["failure_mode"], "bearing_wear");
+
+    // The answer streamed as server-sent events: the grounded draft at once, then done.
+    let (status, body) = get(&daemon.addr, "/api/v1/ask/stream?q=what%20was%20OEE%20last%20shift%3F&model=true");
+    assert_eq!(status, 200);
+    let draft = body.find("event: draft").expect("a draft event");
+    let done = body.find("event: done").expect("a done event");
+    assert!(draft < done && body.contains("oee_pct"), "{body}");
+    assert!(!body.contains("event: answer"), "no model in this config: no model answer");
     assert!(daemon.stop().success());
 }

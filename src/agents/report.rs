@@ -1278,6 +1278,27 @@ pub fn router_writer(
     }
 }
 
+/// A tool chooser over the daemon's router: the local model answers under the schema.
+pub fn router_chooser(
+    router: crate::llm::router::Router,
+    handle: tokio::runtime::Handle,
+) -> impl FnMut(&[ChatMessage], &Json) -> Result<String, String> {
+    move |messages: &[ChatMessage], schema: &Json| {
+        let ask = crate::llm::router::Ask {
+            messages: messages.to_vec(),
+            local: crate::llm::local::GenerateOptions {
+                max_tokens: 96,
+                json_schema: Some(schema.clone()),
+                ..Default::default()
+            },
+            task: crate::llm::router::Task::Routine,
+            user_requested: false,
+            review_rejections: 0,
+        };
+        handle.block_on(router.answer(ask)).map(|a| a.completion.text).map_err(|e| e.to_string())
+    }
+}
+
 /// The daemon's report writer: when a shift of the calendar has ended, writes its
 /// report (with the model when it is loaded) into `<data_dir>/reports/`.
 pub async fn run(

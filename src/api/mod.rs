@@ -53,6 +53,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/api/v1/oee", get(oee_handler))
         .route("/api/v1/downtime", get(downtime_handler))
         .route("/api/v1/ask", get(ask_handler))
+        .route("/api/v1/ask/stream", get(ask_stream_handler))
         .route("/api/v1/maintenance/plan", get(maintenance::plan_handler))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -442,26 +443,93 @@ pub struct AskParams {
     /// `en` or `zh` to force the answer's language.
     #[serde(default)]
     pub lang: Option<String>,
+    /// Let the daemon's model phrase the answer (under the reviewer).
+    #[serde(default)]
+    pub model: Option<bool>,
 }
 
-/// `GET /api/v1/ask?q=...`: an operator question answered from the tools, with the
-/// facts used and the reviewer's findings.
-async fn ask_handler(State(st): State<ApiState>, Query(p): Query<AskParams>) -> Response {
+/// Answers a question on a blocking thread: the template writer, or with `model` the
+/// daemon's router phrasing it (and choosing tools for a question no intent covers).
+fn answer_blocking(
+    st: &ApiState,
+    p: &AskParams,
+    model: Option<(crate::llm::router::Router, tokio::runtime::Handle)>,
+) -> Result<crate::agents::ask::Answer, String> {
     use crate::agents::ask::{self, AskOptions, Language};
-    let res = tokio::task::spawn_blocking(move || {
-        let cal = crate::config::Calendar::new(&st.config).map_err(|e| e.to_string())?;
-        let ctx = crate::agents::ToolContext::at_newest_data(&st.store, &st.config, &cal);
-        let language = match p.lang.as_deref() {
-            Some("zh") => Some(Language::Zh),
-            Some("en") => Some(Language::En),
-            _ => None,
-        };
-        ask::ask(&ctx, &p.q, &AskOptions { language }).map_err(|e| e.to_string())
-    })
-    .await;
+    let cal = crate::config::Calendar::new(&st.config).map_err(|e| e.to_string())?;
+    let ctx = crate::agents::ToolContext::at_newest_data(&st.store, &st.config, &cal);
+    let language = match p.lang.as_deref() {
+        Some("zh") => Some(Language::Zh),
+        Some("en") => Some(Language::En),
+        _ => None,
+    };
+    let opts = AskOptions { language };
+    match model {
+        None => ask::ask(&ctx, &p.q, &opts),
+        Some((router, handle)) => {
+            let name = st.config.llm.as_ref().map(|l| l.local_model.clone()).unwrap_or_default();
+            let mut w = crate::agents::report::router_writer(router.clone(), handle.clone());
+            let mut c = crate::agents::report::router_chooser(router, handle);
+            ask::ask_full(&ctx, &p.q, &opts, Some((&name, &mut w)), Some(&mut c))
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The daemon's router, when `model=true` was asked and the models are known.
+fn wanted_router(st: &ApiState, p: &AskParams) -> Option<(crate::llm::router::Router, tokio::runtime::Handle)> {
+    if !p.model.unwrap_or(false) {
+        return None;
+    }
+    st.llm.as_ref().and_then(crate::llm::service::Llm::router).map(|r| (r, tokio::runtime::Handle::current()))
+}
+
+/// `GET /api/v1/ask?q=...[&model=true]`: an operator question answered from the tools,
+/// with the facts used and the reviewer's findings; `model=true` lets the model phrase
+/// it (and pick the tools for a question no intent covers).
+async fn ask_handler(State(st): State<ApiState>, Query(p): Query<AskParams>) -> Response {
+    let model = wanted_router(&st, &p);
+    let res = tokio::task::spawn_blocking(move || answer_blocking(&st, &p, model)).await;
     match res {
         Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
     }
+}
+
+/// `GET /api/v1/ask/stream?q=...[&model=true]`: the answer as server-sent events. A
+/// `draft` event comes at once (the template's grounded answer with its facts); with
+/// `model=true` an `answer` event follows when the model's text has passed the
+/// reviewer (or the template's, saying why); then `done`. An `error` event ends a
+/// question that cannot be answered.
+async fn ask_stream_handler(
+    State(st): State<ApiState>,
+    Query(p): Query<AskParams>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(8);
+    let model = wanted_router(&st, &p);
+    tokio::task::spawn_blocking(move || {
+        let send = |name: &str, body: serde_json::Value| {
+            let _ = tx.blocking_send(SseEvent::default().event(name).data(body.to_string()));
+        };
+        match answer_blocking(&st, &p, None) {
+            Ok(a) => send("draft", json!(a)),
+            Err(e) => {
+                send("error", json!({ "error": e }));
+                return;
+            }
+        }
+        if model.is_some() {
+            match answer_blocking(&st, &p, model) {
+                Ok(a) => send("answer", json!(a)),
+                Err(e) => send("error", json!({ "error": e })),
+            }
+        }
+        send("done", json!({}));
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
