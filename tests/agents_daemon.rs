@@ -44,6 +44,14 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
         }
     }
     let out = out.replace("data_dir = \"./data/demo\"", &format!("data_dir = {:?}", data.display().to_string()));
+    // Explanations are published on the MQTT source's broker: a real mosquitto here.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr").port()
+    };
+    let _broker = common::Mosquitto::start(dir.path(), port);
+    let out = out.replace("url = \"mqtt://127.0.0.1:1883\"", &format!("url = \"mqtt://127.0.0.1:{port}\""))
+        + "\n[agents]\npublish = { source = \"linesim-mqtt\", topic = \"lp-test\" }\n";
     let cfg_path = dir.path().join("gateway.toml");
     std::fs::write(&cfg_path, &out).expect("config");
     let cfg = linepilot::config::Config::load(&cfg_path).expect("config loads");
@@ -112,6 +120,23 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Subscribe to the explanations before the anomaly comes.
+    let mut opts = rumqttc::MqttOptions::new("agents-daemon-test", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 10);
+    client.subscribe("lp-test/+/explanation", rumqttc::QoS::AtLeastOnce).expect("subscribe");
+    let (tx, rx) = std::sync::mpsc::channel::<(String, serde_json::Value)>();
+    std::thread::spawn(move || {
+        for n in conn.iter() {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = n {
+                if let Ok(v) = serde_json::from_slice(&p.payload) {
+                    let _ = tx.send((p.topic.clone(), v));
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
     // A new anomaly is explained within seconds, through the API. (The daemon holds
     // the event log; the test adds the event as the analytics stage would, over the
     // same SQLite file.)
@@ -144,6 +169,16 @@ fn daemon_writes_the_shift_report_and_explains_new_events() {
     let text = x["text"].as_str().unwrap_or_default();
     assert!(text.contains("Main drive bearing wear") && text.contains("Checks:"), "{x}");
     assert_eq!(x["details"]["likely"][0]["failure_mode"], "bearing_wear");
+    // ... and published on the broker.
+    let (topic, msg) = loop {
+        let (topic, msg) = rx.recv_timeout(Duration::from_secs(20)).expect("the explanation on MQTT within 20 s");
+        if msg["event_id"] == id {
+            break (topic, msg);
+        }
+    };
+    assert_eq!(topic, "lp-test/capper/explanation");
+    assert_eq!(msg["text"], x["text"]);
+    drop(client);
 
     // The answer streamed as server-sent events: the grounded draft at once, then done.
     let (status, body) = get(&daemon.addr, "/api/v1/ask/stream?q=what%20was%20OEE%20last%20shift%3F&model=true");

@@ -355,8 +355,19 @@ pub fn explain_pending(ctx: &ToolContext<'_>, from: i64, to: i64, limit: usize) 
 /// How often the daemon looks for new events to explain.
 const EXPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The explanation as published on MQTT.
+pub fn payload(x: &Explanation) -> Json {
+    json!({
+        "event_id": x.event_id, "asset": x.asset, "kind": x.kind, "at": x.at, "text": x.text,
+        "likely": x.likely.iter().map(|l| json!({ "failure_mode": l.failure_mode, "name": l.name, "score": l.score })).collect::<Vec<_>>(),
+        "checks": x.checks, "written_by": x.written_by,
+    })
+}
+
 /// The daemon's explainer: every few seconds, explains the anomaly and alarm events
-/// of the last hour that have none yet, until `stop` turns true.
+/// of the last hour that have none yet, until `stop` turns true; with `[agents]
+/// publish`, publishes each explanation (QoS 1) to `<topic>/<asset>/explanation` on
+/// that source's broker.
 pub async fn run(
     store: std::sync::Arc<crate::store::Store>,
     config: std::sync::Arc<crate::config::Config>,
@@ -369,11 +380,35 @@ pub async fn run(
             return;
         }
     };
+    let mut link = config.agents.publish.as_ref().and_then(|p| match config.source(&p.source) {
+        Some(crate::config::SourceConfig::Mqtt(m)) => match crate::ingest::mqtt::publisher(m, "agents") {
+            Ok(l) => Some((l, p.topic.clone())),
+            Err(e) => {
+                tracing::warn!(error = %e, source = %p.source, "Explanations will not be published");
+                None
+            }
+        },
+        _ => None,
+    });
     let since = crate::domain::now_ns() - 60 * MIN;
+    let mut tick = tokio::time::interval(EXPLAIN_EVERY);
     loop {
+        let polled = async {
+            match link.as_mut() {
+                Some((l, _)) => l.poll().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tokio::time::sleep(EXPLAIN_EVERY) => {}
+            ev = polled => {
+                if let Err(e) = ev {
+                    tracing::debug!(error = %e, "Explanation publisher not connected; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
         }
         if *stop.borrow() {
             break;
@@ -382,14 +417,28 @@ pub async fn run(
         let done = tokio::task::spawn_blocking(move || {
             let now = crate::domain::now_ns();
             let ctx = ToolContext { store: &s, config: &c, calendar: &cal, now };
-            explain_pending(&ctx, since, now + 1, 50).map(|xs| xs.len())
+            explain_pending(&ctx, since, now + 1, 50)
         })
         .await;
         match done {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(explained = n, "Events explained"),
+            Ok(Ok(xs)) => {
+                if !xs.is_empty() {
+                    tracing::info!(explained = xs.len(), "Events explained");
+                }
+                if let Some((l, topic)) = &link {
+                    for x in &xs {
+                        let t = format!("{topic}/{}/explanation", x.asset.as_deref().unwrap_or("line"));
+                        if let Err(e) = l.publish_at_least_once(t, payload(x).to_string().into_bytes()) {
+                            tracing::warn!(error = %e, event = x.event_id, "Explanation not published");
+                        }
+                    }
+                }
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "The anomaly explainer failed; retrying"),
             Err(e) => tracing::warn!(error = %e, "The anomaly explainer task failed"),
         }
+    }
+    if let Some((l, _)) = &link {
+        l.disconnect();
     }
 }

@@ -112,3 +112,27 @@ mod tests {
         assert!(!tag_matches("capper", "vib_de", "capper.vib_de_rms"));
     }
 }
+
+/// `[agents]`: what the copilot agents do besides answering.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Publish every explanation of an alarm or anomaly over MQTT.
+    #[serde(default)]
+    pub publish: Option<PublishConfig>,
+}
+
+/// `[agents] publish`: the broker (that of an MQTT `[[source]]`) and topic prefix.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// The `[[source]]` (kind `mqtt`) whose broker, credentials and TLS settings are used.
+    pub source: String,
+    /// Topic prefix: explanations go to `<topic>/<asset>/explanation`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+}
+
+fn default_topic() -> String {
+    "linepilot".into()
+}

@@ -15,7 +15,7 @@ use super::address::{ModbusAddressFields, ModbusDataType, MqttAddressFields, Opc
 use super::alarms::{check_pattern, AlarmTemplateConfig, AlarmsConfig, TagAlarmSettings};
 use super::calendar::{PlannedStopConfig, ShiftConfig};
 use super::diagnostic::{ConfigErrors, Sink};
-use super::knowledge::{tag_matches, AssetKindConfig};
+use super::knowledge::{tag_matches, AgentsConfig, AssetKindConfig};
 use super::plant::{check_id, check_tag_name, AreaConfig, AssetConfig, LineConfig, SiteConfig, TagConfig};
 use super::source::{ModbusSourceConfig, MqttSourceConfig, OpcUaSourceConfig, SourceConfig, SourceKind};
 use super::Config;
@@ -25,7 +25,7 @@ use crate::llm::config::LlmConfig;
 type Val<'t> = Spanned<DeValue<'t>>;
 
 /// The top-level keys of a config file.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "site",
     "store",
     "api",
@@ -40,6 +40,7 @@ const SECTIONS: [&str; 14] = [
     "planned_stop",
     "llm",
     "asset_kind",
+    "agents",
 ];
 
 /// One step of a key path.
@@ -633,10 +634,37 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
     let alarm_templates = check_alarms(&mut l, &assets, &tags, &tag_bases);
     let (shifts, planned_stops) = check_production(&mut l, &assets, &tags, site.as_ref());
     let asset_kinds = check_knowledge(&mut l, &assets, &tags);
+    let agents: Option<AgentsConfig> = match get(&root, &[key("agents")]) {
+        Some(v) => l.de::<AgentsConfig>(v, &[key("agents")]).map(|p| {
+            if let Some(pb) = p.value.publish.as_ref().filter(|_| p.ok("publish")) {
+                let path = [key("agents"), key("publish"), key("source")];
+                match sources.iter().find(|s| s.id() == pb.source) {
+                    Some(SourceConfig::Mqtt(_)) => {}
+                    Some(other) => l.report_at(
+                        &path,
+                        format!(
+                            "source `{}` is {}, not mqtt: explanations are published to an MQTT broker",
+                            pb.source,
+                            other.kind()
+                        ),
+                    ),
+                    None => l.report_at(&path, format!("unknown source `{}`", pb.source)),
+                }
+                if pb.topic.is_empty() || pb.topic.contains(['+', '#']) {
+                    l.report_at(
+                        &[key("agents"), key("publish"), key("topic")],
+                        "topic must be a plain prefix (no `+` or `#`)",
+                    );
+                }
+            }
+            p.value
+        }),
+        None => Some(Default::default()),
+    };
 
     let Loader { sink, .. } = l;
-    match (site, store, api, alarms, llm) {
-        (Some(site), Some(store), Some(api), Some(alarms), Some(llm)) if sink.is_empty() => Ok(Config {
+    match (site, store, api, alarms, llm, agents) {
+        (Some(site), Some(store), Some(api), Some(alarms), Some(llm), Some(agents)) if sink.is_empty() => Ok(Config {
             site: site.value,
             store,
             api,
@@ -651,6 +679,7 @@ pub(crate) fn load(text: &str, name: &str) -> Result<Config, ConfigErrors> {
             planned_stops,
             llm,
             asset_kinds,
+            agents,
         }),
         _ => Err(ConfigErrors::Invalid { diagnostics: sink.finish() }),
     }

@@ -80,6 +80,8 @@ pub struct Config {
     pub llm: Option<crate::llm::config::LlmConfig>,
     /// `[[asset_kind]]` entries: failure modes and service intervals per kind of machine.
     pub asset_kinds: Vec<knowledge::AssetKindConfig>,
+    /// `[agents]`: publishing explanations.
+    pub agents: knowledge::AgentsConfig,
 }
 
 impl Config {

@@ -749,3 +749,15 @@ fn asset_kinds_are_checked_against_the_plant() {
     is(&d[0], B + 9, 1, "asset_kind[0].service[0]", "needs `every_hours` or `every_cycles`");
     is(&d[1], B + 14, 12, "asset_kind[0].service[1].prevents", "no failure mode `leak` on this kind");
 }
+
+#[test]
+fn agents_publish_needs_an_mqtt_source() {
+    let c = load(&format!("{BASE}[agents]\npublish = {{ source = \"broker\" }}\n")).expect("valid");
+    assert_eq!(c.agents.publish.as_ref().map(|p| p.topic.as_str()), Some("linepilot"));
+    let d = errors("[agents]\npublish = { source = \"plc\", topic = \"x\" }\n");
+    one(&d, B + 2, 22, "agents.publish.source", "source `plc` is opcua, not mqtt");
+    let d = errors("[agents]\npublish = { source = \"brokr\", topic = \"a/#\" }\n");
+    assert_eq!(d.len(), 2, "{d:?}");
+    is(&d[0], B + 2, 22, "agents.publish.source", "unknown source `brokr`");
+    is(&d[1], B + 2, 39, "agents.publish.topic", "plain prefix");
+}

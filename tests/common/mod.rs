@@ -335,3 +335,42 @@ pub fn demo_history_in_store(
         .collect();
     (store, truth)
 }
+
+/// A Debian `mosquitto` broker on a loopback port, for tests that publish (killed on drop).
+pub struct Mosquitto {
+    child: Child,
+}
+
+impl Mosquitto {
+    /// Starts it (config in `dir`) and waits until it listens.
+    pub fn start(dir: &Path, port: u16) -> Mosquitto {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("mosquitto is not installed (apt-get install mosquitto; .ci/run does)");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+            .expect("mosquitto.conf");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning mosquitto");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "mosquitto did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Mosquitto { child }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -157,6 +157,18 @@ impl Link {
         }
     }
 
+    /// Queues a message at QoS 1 (at least once), not retained.
+    pub fn publish_at_least_once(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Link::V4(c, _) => {
+                c.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).map_err(|e| e.to_string())
+            }
+            Link::V5(c, _) => {
+                c.try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, false, payload).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// Asks for a clean DISCONNECT (best effort).
     pub fn disconnect(&self) {
         let _ = match self {

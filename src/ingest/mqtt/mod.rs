@@ -25,7 +25,7 @@
 //! instead of 3.1.1 (see [`link`]).
 
 pub mod decode;
-mod link;
+pub mod link;
 pub mod sparkplug;
 mod tls;
 
@@ -213,6 +213,33 @@ fn addr_kind(routes: &Routes, k: usize) -> ValueKind {
 }
 
 /// Runs the MQTT source until shutdown (Ok) or a configuration problem (Err).
+/// A client for the broker of MQTT source `cfg` (its URL, credentials, TLS and
+/// protocol version) with the client id `<client id>-<suffix>`, for publishing; it
+/// connects, and reconnects, as its event loop is polled.
+pub fn publisher(cfg: &MqttSourceConfig, suffix: &str) -> Result<Link, IngestError> {
+    let (host, port, tls) = parse_url(&cfg.url)?;
+    let password = read_password(cfg)?;
+    let transport = if tls {
+        let config = tls::client_config(cfg)?;
+        Some(Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config))))
+    } else {
+        None
+    };
+    let client_id = format!("{}-{suffix}", cfg.client_id.clone().unwrap_or_else(|| format!("linepilot-{}", cfg.id)));
+    let mut publishing = cfg.clone();
+    publishing.clean_session = true;
+    let options = LinkOptions {
+        client_id: &client_id,
+        host: &host,
+        port,
+        password,
+        transport,
+        max_packet: MAX_PACKET,
+        requests: REQUESTS,
+    };
+    Ok(Link::new(&publishing, options))
+}
+
 pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     let SourceConfig::Mqtt(cfg) = &ctx.config else {
         return Err(IngestError::Config("not an MQTT source".into()));
