@@ -106,7 +106,6 @@ fn demo_shift_questions_are_answered_from_the_data() {
     assert!(a.review.passed(), "{a:?}");
     assert!(a.text.contains("capper") && a.text.contains("fault_"), "{}", a.text);
     eprintln!("SmolLM2 ({}): {}", a.written_by, a.text);
-    drop(real);
 
     // A question none of the router's intents covers: SmolLM2 picks the tool under the
     // tool-call schema (constrained decoding), the tool runs, and the text is reviewed.
