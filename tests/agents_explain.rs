@@ -35,20 +35,6 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
     );
 
     let ctx = ToolContext::at_newest_data(&store, &cfg, &cal);
-    if std::env::var("EXPLAIN_DEBUG").is_ok() {
-        let all = store.events().query(&EventQuery { kinds: vec![EventKind::Anomaly], ..Default::default() }).unwrap();
-        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
-        for e in &all {
-            let k = format!(
-                "{} {}",
-                e.details["phase"].as_str().unwrap_or("-"),
-                e.details["tag"].as_str().or(e.details["statistic"].as_str()).unwrap_or("?")
-            );
-            *by.entry(k).or_default() += 1;
-        }
-        eprintln!("{by:#?}");
-        eprintln!("{:?}", all.iter().take(3).map(|e| &e.details).collect::<Vec<_>>());
-    }
     let t = std::time::Instant::now();
     let xs = explain::explain_pending(&ctx, start, end + 1, usize::MAX).expect("explain");
     eprintln!("{} explanations in {:.2} s", xs.len(), t.elapsed().as_secs_f64());
@@ -120,6 +106,32 @@ fn every_machine_fault_is_explained_by_its_failure_mode() {
         checked += 1;
     }
     assert!(checked >= 7, "only {checked} faults checked");
+    // Tags that moved with an anomaly are named (the `correlated` tool), and the reviewer passed them.
+    let moved = xs.iter().filter(|x| x.text.contains("Moved with it on this machine:")).count();
+    eprintln!("{moved} explanations name tags that moved with the anomaly");
+    assert!(moved > 0 && xs.iter().any(|x| x.facts.iter().any(|f| f.tool == "correlated")));
+
+    // Two periods compared: the worn capper bearing vibrates more in its 6th hour than in its 1st.
+    let t = |h: i64| linepilot::api::query::format_time(start + h * 60 * MIN);
+    let c = linepilot::agents::tools::run(
+        &ctx,
+        "compare",
+        &serde_json::json!({ "tag": "capper.vib_de_rms", "first": { "from": t(1), "to": t(2) }, "second": { "from": t(6), "to": t(7) } }),
+    )
+    .expect("compare");
+    assert!(c.result["change"]["mean"].as_f64().is_some_and(|d| d > 0.5), "{}", c.result);
+    let c = linepilot::agents::tools::run(
+        &ctx,
+        "compare",
+        &serde_json::json!({ "asset": "filler", "first": { "from": t(0), "to": t(1) }, "second": { "from": t(6), "to": t(7) } }),
+    )
+    .expect("compare OEE");
+    assert!(c.result["change"]["oee_pct"].is_number(), "{}", c.result);
+    // No maintenance recorded yet.
+    let h = linepilot::agents::tools::run(&ctx, "maintenance_history", &serde_json::json!({ "asset": "capper" }))
+        .expect("history");
+    assert_eq!(h.result["done"].as_array().map(Vec::len), Some(0));
+
     // A comms loss (the history has no quality codes, so one is stored as the alarm
     // engine writes it) says what to check and blames no failure mode.
     let e = linepilot::domain::Event {

@@ -170,6 +170,10 @@ fn likely_causes(
     out
 }
 
+fn s(v: &Json) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 /// A number as a person reads it: at most 2 decimals, trailing zeros dropped.
 fn num(v: f64) -> String {
     let s = format!("{:.2}", round(v, 2));
@@ -200,6 +204,20 @@ pub fn explain(ctx: &ToolContext<'_>, e: &Event) -> Result<Explanation, ToolErro
         let out = tools::run(ctx, "tag_stats", &json!({ "tag": c.tag, "from": range(from), "to": range(to) }))?;
         if out.result["count"].as_u64().unwrap_or(0) > 1 {
             moved.push(out.result.clone());
+        }
+        facts.push(out);
+    }
+    // The machine's other tags that moved with it (anomalies only: an alarm's cause is its limit).
+    let mut moved_with = Vec::new();
+    if e.kind == EventKind::Anomaly
+        && e.id > 0
+        && contributing.first().is_some_and(|c| ctx.config.tag(&c.tag).is_some())
+    {
+        let out = tools::run(ctx, "correlated", &json!({ "event": e.id, "limit": 3 }))?;
+        for c in out.result["correlated"].as_array().into_iter().flatten() {
+            if c["r"].as_f64().is_some_and(|r| r.abs() >= 0.8) && !contributing.iter().any(|k| k.tag == c["tag"]) {
+                moved_with.push(format!("{} (r {})", s(&c["tag"]), num(c["r"].as_f64().unwrap_or_default())));
+            }
         }
         facts.push(out);
     }
@@ -249,6 +267,9 @@ pub fn explain(ctx: &ToolContext<'_>, e: &Event) -> Result<Explanation, ToolErro
             num(m["min"]["value"].as_f64().unwrap_or_default()),
             m["min"]["time"]["at"].as_str().unwrap_or_default(),
         ));
+    }
+    if !moved_with.is_empty() {
+        lines.push(format!("Moved with it on this machine: {}.", moved_with.join(", ")));
     }
     let mut near: Vec<String> = around
         .iter()

@@ -6,6 +6,7 @@
 //! (`HH:MM`, and the full local time) as well as UTC. Agents may state only what
 //! these results say: the reviewer checks their text against them.
 
+mod analysis;
 mod line;
 mod production;
 
@@ -17,6 +18,7 @@ use crate::domain::{SeriesId, SeriesKey, Timestamp};
 use crate::llm::ToolDefinition;
 use crate::store::Store;
 
+pub use analysis::{compare, correlated, maintenance_history};
 pub use line::{asset_info, events, line_state, tag_latest, tag_stats};
 pub use production::{downtime, oee};
 
@@ -237,6 +239,39 @@ pub fn definitions(config: &Config) -> Vec<ToolDefinition> {
                 &[],
             ),
         ),
+        def(
+            "compare",
+            "Compare two periods: a tag's statistics (with `tag`) or the OEE of the line or one machine, and the change from the first period to the second.",
+            obj(
+                with(
+                    with(map(&tag_prop), &asset_prop).as_object().cloned().unwrap_or_default(),
+                    &json!({ "first": { "type": "object", "properties": window.clone(), "additionalProperties": false },
+                             "second": { "type": "object", "properties": window.clone(), "additionalProperties": false } }),
+                ),
+                &["first", "second"],
+            ),
+        ),
+        def(
+            "correlated",
+            "The tags that moved with an anomaly: Pearson correlation of one-minute means with the event's tag (or a tag over a window), strongest first.",
+            obj(
+                with(
+                    with(map(&tag_prop), &window).as_object().cloned().unwrap_or_default(),
+                    &json!({ "event": { "type": "integer", "minimum": 1 },
+                             "scope": { "type": "string", "enum": ["asset", "line"] },
+                             "limit": { "type": "integer", "minimum": 1, "maximum": 20 } }),
+                ),
+                &[],
+            ),
+        ),
+        def(
+            "maintenance_history",
+            "Maintenance done on the machines (service tasks and repairs recorded), newest first.",
+            obj(
+                with(map(&asset_prop), &json!({ "hours": { "type": "number", "minimum": 1, "maximum": 8784 } })),
+                &[],
+            ),
+        ),
     ]
 }
 
@@ -250,6 +285,9 @@ pub fn run(ctx: &ToolContext<'_>, name: &str, args: &Json) -> Result<ToolOutput,
         "oee" => oee(ctx, args)?,
         "downtime" => downtime(ctx, args)?,
         "asset_info" => asset_info(ctx, args)?,
+        "compare" => compare(ctx, args)?,
+        "correlated" => correlated(ctx, args)?,
+        "maintenance_history" => maintenance_history(ctx, args)?,
         "maintenance_plan" => super::plan::tool(ctx, args)?,
         other => return Err(ToolError::UnknownTool(other.to_string())),
     };
