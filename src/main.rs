@@ -1097,7 +1097,7 @@ fn ask(
         let mut guard = local.borrow_mut();
         let m = guard.as_mut().ok_or("no model loaded")?;
         let opts = linepilot::llm::local::GenerateOptions {
-            max_tokens: 96,
+            max_tokens: 256,
             json_schema: Some(schema.clone()),
             ..Default::default()
         };
@@ -1789,6 +1789,14 @@ fn demo(
         let line = linesim::server::Running::start(&sc, &path, opts).await.context("starting the line simulator")?;
         linepilot::service::demo::point_sources_at(&mut cfg, &line);
         eprintln!("linepilot demo: simulator {}", line.endpoints());
+        let api = listen.clone().unwrap_or_else(|| cfg.api.listen.clone());
+        let reports = data_dir.clone().unwrap_or_else(|| cfg.store.data_dir.clone()).join("reports");
+        eprintln!(
+            "linepilot demo: ask with `linepilot ask --config {} \"why did the filler stop?\"` or http://{api}/api/v1/ask?q=...; \
+             shift reports go to {} (listed at http://{api}/api/v1/reports)",
+            config.display(),
+            reports.display()
+        );
         let res = linepilot::service::run(cfg, linepilot::service::RunOptions { data_dir, listen }).await;
         line.line.stop();
         res.map_err(anyhow::Error::from)

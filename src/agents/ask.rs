@@ -843,6 +843,7 @@ fn choose_tools(ctx: &ToolContext<'_>, question: &str, choose: &mut ToolChooser<
         let call: Json = match serde_json::from_str(&text) {
             Ok(c) => c,
             Err(e) => {
+                tracing::debug!(error = %e, text = %text, "The model's tool call is not JSON");
                 messages.push(ChatMessage::assistant(text));
                 messages.push(ChatMessage::user(format!("That is not valid JSON ({e}). Try again.")));
                 continue;
@@ -855,6 +856,7 @@ fn choose_tools(ctx: &ToolContext<'_>, question: &str, choose: &mut ToolChooser<
                 break;
             }
             Err(e) => {
+                tracing::debug!(error = %e, call = %call, "The model's tool call failed");
                 messages.push(ChatMessage::assistant(text));
                 messages.push(ChatMessage::user(format!("The tool failed: {e}. Choose again.")));
             }

@@ -1287,7 +1287,7 @@ pub fn router_chooser(
         let ask = crate::llm::router::Ask {
             messages: messages.to_vec(),
             local: crate::llm::local::GenerateOptions {
-                max_tokens: 96,
+                max_tokens: 256,
                 json_schema: Some(schema.clone()),
                 ..Default::default()
             },
