@@ -202,14 +202,7 @@ impl EventLog {
         let limit = q.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         args.push(rusqlite::types::Value::Integer(limit));
 
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params_from_iter(args.iter()))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(decode(row)?);
-        }
-        Ok(out)
+        self.select(&sql, &args)
     }
 
     /// How many events `q` selects (its `limit` and order are ignored).
@@ -274,8 +267,15 @@ impl EventLog {
              (SELECT 1 FROM explanations x WHERE x.event_id = events.id) ORDER BY ts ASC, id ASC LIMIT ?"
         );
         args.push(rusqlite::types::Value::Integer(q.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))));
+        self.select(&sql, &args)
+    }
+}
+
+impl EventLog {
+    /// The events a `SELECT {COLUMNS} ...` statement returns.
+    fn select(&self, sql: &str, args: &[rusqlite::types::Value]) -> Result<Vec<Event>, EventLogError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params_from_iter(args.iter()))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {

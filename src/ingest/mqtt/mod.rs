@@ -214,9 +214,9 @@ fn addr_kind(routes: &Routes, k: usize) -> ValueKind {
 
 /// Runs the MQTT source until shutdown (Ok) or a configuration problem (Err).
 /// A client for the broker of MQTT source `cfg` (its URL, credentials, TLS and
-/// protocol version) with the client id `<client id>-<suffix>`, for publishing; it
-/// connects, and reconnects, as its event loop is polled.
-pub fn publisher(cfg: &MqttSourceConfig, suffix: &str) -> Result<Link, IngestError> {
+/// protocol version) with the given client id; it connects, and reconnects, as its
+/// event loop is polled. Returns it with the broker's host and port.
+fn link_for(cfg: &MqttSourceConfig, client_id: &str) -> Result<(Link, String, u16), IngestError> {
     let (host, port, tls) = parse_url(&cfg.url)?;
     let password = read_password(cfg)?;
     let transport = if tls {
@@ -225,19 +225,18 @@ pub fn publisher(cfg: &MqttSourceConfig, suffix: &str) -> Result<Link, IngestErr
     } else {
         None
     };
+    let options =
+        LinkOptions { client_id, host: &host, port, password, transport, max_packet: MAX_PACKET, requests: REQUESTS };
+    Ok((Link::new(cfg, options), host, port))
+}
+
+/// A publishing client (clean session) for the broker of MQTT source `cfg`, with the
+/// client id `<client id>-<suffix>`.
+pub fn publisher(cfg: &MqttSourceConfig, suffix: &str) -> Result<Link, IngestError> {
     let client_id = format!("{}-{suffix}", cfg.client_id.clone().unwrap_or_else(|| format!("linepilot-{}", cfg.id)));
     let mut publishing = cfg.clone();
     publishing.clean_session = true;
-    let options = LinkOptions {
-        client_id: &client_id,
-        host: &host,
-        port,
-        password,
-        transport,
-        max_packet: MAX_PACKET,
-        requests: REQUESTS,
-    };
-    Ok(Link::new(&publishing, options))
+    Ok(link_for(&publishing, &client_id)?.0)
 }
 
 pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
@@ -246,27 +245,9 @@ pub async fn run(ctx: SourceCtx) -> Result<(), IngestError> {
     };
     let cfg = cfg.clone();
     let mut shutdown = ctx.shutdown.clone();
-    let (host, port, tls) = parse_url(&cfg.url)?;
-    let password = read_password(&cfg)?;
     let (mut routes, mut sp) = Routes::new(&ctx.tags);
-
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("linepilot-{}", cfg.id));
-    let transport = if tls {
-        let config = tls::client_config(&cfg)?;
-        Some(Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config))))
-    } else {
-        None
-    };
-    let options = LinkOptions {
-        client_id: &client_id,
-        host: &host,
-        port,
-        password,
-        transport,
-        max_packet: MAX_PACKET,
-        requests: REQUESTS,
-    };
-    let mut link = Link::new(&cfg, options);
+    let (mut link, host, port) = link_for(&cfg, &client_id)?;
     let filters: Vec<String> = routes.filters().to_vec();
     info!(source = ctx.id(), %host, port, %client_id, protocol = ?cfg.protocol, filters = filters.len(), "MQTT source starting");
 
